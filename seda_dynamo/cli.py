@@ -1,0 +1,158 @@
+"""The ``seda-dynamo`` command: run a node, and talk to one from the shell.
+
+``serve`` starts a node (the supervisor and its stage processes); ``put``, ``get``,
+``delete``, ``ping``, ``ring`` and ``stats`` speak the wire protocol (docs/protocol.md)
+to ``--server``; ``bench`` runs the load generator of ``bench/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from seda_dynamo.client import DEFAULT_SERVER, Client, DynamoError
+from seda_dynamo.config import ConfigError, load
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from seda_dynamo.runtime import setup_logging
+    from seda_dynamo.supervisor import Supervisor
+
+    try:
+        config = load(args.config, node_id=args.node_id, client=args.client, peer=args.peer,
+                      data_dir=args.data_dir, n=args.n, r=args.r, w=args.w, join=args.join,
+                      engine=args.engine, durability=args.durability,
+                      log_level=args.log_level, run_dir=args.run_dir)
+    except ConfigError as exc:
+        print(f"seda-dynamo: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config, "supervisor")
+    return Supervisor(config).run()
+
+
+def _show(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "0x" + value.hex()
+
+
+def _context(text: str | None) -> bytes | None:
+    return bytes.fromhex(text) if text else None
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    with Client(args.server, timeout=args.timeout) as client:
+        if args.command == "put":
+            ctx = client.put(args.key, args.value.encode("utf-8"), _context(args.context),
+                             w=args.w)
+            print(f"ok context={ctx.hex()}")
+        elif args.command == "get":
+            values, ctx = client.get(args.key, r=args.r)
+            for value in values:
+                print(_show(value))
+            print(f"# {len(values)} value(s) context={ctx.hex() if ctx else '-'}",
+                  file=sys.stderr)
+            return 0 if values else 1
+        elif args.command == "delete":
+            client.delete(args.key, _context(args.context), w=args.w)
+            print("ok")
+        elif args.command == "ping":
+            print(client.ping())
+        else:
+            reply: Any = client.stats() if args.command == "stats" else client.ring()
+            print(json.dumps(reply, indent=2, default=_show))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seda-dynamo", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run a node in the foreground (Ctrl-C stops it)")
+    s.add_argument("--config", help="a TOML file (see conf/default.toml)")
+    s.add_argument("--node-id")
+    s.add_argument("--client", help="HOST:PORT for clients (default 127.0.0.1:7000)")
+    s.add_argument("--peer", help="HOST:PORT for other nodes (default 127.0.0.1:7100)")
+    s.add_argument("--data-dir")
+    s.add_argument("--run-dir", help="short directory for the stages' ipc sockets")
+    s.add_argument("--n", type=int)
+    s.add_argument("--r", type=int)
+    s.add_argument("--w", type=int)
+    s.add_argument("--join", help="HOST:PORT of a member's peer endpoint")
+    s.add_argument("--engine", choices=["bdb", "memory"])
+    s.add_argument("--durability", choices=["fsync", "nosync"])
+    s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    s.set_defaults(func=_serve)
+
+    def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_text)
+        c.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of any node")
+        c.add_argument("--timeout", type=float, default=5.0, help="seconds")
+        c.set_defaults(func=_client_command)
+        return c
+
+    c = client_parser("put", "store VALUE under KEY")
+    c.add_argument("key")
+    c.add_argument("value")
+    c.add_argument("--context", help="hex context from an earlier get")
+    c.add_argument("--w", type=int)
+    c = client_parser("get", "print every sibling of KEY, one per line")
+    c.add_argument("key")
+    c.add_argument("--r", type=int)
+    c = client_parser("delete", "delete KEY (what the context covers, or all the node holds)")
+    c.add_argument("key")
+    c.add_argument("--context", help="hex context from an earlier get")
+    c.add_argument("--w", type=int)
+    client_parser("ping", "print the node's id")
+    client_parser("ring", "print the ring as JSON")
+    client_parser("stats", "print per-stage counters as JSON")
+
+    b = sub.add_parser("bench", help="run the load generator against a node")
+    b.add_argument("--server", default=DEFAULT_SERVER)
+    b.add_argument("--ops", type=int, default=20_000, help="requests per phase")
+    b.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    b.add_argument("--value-size", type=int, default=100, help="bytes per value")
+    b.add_argument("--keys", type=int, default=10_000, help="distinct keys")
+    b.add_argument("--processes", type=int, default=1, help="client processes")
+    b.add_argument("--rate", type=float, help="open loop: ops/s on a fixed schedule")
+    b.add_argument("--max-seconds", type=float, default=60.0, help="wall-clock cap per phase")
+    b.add_argument("--json", action="store_true", help="print the results as JSON")
+    b.set_defaults(func=_bench)
+    return p
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from seda_dynamo import loadgen
+
+    results = loadgen.run_phases(args.server, args.ops, args.concurrency, args.value_size,
+                                 args.keys, processes=args.processes,
+                                 max_seconds=args.max_seconds, rate=args.rate)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for phase in results:
+            print(loadgen.format_result(phase))
+    return 1 if any(phase["errors"] for phase in results) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DynamoError as exc:
+        print(f"seda-dynamo: {exc.code}: {exc}", file=sys.stderr)
+        return 3
+    except ValueError as exc:
+        print(f"seda-dynamo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        logging.shutdown()
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

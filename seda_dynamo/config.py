@@ -1,0 +1,122 @@
+"""Node configuration: defaults, a TOML file, command-line overrides, validation.
+
+One frozen value, ``NodeConfig``, is resolved by the supervisor and handed to every stage
+as JSON, so all processes of a node agree on it. Dynamo paper section 4.9 (N, R, W).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENGINES = ("bdb", "memory")
+DURABILITY = ("fsync", "nosync")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    node_id: str = "node1"
+    client: str = "127.0.0.1:7000"
+    peer: str = "127.0.0.1:7100"
+    data_dir: str = "data/node1"
+    run_dir: str = ""
+    join: str = ""
+    seeds: tuple[str, ...] = field(default_factory=tuple)
+    n: int = 3
+    r: int = 2
+    w: int = 2
+    partitions: int = 256
+    engine: str = "bdb"
+    durability: str = "fsync"
+    max_key_bytes: int = 64 * 1024
+    max_value_bytes: int = 1024 * 1024
+    timeout_ms: int = 3000
+    batch_max: int = 512
+    queue_hwm: int = 10_000
+    log_level: str = "info"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> NodeConfig:
+        raw = json.loads(text)
+        raw["seeds"] = tuple(raw.get("seeds", ()))
+        return cls(**raw)
+
+
+def _check_endpoint(name: str, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name} = {value!r}: expected HOST:PORT, e.g. 127.0.0.1:7000")
+
+
+def validate(cfg: NodeConfig) -> NodeConfig:
+    """Raise ``ConfigError`` naming the first bad key and what it allows."""
+    if not cfg.node_id or any(c in cfg.node_id for c in " #/\\:"):
+        raise ConfigError(f"node_id = {cfg.node_id!r}: a non-empty name without spaces, "
+                          "'#', ':' or slashes")
+    _check_endpoint("client", cfg.client)
+    _check_endpoint("peer", cfg.peer)
+    if cfg.join:
+        _check_endpoint("join", cfg.join)
+    for seed in cfg.seeds:
+        _check_endpoint("seeds", seed)
+    if not 1 <= cfg.n <= 16:
+        raise ConfigError(f"n = {cfg.n}: must be in 1..16")
+    if not 1 <= cfg.r <= cfg.n:
+        raise ConfigError(f"r = {cfg.r}: must be in 1..n ({cfg.n})")
+    if not 1 <= cfg.w <= cfg.n:
+        raise ConfigError(f"w = {cfg.w}: must be in 1..n ({cfg.n})")
+    q = cfg.partitions
+    if q < 1 or q & (q - 1) or q > 65536:
+        raise ConfigError(f"partitions = {q}: must be a power of two in 1..65536")
+    if cfg.engine not in ENGINES:
+        raise ConfigError(f"engine = {cfg.engine!r}: must be one of {', '.join(ENGINES)}")
+    if cfg.durability not in DURABILITY:
+        raise ConfigError(f"durability = {cfg.durability!r}: must be one of "
+                          f"{', '.join(DURABILITY)}")
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level = {cfg.log_level!r}: must be one of "
+                          f"{', '.join(LOG_LEVELS)}")
+    for name in ("max_key_bytes", "max_value_bytes", "timeout_ms", "batch_max", "queue_hwm"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} = {getattr(cfg, name)}: must be a positive integer")
+    return cfg
+
+
+def load(path: str | None = None, **overrides: Any) -> NodeConfig:
+    """Defaults, then the TOML file at ``path``, then non-None ``overrides``."""
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                values.update(tomllib.load(fh))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name: f for f in dataclasses.fields(NodeConfig)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown key {key!r}; known keys: {', '.join(sorted(known))}")
+        default = known[key].default
+        if key == "seeds":
+            if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) for s in value):
+                raise ConfigError("seeds: expected a list of HOST:PORT strings")
+            values[key] = tuple(value)
+        elif isinstance(default, bool) or type(value) is not type(default):
+            raise ConfigError(f"{key} = {value!r}: expected {type(default).__name__}")
+    if "data_dir" not in values and "node_id" in values:
+        values["data_dir"] = str(Path("data") / values["node_id"])
+    return validate(NodeConfig(**values))

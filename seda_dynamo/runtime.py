@@ -1,0 +1,273 @@
+"""The stage runtime: the only code that moves a stage's events through ZeroMQ sockets.
+
+Every stage process runs ``python -m seda_dynamo.runtime STAGE NODE_JSON``: bind the
+stage's inbound PULL queue, drain whatever has arrived into one batch, hand the batch to
+the stage's pure handler, and send what it emitted on as one message per destination
+(SEDA, Welsh et al. 2001; every hop costs a serialization and an IPC, so batch).
+The runtime keeps the counters, reports them to the network stage once a second, and
+exits by itself when its supervisor dies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import psutil
+import zmq
+
+from seda_dynamo.config import NodeConfig
+from seda_dynamo.stage import STAGE_NAMES, Stage, spec
+
+PR_SET_PDEATHSIG = 1
+STATS_INTERVAL = 1.0
+BLOCK_SEND_MS = 1000
+STATS_SINK = "network"
+
+
+def endpoint(run_dir: str, stage: str) -> str:
+    """The ``ipc://`` address of a stage's inbound queue (paths stay under ~100 bytes)."""
+    return f"ipc://{run_dir}/{stage}.q"
+
+
+def setup_logging(config: NodeConfig, stage: str) -> None:
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s [{config.node_id} {stage}] %(message)s",
+    )
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM us when the supervisor dies (also checked by polling)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class Runtime:
+    """Runs one stage handler in this process until SIGTERM or the supervisor's death."""
+
+    def __init__(self, handler: Stage, config: NodeConfig, run_dir: str) -> None:
+        self.handler = handler
+        self.config = config
+        self.run_dir = run_dir
+        self.spec = spec(handler.name)
+        self.ctx = zmq.Context()
+        self.stopping = False
+        self.parent = os.getppid()
+        self.inbound = self.ctx.socket(zmq.PULL)
+        self.inbound.setsockopt(zmq.RCVHWM, self.spec.queue_hwm)
+        self.inbound.setsockopt(zmq.LINGER, 0)
+        self.inbound.bind(endpoint(run_dir, handler.name))
+        self.outbound: dict[str, zmq.Socket] = {}
+        self.ports: dict[str, zmq.Socket] = {}
+        for port in handler.ports():
+            sock = self.ctx.socket(zmq.ROUTER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+            sock.setsockopt(zmq.SNDHWM, 100_000)
+            sock.setsockopt(zmq.RCVHWM, 100_000)
+            if port.max_msg_bytes > 0:
+                sock.setsockopt(zmq.MAXMSGSIZE, port.max_msg_bytes)
+            sock.bind(port.bind)
+            self.ports[port.name] = sock
+        self.poller = zmq.Poller()
+        self.poller.register(self.inbound, zmq.POLLIN)
+        self.port_by_socket = {sock: name for name, sock in self.ports.items()}
+        for sock in self.ports.values():
+            self.poller.register(sock, zmq.POLLIN)
+        self.proc = psutil.Process()
+        self.proc.cpu_percent()
+        self.counters: dict[str, Any] = {
+            "processed": 0, "batches": 0, "dropped": 0, "sent": 0, "queue_depth": 0,
+            "batch_size": 0.0, "service_time_ms": 0.0, "pid": os.getpid(),
+            "started": time.time(),
+        }
+
+    # Sending ------------------------------------------------------------------------
+    def _socket_to(self, dest: str) -> zmq.Socket:
+        sock = self.outbound.get(dest)
+        if sock is None:
+            sock = self.ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.SNDHWM, spec(dest).queue_hwm)
+            sock.setsockopt(zmq.LINGER, 2000)
+            sock.connect(endpoint(self.run_dir, dest))
+            self.outbound[dest] = sock
+        return sock
+
+    def flush(self) -> None:
+        out = self.handler.take_outbox()
+        if not out:
+            return
+        batches: dict[str, list[Any]] = {}
+        for dest, event in out:
+            port = self.ports.get(dest)
+            if port is not None:
+                try:
+                    port.send_multipart(event, zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    self.counters["dropped"] += 1
+                continue
+            batches.setdefault(dest, []).append(event)
+        for dest, events in batches.items():
+            if dest == self.handler.name:
+                self.handler.handle_events(events, time.monotonic())
+                continue
+            if dest not in STAGE_NAMES:
+                self.handler.log.error("emit to unknown destination %r dropped", dest)
+                self.counters["dropped"] += len(events)
+                continue
+            self._send(dest, msgpack.packb(events, use_bin_type=True), len(events))
+        if self.handler.outbox:
+            self.flush()
+
+    def _send(self, dest: str, frame: bytes, count: int) -> None:
+        sock = self._socket_to(dest)
+        try:
+            sock.send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
+        except zmq.Again:
+            if spec(dest).when_full != "block":
+                self.counters["dropped"] += count
+                return
+            if not sock.poll(BLOCK_SEND_MS, zmq.POLLOUT):
+                self.handler.log.warning("queue of %s full for %d ms: %d events dropped",
+                                         dest, BLOCK_SEND_MS, count)
+                self.counters["dropped"] += count
+                return
+            sock.send(frame, zmq.NOBLOCK, copy=False)
+        self.counters["sent"] += count
+
+    # Receiving ----------------------------------------------------------------------
+    def _drain_inbound(self) -> list[Any]:
+        events: list[Any] = []
+        for _ in range(self.config.batch_max):
+            try:
+                frame = self.inbound.recv(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            try:
+                batch = msgpack.unpackb(frame, raw=False, use_list=True,
+                                        strict_map_key=False)
+            except Exception:  # noqa: BLE001 - a torn frame must not stop the stage
+                self.handler.log.exception("undecodable inbound frame dropped")
+                self.handler.errors += 1
+                continue
+            events.extend(batch)
+        return events
+
+    def _drain_port(self, name: str, sock: zmq.Socket) -> list[list[bytes]]:
+        messages: list[list[bytes]] = []
+        for _ in range(self.config.batch_max):
+            try:
+                messages.append(sock.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        return messages
+
+    # The loop -----------------------------------------------------------------------
+    def _report(self) -> None:
+        c = self.counters
+        c["errors"] = self.handler.errors
+        c["cpu_percent"] = self.proc.cpu_percent()
+        c["rss_bytes"] = self.proc.memory_info().rss
+        c.update(self.handler.gauges())
+        self.handler.emit(STATS_SINK, ["stats", self.handler.name, dict(c)])
+
+    def _account(self, count: int, started: float) -> None:
+        c = self.counters
+        c["processed"] += count
+        c["batches"] += 1
+        c["queue_depth"] = count
+        c["batch_size"] = 0.9 * c["batch_size"] + 0.1 * count
+        elapsed_ms = (time.monotonic() - started) * 1000.0
+        c["service_time_ms"] = 0.9 * c["service_time_ms"] + 0.1 * elapsed_ms
+
+    def run(self) -> None:
+        h = self.handler
+        now = time.monotonic()
+        h.start(now)
+        self.flush()
+        next_tick = now + h.tick_interval
+        next_report = now
+        while not self.stopping:
+            timeout = max(0.0, next_tick - time.monotonic())
+            ready = dict(self.poller.poll(timeout * 1000.0))
+            if self.inbound in ready:
+                events = self._drain_inbound()
+                if events:
+                    started = time.monotonic()
+                    h.handle_events(events, started)
+                    self.flush()
+                    self._account(len(events), started)
+            for sock in ready:
+                name = self.port_by_socket.get(sock)
+                if name is not None:
+                    messages = self._drain_port(name, sock)
+                    if messages:
+                        started = time.monotonic()
+                        h.handle_frames(name, messages, started)
+                        self.flush()
+                        self._account(len(messages), started)
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + h.tick_interval
+                h.tick(now)
+                if now >= next_report:
+                    next_report = now + STATS_INTERVAL
+                    self._report()
+                    if os.getppid() != self.parent:
+                        h.log.warning("supervisor is gone: exiting")
+                        self.stopping = True
+                self.flush()
+
+    def close(self) -> None:
+        try:
+            self.handler.close()
+        finally:
+            for sock in [self.inbound, *self.outbound.values(), *self.ports.values()]:
+                sock.close(linger=0)
+            self.ctx.term()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    stage_name, node_json = argv[0], argv[1]
+    config = NodeConfig.from_json(Path(node_json).read_text())
+    run_dir = str(Path(node_json).parent)
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us in order
+    setup_logging(config, stage_name)
+    try:
+        from setproctitle import setproctitle
+
+        setproctitle(f"seda-dynamo[{config.node_id}] stages.{stage_name}")
+    except ImportError:
+        pass
+    module = importlib.import_module(spec(stage_name).module)
+    handler: Stage = module.Handler(config)
+    runtime = Runtime(handler, config, run_dir)
+
+    def stop(_signum: int, _frame: Any) -> None:
+        runtime.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        runtime.run()
+    finally:
+        runtime.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

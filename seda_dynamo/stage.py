@@ -1,0 +1,119 @@
+"""The stage contract (Welsh's SEDA ``handle_events``) and the one table of a node's stages.
+
+A stage handler is plain Python with no sockets: the runtime hands it a batch of events,
+it calls ``emit`` for what should travel on, and the runtime moves the emitted events to
+the next stage's queue in one message per destination. Tested without ZeroMQ.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from seda_dynamo.config import NodeConfig
+
+Event = list[Any]  # [kind, *fields]: msgpack arrays between stages
+
+
+@dataclass(frozen=True, slots=True)
+class StageSpec:
+    """One row of the stage table (as Cassandra's Stage enum)."""
+
+    name: str
+    module: str
+    workers: int
+    queue_hwm: int
+    when_full: str  # "block": wait for room (never lose an event); "drop": count and drop
+
+
+#: Every stage of a node, declared once. The supervisor spawns them in this order.
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("persistence", "stages.persistence", 1, 10_000, "block"),
+    StageSpec("versioning", "stages.versioning", 1, 10_000, "block"),
+    StageSpec("coordination", "stages.coordination", 1, 10_000, "block"),
+    StageSpec("gossip", "stages.gossip", 1, 1_000, "drop"),
+    StageSpec("network", "stages.network", 1, 10_000, "block"),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def spec(name: str) -> StageSpec:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    """A socket a stage owns besides its inbound queue (the network stage's ROUTERs)."""
+
+    name: str
+    kind: str  # "router"
+    bind: str  # a ZeroMQ endpoint
+    max_msg_bytes: int = -1
+
+
+class Stage:
+    """Base of every stage handler: dispatch ``[kind, ...]`` events to ``on_<kind>``."""
+
+    name = "stage"
+    tick_interval = 0.05
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.log = logging.getLogger(f"seda_dynamo.{self.name}")
+        self.outbox: list[tuple[str, Any]] = []
+        self.errors = 0
+        self._dispatch: dict[str, Callable[..., None]] = {}
+
+    # What the runtime calls -------------------------------------------------------
+    def ports(self) -> list[Port]:
+        return []
+
+    def start(self, now: float) -> None:
+        """Called once before the first batch."""
+
+    def handle_events(self, events: list[Event], now: float) -> None:
+        for event in events:
+            self.dispatch(event, now)
+
+    def handle_frames(self, port: str, messages: list[list[bytes]], now: float) -> None:
+        """Multipart messages that arrived on one of ``ports()``."""
+
+    def tick(self, now: float) -> None:
+        """Called about every ``tick_interval`` seconds: deadlines, timers."""
+
+    def gauges(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        """Release what the handler holds (an engine, files)."""
+
+    # Helpers for handlers -----------------------------------------------------------
+    def emit(self, dest: str, event: Any) -> None:
+        """Queue ``event`` for stage ``dest`` (or multipart frames for port ``dest``)."""
+        self.outbox.append((dest, event))
+
+    def dispatch(self, event: Event, now: float) -> None:
+        try:
+            kind = event[0]
+            fn = self._dispatch.get(kind)
+            if fn is None:
+                fn = getattr(self, f"on_{kind}")
+                self._dispatch[kind] = fn
+            fn(now, *event[1:])
+        except Exception:
+            self.errors += 1
+            self.log.exception("%s: event %r failed", self.name, _short(event))
+
+    def take_outbox(self) -> list[tuple[str, Any]]:
+        out, self.outbox = self.outbox, []
+        return out
+
+
+def _short(event: Any) -> str:
+    text = repr(event)
+    return text if len(text) < 200 else text[:200] + "..."

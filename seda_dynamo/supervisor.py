@@ -1,0 +1,128 @@
+"""The node supervisor: spawns one OS process per stage, restarts the ones that die.
+
+The shell around the SEDA pipeline (Welsh et al. 2001) of one Dynamo node (paper
+section 5): it resolves the configuration, spawns the stages of ``stage.STAGES`` in
+order, restarts a stage that dies while the others keep serving, and on SIGTERM or
+Ctrl-C stops every stage and leaves no process behind. Stages watch for its death.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from seda_dynamo.config import NodeConfig
+from seda_dynamo.runtime import endpoint
+from seda_dynamo.stage import STAGES, StageSpec
+
+log = logging.getLogger("seda_dynamo.supervisor")
+
+STOP_GRACE = 5.0
+RESTART_WINDOW = 30.0
+RESTARTS_BEFORE_BACKOFF = 5
+MAX_IPC_PATH = 100
+
+
+def make_run_dir(config: NodeConfig) -> str:
+    """A short directory for the ``ipc://`` endpoints (a socket path has ~100 bytes)."""
+    if config.run_dir:
+        os.makedirs(config.run_dir, exist_ok=True)
+        run_dir = config.run_dir
+    else:
+        run_dir = tempfile.mkdtemp(prefix=f"sd-{config.node_id[:12]}-", dir="/tmp")
+    longest = max(len(endpoint(run_dir, s.name)) for s in STAGES)
+    if longest > MAX_IPC_PATH:
+        raise ValueError(f"run_dir {run_dir!r} is too deep for ipc:// socket paths; "
+                         "choose a shorter one")
+    return run_dir
+
+
+class Supervisor:
+    """Owns the stage processes of one node."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.run_dir = make_run_dir(config)
+        self.node_json = str(Path(self.run_dir) / "node.json")
+        Path(self.node_json).write_text(config.to_json())
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, deque[float]] = {s.name: deque() for s in STAGES}
+        self.not_before: dict[str, float] = {}
+        self.stopping = False
+
+    def spawn(self, stage: StageSpec) -> None:
+        cmd = [sys.executable, "-m", "seda_dynamo.runtime", stage.name, self.node_json]
+        self.children[stage.name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        log.debug("stage %s started as pid %d", stage.name, self.children[stage.name].pid)
+
+    def start(self) -> None:
+        os.makedirs(self.config.data_dir, exist_ok=True)
+        for stage in STAGES:
+            self.spawn(stage)
+        log.info("node %s: clients on tcp://%s, peers on tcp://%s, data in %s (%s, %s)",
+                 self.config.node_id, self.config.client, self.config.peer,
+                 self.config.data_dir, self.config.engine, self.config.durability)
+
+    def check(self, now: float) -> None:
+        """Restart every stage that exited, with a back-off if it keeps dying."""
+        for stage in STAGES:
+            proc = self.children.get(stage.name)
+            if proc is None or proc.poll() is None or self.stopping:
+                continue
+            if now < self.not_before.get(stage.name, 0.0):
+                continue
+            recent = self.restarts[stage.name]
+            while recent and recent[0] < now - RESTART_WINDOW:
+                recent.popleft()
+            if len(recent) >= RESTARTS_BEFORE_BACKOFF and stage.name not in self.not_before:
+                self.not_before[stage.name] = now + 1.0
+                log.error("stage %s keeps dying; next restart in 1 s", stage.name)
+                continue
+            self.not_before.pop(stage.name, None)
+            recent.append(now)
+            log.warning("stage %s (pid %d) exited with %s: restarting", stage.name, proc.pid,
+                        proc.returncode)
+            self.spawn(stage)
+
+    def run(self) -> int:
+        def request_stop(signum: int, _frame: Any) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        self.start()
+        try:
+            while not self.stopping:
+                time.sleep(0.1)
+                self.check(time.monotonic())
+        finally:
+            self.stop()
+        return 0
+
+    def stop(self) -> None:
+        """SIGTERM every stage (network first, persistence last), then SIGKILL stragglers."""
+        self.stopping = True
+        for stage in reversed(STAGES):
+            proc = self.children.get(stage.name)
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE
+        for proc in self.children.values():
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d did not stop in %.0f s: killing it", proc.pid, STOP_GRACE)
+                proc.kill()
+                proc.wait()
+        if not self.config.run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        log.info("node %s stopped", self.config.node_id)

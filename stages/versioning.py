@@ -1,0 +1,171 @@
+"""The versioning stage: stamps new versions and merges versions into the stored siblings.
+
+Dynamo paper section 4.4 (data versioning), with dotted version vector sets
+(``seda_dynamo.causality``). Each key's read-merge-write is one atomic step: while a key's
+new state is being read or written, further operations on it wait here and are applied to
+the state just written, so concurrent puts through the pipeline never lose a sibling.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from seda_dynamo import causality
+from seda_dynamo.causality import DVVSet
+from seda_dynamo.config import NodeConfig
+from seda_dynamo.stage import Event, Stage
+
+#: How long persistence may take to answer before the waiting operations fail.
+ENGINE_DEADLINE = 10.0
+
+
+@dataclass(slots=True)
+class Op:
+    """One operation on a key: ``update`` (a client write) or ``sync`` (a replica's state)."""
+
+    reply_to: str
+    tag: Any
+    kind: str
+    value: bytes | None = None
+    context: causality.VersionVector | None = None
+    cover_stored: bool = False
+    clock: DVVSet | None = None
+
+
+@dataclass(slots=True)
+class KeyWork:
+    ops: list[Op]
+    results: list[tuple[bytes, bytes]] = field(default_factory=list)  # (context, clock)
+    state: DVVSet | None = None
+
+
+class Handler(Stage):
+    name = "versioning"
+    tick_interval = 0.25
+
+    def __init__(self, config: NodeConfig) -> None:
+        super().__init__(config)
+        self.actor = ""  # node id and incarnation, learned from persistence's replies
+        self.inflight: dict[bytes, KeyWork] = {}
+        self.queued: dict[bytes, list[Op]] = defaultdict(list)
+        self.pending: dict[int, tuple[str, list[bytes], float]] = {}
+        self.next_tag = 0
+
+    # Events ---------------------------------------------------------------------------
+    def handle_events(self, events: list[Event], now: float) -> None:
+        fresh: dict[bytes, list[Op]] = {}
+        for event in events:
+            kind = event[0]
+            try:
+                if kind == "update":  # ["update", reply_to, tag, key, value, ctx, cover]
+                    _, reply_to, tag, key, value, ctx, cover = event
+                    op = Op(reply_to, tag, "update", value, ctx, bool(cover))
+                elif kind == "sync":  # ["sync", reply_to, tag, key, encoded clock]
+                    _, reply_to, tag, key, raw = event
+                    op = Op(reply_to, tag, "sync", clock=causality.decode(raw))
+                else:
+                    self.dispatch(event, now)
+                    continue
+            except (ValueError, TypeError) as exc:
+                self.errors += 1
+                self.log.warning("bad %s event refused: %s", kind, exc)
+                if len(event) > 2:
+                    self.emit(event[1], ["updated", event[2], None, None, f"bad {kind}: {exc}"])
+                continue
+            if key in self.inflight:
+                self.queued[key].append(op)
+            else:
+                fresh.setdefault(key, []).append(op)
+        if fresh:
+            for key, ops in fresh.items():
+                self.inflight[key] = KeyWork(ops)
+            self._ask("get", list(fresh), now)
+
+    def on_got(self, now: float, tag: int, found: list[bytes | None] | None,
+               error: str | None, incarnation: str) -> None:
+        entry = self.pending.pop(tag, None)
+        if entry is None:
+            return
+        self.actor = f"{self.config.node_id}#{incarnation}"
+        keys = entry[1]
+        if found is None:
+            self._fail(keys, error or "persistence read failed")
+            return
+        writes = []
+        for key, raw in zip(keys, found, strict=True):
+            work = self.inflight[key]
+            try:
+                stored = causality.decode(raw) if raw is not None else causality.EMPTY
+            except ValueError as exc:
+                self.log.error("stored versions of key %r are unreadable: %s", key[:40], exc)
+                self._fail([key], f"stored versions are unreadable: {exc}")
+                continue
+            writes.append((key, self._apply(work, stored)))
+        if writes:
+            self._ask("write", writes, now)
+
+    def on_written(self, now: float, tag: int, error: str | None) -> None:
+        entry = self.pending.pop(tag, None)
+        if entry is None:
+            return
+        keys = entry[1]
+        if error:
+            self._fail(keys, error)
+            return
+        writes = []
+        for key in keys:
+            work = self.inflight.pop(key)
+            self._answer(work)
+            waiting = self.queued.pop(key, None)
+            if waiting and work.state is not None:
+                follow = KeyWork(waiting)
+                self.inflight[key] = follow
+                writes.append((key, self._apply(follow, work.state)))
+        if writes:
+            self._ask("write", writes, now)
+
+    def tick(self, now: float) -> None:
+        late = [tag for tag, (_, _, deadline) in self.pending.items() if deadline < now]
+        for tag in late:
+            _, keys, _ = self.pending.pop(tag)
+            self._fail(keys, "persistence did not answer in time")
+
+    def gauges(self) -> dict[str, Any]:
+        return {"keys_in_flight": len(self.inflight), "engine_requests": len(self.pending)}
+
+    # Internals ------------------------------------------------------------------------
+    def _ask(self, kind: str, items: list[Any], now: float) -> None:
+        self.next_tag += 1
+        tag = self.next_tag
+        keys = items if kind == "get" else [k for k, _ in items]
+        self.pending[tag] = (kind, keys, now + ENGINE_DEADLINE)
+        self.emit("persistence", [kind, self.name, tag, items])
+
+    def _apply(self, work: KeyWork, state: DVVSet) -> bytes:
+        """Apply every waiting operation in order; remember each one's result."""
+        for op in work.ops:
+            if op.kind == "update":
+                if op.context is not None:
+                    ctx = op.context
+                else:
+                    ctx = causality.join(state) if op.cover_stored else {}
+                state = causality.update(causality.new(op.value, ctx), state, self.actor)
+            else:
+                assert op.clock is not None
+                state = causality.sync(state, op.clock)
+            encoded = causality.encode(state)
+            work.results.append((causality.encode_context(causality.join(state)), encoded))
+        work.state = state
+        return encoded
+
+    def _answer(self, work: KeyWork) -> None:
+        for op, (context, clock) in zip(work.ops, work.results, strict=True):
+            self.emit(op.reply_to, ["updated", op.tag, context, clock, None])
+
+    def _fail(self, keys: list[bytes], error: str) -> None:
+        for key in keys:
+            for work_ops in (self.inflight.pop(key, KeyWork([])).ops, self.queued.pop(key, [])):
+                for op in work_ops:
+                    self.emit(op.reply_to, ["updated", op.tag, None, None, error])
