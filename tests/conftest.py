@@ -1,0 +1,31 @@
+"""Shared fixtures: a real node in a temp directory, always stopped by pid."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from support import Node
+
+
+@pytest.fixture
+def node_factory(tmp_path) -> Iterator:
+    nodes: list[Node] = []
+
+    def make(node_id: str = "n1", **kwargs) -> Node:
+        data_dir = tmp_path / node_id / "data"
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        node = Node(data_dir, node_id, **kwargs)
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.stop()
+    left = [pid for node in nodes for pid in node.leftovers()]
+    assert not left, f"processes left behind: {left}"
+
+
+@pytest.fixture
+def node(node_factory) -> Node:
+    return node_factory().start()

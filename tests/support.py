@@ -1,0 +1,168 @@
+"""Test support: free ports, and a real node (supervisor + stage processes) run by pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from seda_dynamo.client import Client, DynamoError
+
+READY_SECONDS = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, seconds: float, what: str, interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - remembered for the failure message
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what} (last: {last_exc!r})")
+
+
+class Node:
+    """One ``seda-dynamo serve`` process tree in its own session, stopped by pid."""
+
+    def __init__(self, data_dir: Path, node_id: str = "n1", engine: str = "bdb",
+                 durability: str = "fsync", extra: tuple[str, ...] = ()) -> None:
+        self.data_dir = data_dir
+        self.node_id = node_id
+        self.engine = engine
+        self.durability = durability
+        self.extra = extra
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{node_id}.log"
+        self.known_pids: set[int] = set()
+
+    @property
+    def server(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def start(self) -> Node:
+        cmd = [sys.executable, "-m", "seda_dynamo.cli", "serve", "--node-id", self.node_id,
+               "--client", self.server, "--peer", f"127.0.0.1:{self.peer_port}",
+               "--data-dir", str(self.data_dir), "--engine", self.engine,
+               "--durability", self.durability, *self.extra]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True)
+        self.known_pids.add(self.proc.pid)
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.log()
+            with self.client(timeout=0.5) as c:
+                c.ping()
+            return len(self.stage_pids()) == 5
+
+        wait_until(ready, READY_SECONDS, f"node {self.node_id} to answer ping")
+
+    def client(self, timeout: float = 5.0) -> Client:
+        return Client(self.server, timeout=timeout)
+
+    def stage_pids(self) -> dict[str, int]:
+        """Stage name -> pid, read from the process titles."""
+        assert self.proc is not None
+        found: dict[str, int] = {}
+        try:
+            children = psutil.Process(self.proc.pid).children()
+        except psutil.NoSuchProcess:
+            return found
+        for child in children:
+            try:
+                title = " ".join(child.cmdline())
+            except psutil.Error:
+                continue
+            for part in title.split():
+                if part.startswith("stages."):
+                    found[part.removeprefix("stages.")] = child.pid
+        self.known_pids.update(found.values())
+        return found
+
+    def all_pids(self) -> list[int]:
+        assert self.proc is not None
+        return [self.proc.pid, *self.stage_pids().values()]
+
+    def kill9(self) -> None:
+        """SIGKILL every process of the node at once, as a power cut would."""
+        pids = self.all_pids()
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
+        assert self.proc is not None
+        self.proc.wait(timeout=10)
+        wait_until(lambda: not any(psutil.pid_exists(p) and _alive(p) for p in pids), 10,
+                   "killed stage processes to go")
+
+    def stop(self) -> None:
+        """SIGTERM the supervisor; SIGKILL whatever of ours is left after 15 s."""
+        if self.proc is None:
+            return
+        self.stage_pids()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in self.known_pids:
+            if _alive(pid):
+                _signal(pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=10)
+
+    def leftovers(self) -> list[int]:
+        return [pid for pid in self.known_pids if _alive(pid)]
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text()[-4000:]
+        except OSError:
+            return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def retry(fn, seconds: float = 20.0):
+    """Call ``fn`` until it stops raising a store error (a stage is coming back)."""
+    return wait_until(lambda: _ok(fn), seconds, "the node to serve again", interval=0.1)[1]
+
+
+def _ok(fn):
+    try:
+        return (True, fn())
+    except DynamoError:
+        return None
