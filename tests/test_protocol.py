@@ -1,0 +1,82 @@
+"""Wire protocol v1 validation, without sockets."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seda_dynamo import causality
+from seda_dynamo.protocol import Limits, ProtocolError, parse_request
+
+LIMITS = Limits(max_key_bytes=16, max_value_bytes=64, n=3)
+
+
+def parse(obj):
+    return parse_request(msgpack.packb(obj), LIMITS)
+
+
+def code_of(obj_or_bytes):
+    body = obj_or_bytes if isinstance(obj_or_bytes, bytes) else msgpack.packb(obj_or_bytes)
+    with pytest.raises(ProtocolError) as info:
+        parse_request(body, LIMITS)
+    return info.value.code
+
+
+def test_valid_requests():
+    ctx = causality.encode_context({"a#1": 3})
+    req = parse({"op": "put", "key": "k", "value": b"v", "context": ctx, "w": 3, "id": 5,
+                 "timeout_ms": 100, "extra": "ignored"})
+    assert (req.op, req.key, req.value, req.context, req.w, req.id, req.timeout_ms) == \
+        ("put", b"k", b"v", {"a#1": 3}, 3, 5, 100)
+    assert parse({"op": "get", "key": b"k", "r": 1}).r == 1
+    assert parse({"op": "delete", "key": b"k", "context": None}).context is None
+    assert parse({"op": "ping"}).op == "ping"
+
+
+@pytest.mark.parametrize("obj,code", [
+    ({"op": "get", "key": b"x" * 17}, "too_large"),
+    ({"op": "put", "key": b"x", "value": b"v" * 65}, "too_large"),
+    ({"op": "get", "key": b"x", "r": 0}, "bad_request"),
+    ({"op": "get", "key": b"x", "r": 4}, "bad_request"),
+    ({"op": "put", "key": b"x", "value": "str"}, "bad_request"),
+    ({"op": "get", "key": None}, "bad_request"),
+    ({"op": "get", "key": b"x", "id": 1.5}, "bad_request"),
+    ({"op": "GET", "key": b"x"}, "bad_request"),
+    ([], "bad_request"),
+])
+def test_bad_requests(obj, code):
+    assert code_of(obj) == code
+
+
+def test_limits_are_inclusive():
+    assert parse({"op": "put", "key": b"x" * 16, "value": b"v" * 64}).value == b"v" * 64
+
+
+def test_the_request_id_is_kept_for_errors():
+    with pytest.raises(ProtocolError) as info:
+        parse({"op": "nope", "id": 12})
+    assert info.value.request_id == 12
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_give_a_protocol_error_or_a_request(body):
+    try:
+        parse_request(body, LIMITS)
+    except ProtocolError as exc:
+        assert exc.code in ("bad_request", "too_large")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1)
+                    | st.binary(max_size=20)
+                    | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20))
+def test_arbitrary_msgpack_values_never_crash_the_parser(obj):
+    try:
+        parse(obj)
+    except ProtocolError as exc:
+        assert exc.code in ("bad_request", "too_large")
