@@ -1,0 +1,143 @@
+"""Benchmarks of seda-dynamo: the echo-chain ceiling, a real single node, and a report.
+
+Not part of ``make test``. Run them with::
+
+    /tmp/v/bin/python -m pytest bench -q -p no:cacheprovider --benchmark-enable
+    /tmp/v/bin/python -m bench.report          # the markdown table (``make bench``)
+
+This package also holds the helpers both use: free ports and a single-node launcher that
+leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import psutil
+import zmq
+
+REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+NODE_READY_TIMEOUT = 20.0
+NODE_STOP_GRACE = 10.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(server: str, body: dict[str, Any], timeout: float = 0.5) -> dict[str, Any] | None:
+    """One protocol request on a fresh DEALER socket: the reply, or None after ``timeout``."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(f"tcp://{server}")
+        sock.send_multipart([b"", msgpack.packb({**body, "id": 1}, use_bin_type=True)])
+        if sock.poll(timeout * 1000):
+            reply = msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
+            return reply if isinstance(reply, dict) else None
+        return None
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def ping(server: str, timeout: float = 0.5) -> bool:
+    """True when ``server`` answers a protocol ``ping`` within ``timeout`` seconds."""
+    reply = call(server, {"op": "ping"}, timeout)
+    return bool(reply and reply.get("ok"))
+
+
+class SingleNode:
+    """One real seda-dynamo node (n = r = w = 1) in its own session, for benchmarks."""
+
+    def __init__(self, data_dir: str, engine: str = "bdb", durability: str = "fsync",
+                 node_id: str = "bench1") -> None:
+        self.port, self.peer_port = free_port(), free_port()
+        self.log_path = os.path.join(data_dir, "node.log")
+        cmd = [sys.executable, "-m", "seda_dynamo.cli", "serve", "--node-id", node_id,
+               "--client", f"127.0.0.1:{self.port}", "--peer", f"127.0.0.1:{self.peer_port}",
+               "--data-dir", os.path.join(data_dir, "data"), "--engine", engine,
+               "--durability", durability, "--n", "1", "--r", "1", "--w", "1"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    @property
+    def server(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = NODE_READY_TIMEOUT) -> None:
+        """Until the node answers ``ping`` and then accepts one ``put`` (fail fast if not)."""
+        deadline = time.monotonic() + timeout
+        probe = {"op": "put", "key": b"bench-probe", "value": b"x"}
+        answered: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited with {self.proc.returncode}:\n{self.log()}")
+            if ping(self.server):
+                answered = call(self.server, probe, 2.0)
+                if answered and answered.get("ok"):
+                    return
+            time.sleep(0.1)
+        why = f"its probe put got {answered}" if answered else "it did not answer ping/put"
+        raise RuntimeError(f"node not ready in {timeout:.0f} s: {why}\n{self.log()}")
+
+    def log(self, tail: int = 30) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-tail:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM the supervisor, wait 10 s, then SIGKILL its process group and stages."""
+        try:
+            stages = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            stages = []
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=NODE_STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+        for stage in stages:  # a stage that outlived its supervisor: kill it by pid
+            try:
+                stage.kill()
+                stage.wait(5)
+            except psutil.Error:
+                pass
+
+    def __enter__(self) -> SingleNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_node(data_dir: str, **kwargs: str) -> SingleNode:
+    """Start a node and wait until it answers ``ping``; stop it on any failure."""
+    node = SingleNode(data_dir, **kwargs)
+    try:
+        node.wait_ready()
+    except BaseException:
+        node.stop()
+        raise
+    return node

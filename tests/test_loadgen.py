@@ -1,0 +1,154 @@
+"""The load generator (``seda_dynamo.loadgen``): histogram merge, result dicts, formatting.
+
+Fast (~1.5 s): the pure parts, then small runs (at most a few hundred requests) against
+the bare echo chain of ``bench/echo_chain.py`` and an in-process fake server, never a
+real node. Every process started here is stopped by pid before the module ends.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from bench import free_port
+from bench.echo_chain import EchoChain, start_echo_chain
+from seda_dynamo.loadgen import (
+    format_result,
+    merge_histograms,
+    new_histogram,
+    run_phase,
+    run_phases,
+)
+
+KEYS = {"phase", "ops", "errors", "seconds", "ops_per_sec", "p50_ms", "p99_ms", "p999_ms",
+        "max_ms", "concurrency"}
+
+
+@pytest.fixture(scope="module")
+def echo() -> Iterator[EchoChain]:
+    chain = start_echo_chain(free_port())
+    try:
+        yield chain
+    finally:
+        chain.stop()
+    assert all(p.poll() is not None for p in chain.procs)
+
+
+def _check_result(r: dict[str, Any], phase: str, ops: int, concurrency: int) -> None:
+    assert KEYS <= r.keys()
+    assert r["phase"] == phase and r["concurrency"] == concurrency
+    assert r["ops"] == ops and r["sent"] == ops and r["errors"] == {}
+    assert r["seconds"] > 0 and r["ops_per_sec"] == pytest.approx(ops / r["seconds"], rel=0.01)
+    assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["p999_ms"] <= r["max_ms"] < 5000
+
+
+# Pure parts --------------------------------------------------------------------------------
+def test_merge_histograms_keeps_every_value() -> None:
+    a, b = new_histogram(), new_histogram()
+    for us in range(1, 1001):  # 1 us .. 1 ms
+        a.record_value(us)
+    for _ in range(10):
+        b.record_value(50_000)  # 50 ms
+    merged = merge_histograms([a.encode(), b.encode()])
+    assert merged.get_total_count() == 1010
+    assert merged.get_value_at_percentile(50) == pytest.approx(505, rel=0.01)
+    assert merged.get_max_value() == pytest.approx(50_000, rel=0.001)
+    assert merge_histograms([]).get_total_count() == 0
+
+
+def test_format_result_is_one_line_with_the_numbers() -> None:
+    r = {"phase": "get", "ops": 998, "errors": {"no_reply": 1, "overloaded": 1},
+         "seconds": 0.5, "ops_per_sec": 1996.0, "p50_ms": 1.25, "p99_ms": 3.5,
+         "p999_ms": 7.0, "max_ms": 9.75, "concurrency": 64}
+    line = format_result(r)
+    assert "\n" not in line
+    for part in ("get", "998 ok", "1996 ops/s", "p50 1.25 ms", "p99 3.50 ms",
+                 "p99.9 7.00 ms", "max 9.75 ms", "64 in flight", "no_reply=1",
+                 "overloaded=1"):
+        assert part in line
+    assert "scheduled" in format_result({**r, "rate": 2000.0, "backlogged": 3})
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="phase"):
+        run_phase("127.0.0.1:1", "mix", 10)
+    with pytest.raises(ValueError):
+        run_phase("127.0.0.1:1", "put", 0)
+    with pytest.raises(ValueError):
+        run_phase("127.0.0.1:1", "put", 10, rate=0)
+
+
+# Against the echo chain --------------------------------------------------------------------
+def test_closed_loop_result(echo: EchoChain) -> None:
+    r = run_phase(echo.server, "put", 300, concurrency=16, value_size=64, keys=50)
+    _check_result(r, "put", 300, 16)
+    assert r["rate"] is None and r["backlogged"] == 0
+
+
+def test_phases_are_put_then_get(echo: EchoChain) -> None:
+    results = run_phases(echo.server, 100, concurrency=8, keys=10)
+    assert [r["phase"] for r in results] == ["put", "get"]
+    for r in results:
+        _check_result(r, r["phase"], 100, 8)
+
+
+def test_two_processes_merge_their_histograms(echo: EchoChain) -> None:
+    r = run_phase(echo.server, "get", 101, concurrency=8, processes=2)
+    _check_result(r, "get", 101, 8)
+    assert r["processes"] == 2
+
+
+def test_rate_limited_follows_the_schedule(echo: EchoChain) -> None:
+    r = run_phase(echo.server, "put", 100, concurrency=8, rate=2000.0)
+    _check_result(r, "put", 100, 8)
+    assert r["rate"] == 2000.0 and r["backlogged"] >= 0
+    assert r["seconds"] >= 0.045  # 100 sends 0.5 ms apart cannot finish sooner
+
+
+def test_wall_clock_cap_stops_sending(echo: EchoChain) -> None:
+    r = run_phase(echo.server, "put", 500, concurrency=1, max_seconds=0.02)
+    assert 0 < r["sent"] < 500 and r["ops"] == r["sent"] and r["errors"] == {}
+
+
+# Errors --------------------------------------------------------------------------------------
+def test_no_reply_is_counted() -> None:
+    r = run_phase(f"127.0.0.1:{free_port()}", "put", 3, concurrency=3, timeout=0.1)
+    assert r["ops"] == 0 and r["errors"] == {"no_reply": 3}
+    assert r["ops_per_sec"] == 0 and r["p999_ms"] == 0
+    assert "no_reply=3" in format_result(r)
+
+
+def test_error_replies_are_counted_by_code() -> None:
+    """A fake server: odd ids are shed as ``overloaded``, even ones succeed."""
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            if not router.poll(20):
+                continue
+            *envelope, body = router.recv_multipart()
+            rid = msgpack.unpackb(body)["id"]
+            reply = {"ok": True, "id": rid} if rid % 2 == 0 else \
+                {"ok": False, "id": rid, "error": "overloaded", "message": "shed"}
+            router.send_multipart([*envelope, msgpack.packb(reply)])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        r = run_phase(f"127.0.0.1:{port}", "get", 40, concurrency=4)
+    finally:
+        done.set()
+        thread.join(5)
+        router.close(linger=0)
+        ctx.term()
+    assert r["ops"] == 20 and r["errors"] == {"overloaded": 20}
+    assert r["p50_ms"] > 0
