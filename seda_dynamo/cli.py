@@ -24,6 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = load(args.config, node_id=args.node_id, client=args.client, peer=args.peer,
                       data_dir=args.data_dir, n=args.n, r=args.r, w=args.w, join=args.join,
+                      weight=args.weight, partitions=args.partitions,
                       engine=args.engine, durability=args.durability,
                       log_level=args.log_level, run_dir=args.run_dir)
     except ConfigError as exc:
@@ -83,6 +84,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--r", type=int)
     s.add_argument("--w", type=int)
     s.add_argument("--join", help="HOST:PORT of a member's peer endpoint")
+    s.add_argument("--weight", type=int, help="share of partitions relative to other nodes")
+    s.add_argument("--partitions", type=int, help="Q, for the founder of a cluster")
     s.add_argument("--engine", choices=["bdb", "memory"])
     s.add_argument("--durability", choices=["fsync", "nosync"])
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -111,6 +114,15 @@ def parser() -> argparse.ArgumentParser:
     client_parser("ring", "print the ring as JSON")
     client_parser("stats", "print per-stage counters as JSON")
 
+    k = sub.add_parser("cluster", help="start or stop a local cluster on loopback")
+    k.add_argument("action", choices=["start", "stop"])
+    k.add_argument("--nodes", type=int, default=3)
+    k.add_argument("--data-dir", default="data/cluster")
+    k.add_argument("--base-port", type=int, default=7000,
+                   help="clients on BASE.., peers on BASE+100..")
+    k.add_argument("--engine", choices=["bdb", "memory"], default="bdb")
+    k.set_defaults(func=_cluster)
+
     b = sub.add_parser("bench", help="run the load generator against a node")
     b.add_argument("--server", default=DEFAULT_SERVER)
     b.add_argument("--ops", type=int, default=20_000, help="requests per phase")
@@ -123,6 +135,27 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print the results as JSON")
     b.set_defaults(func=_bench)
     return p
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from seda_dynamo import localcluster
+
+    if args.action == "stop":
+        pids = localcluster.stop(args.data_dir)
+        print(f"stopped {len(pids)} node(s)")
+        return 0
+    try:
+        members = localcluster.start(args.data_dir, args.nodes, args.base_port,
+                                     ["--engine", args.engine])
+    except RuntimeError as exc:
+        print(f"seda-dynamo: {exc}", file=sys.stderr)
+        localcluster.stop(args.data_dir)
+        return 1
+    for m in members:
+        print(f"{m['id']}: client {m['client']}  peer {m['peer']}  pid {m['pid']}  "
+              f"log {m['log']}")
+    print(f"stop with: seda-dynamo cluster stop --data-dir {args.data_dir}")
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:

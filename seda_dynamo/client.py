@@ -17,6 +17,7 @@ import zmq
 import zmq.asyncio
 
 from seda_dynamo.protocol import build_request
+from seda_dynamo.ring import partition_of
 
 DEFAULT_SERVER = "127.0.0.1:7000"
 
@@ -108,29 +109,70 @@ class _Requests:
 
 
 class Client:
-    """A blocking client: ``Client("127.0.0.1:7000").put("k", b"v")``."""
+    """A blocking client: ``Client("127.0.0.1:7000").put("k", b"v")``.
+
+    With ``route=True`` the client fetches the ring (paper section 6.4, client-driven
+    coordination) and sends each get, put and delete straight to the first live node of
+    the key's preference list, refreshing the ring when a reply names a newer epoch; it
+    falls back to ``server`` whenever a node does not answer.
+    """
 
     def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 5.0,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, route: bool = False) -> None:
         self.server = server
         self.timeout = timeout
+        self.route = route
         self._ctx = context or zmq.Context.instance()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.connect(_endpoint(server))
+        self._socks: dict[str, zmq.Socket] = {}
         self._requests = _Requests()
+        self._ring: dict[str, Any] | None = None
+        self._clients: dict[str, str] = {}  # node id -> client address
+
+    def _sock(self, server: str) -> zmq.Socket:
+        sock = self._socks.get(server)
+        if sock is None:
+            sock = self._socks[server] = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(_endpoint(server))
+        return sock
 
     def call(self, op: str, *, client_timeout: float | None = None, **fields: Any) -> dict:
         """Send one request and wait for its reply; raise the reply's error, if any."""
+        target = self._route(fields.get("key")) if self.route and "key" in fields else None
+        if target is not None:
+            try:
+                return self._call(target, op, client_timeout, fields)
+            except NoReply:
+                self._ring = None  # the node may be gone: ask the seed, refresh the ring
+        return self._call(self.server, op, client_timeout, fields)
+
+    def _call(self, server: str, op: str, client_timeout: float | None,
+              fields: dict[str, Any]) -> dict:
+        sock = self._sock(server)
         rid, body = self._requests.body(op, **fields)
-        self._sock.send_multipart([b"", body])
+        sock.send_multipart([b"", body])
         wait = client_timeout if client_timeout is not None else self.timeout
         deadline = time.monotonic() + wait
-        while self._sock.poll(max(0.0, deadline - time.monotonic()) * 1000):
-            reply = msgpack.unpackb(self._sock.recv_multipart()[-1], raw=False)
+        while sock.poll(max(0.0, deadline - time.monotonic()) * 1000):
+            reply = msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
             if reply.get("id") == rid:  # else a late reply to an earlier request
+                if self.route and self._ring and reply.get("epoch", 0) > self._ring["epoch"]:
+                    self._ring = None
                 return _check(reply)
-        raise NoReply(f"no reply from {self.server} within {wait:.1f} s")
+        raise NoReply(f"no reply from {server} within {wait:.1f} s")
+
+    def _route(self, key: bytes) -> str | None:
+        """The client address of the first live node of ``key``'s preference list."""
+        if self._ring is None:
+            try:
+                self._ring = self._call(self.server, "ring", None, {})
+            except DynamoError:
+                return None
+            self._clients = {n["id"]: n["client"] for n in self._ring["nodes"]
+                             if n["status"] == "up"}
+        partition = partition_of(key, self._ring["partitions"])
+        return next((self._clients[node] for node in self._ring["owners"][partition]
+                     if node in self._clients), None)
 
     def get(self, key: bytes | str, r: int | None = None,
             timeout: float | None = None) -> GetResult:
@@ -158,7 +200,9 @@ class Client:
         return self.call("stats")["stages"]
 
     def close(self) -> None:
-        self._sock.close(linger=0)
+        for sock in self._socks.values():
+            sock.close(linger=0)
+        self._socks.clear()
 
     def __enter__(self) -> Client:
         return self

@@ -35,6 +35,7 @@ class NodeConfig:
     r: int = 2
     w: int = 2
     partitions: int = 256
+    weight: int = 1
     engine: str = "bdb"
     durability: str = "fsync"
     max_key_bytes: int = 64 * 1024
@@ -88,6 +89,8 @@ def validate(cfg: NodeConfig) -> NodeConfig:
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level = {cfg.log_level!r}: must be one of "
                           f"{', '.join(LOG_LEVELS)}")
+    if not 1 <= cfg.weight <= 64:
+        raise ConfigError(f"weight = {cfg.weight}: must be in 1..64")
     for name in ("max_key_bytes", "max_value_bytes", "timeout_ms", "batch_max", "queue_hwm"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} = {getattr(cfg, name)}: must be a positive integer")

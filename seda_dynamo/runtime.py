@@ -25,12 +25,13 @@ import psutil
 import zmq
 
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.stage import STAGE_NAMES, Stage, spec
+from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Stage, spec
 
 PR_SET_PDEATHSIG = 1
 STATS_INTERVAL = 1.0
 BLOCK_SEND_MS = 1000
 STATS_SINK = "network"
+PEER_HWM = 10_000
 
 
 def endpoint(run_dir: str, stage: str) -> str:
@@ -99,10 +100,20 @@ class Runtime:
     def _socket_to(self, dest: str) -> zmq.Socket:
         sock = self.outbound.get(dest)
         if sock is None:
-            sock = self.ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.SNDHWM, spec(dest).queue_hwm)
-            sock.setsockopt(zmq.LINGER, 2000)
-            sock.connect(endpoint(self.run_dir, dest))
+            if dest.startswith(PEER_PREFIX):
+                # Another node: a DEALER that queues only on a live connection, so
+                # events for a dead node are dropped at once instead of piling up.
+                sock = self.ctx.socket(zmq.DEALER)
+                sock.setsockopt(zmq.SNDHWM, PEER_HWM)
+                sock.setsockopt(zmq.IMMEDIATE, 1)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+                sock.connect(f"tcp://{dest.removeprefix(PEER_PREFIX)}")
+            else:
+                sock = self.ctx.socket(zmq.PUSH)
+                sock.setsockopt(zmq.SNDHWM, spec(dest).queue_hwm)
+                sock.setsockopt(zmq.LINGER, 2000)
+                sock.connect(endpoint(self.run_dir, dest))
             self.outbound[dest] = sock
         return sock
 
@@ -124,29 +135,32 @@ class Runtime:
             if dest == self.handler.name:
                 self.handler.handle_events(events, time.monotonic())
                 continue
-            if dest not in STAGE_NAMES:
+            if dest not in STAGE_NAMES and not dest.startswith(PEER_PREFIX):
                 self.handler.log.error("emit to unknown destination %r dropped", dest)
                 self.counters["dropped"] += len(events)
                 continue
-            self._send(dest, msgpack.packb(events, use_bin_type=True), len(events))
+            if not self._send(dest, msgpack.packb(events, use_bin_type=True), len(events)):
+                self.handler.undeliverable(dest, events, time.monotonic())
         if self.handler.outbox:
             self.flush()
 
-    def _send(self, dest: str, frame: bytes, count: int) -> None:
+    def _send(self, dest: str, frame: bytes, count: int) -> bool:
+        """Queue one batch for ``dest``; False when it had to be dropped."""
         sock = self._socket_to(dest)
         try:
             sock.send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
         except zmq.Again:
-            if spec(dest).when_full != "block":
+            if dest.startswith(PEER_PREFIX) or spec(dest).when_full != "block":
                 self.counters["dropped"] += count
-                return
+                return False
             if not sock.poll(BLOCK_SEND_MS, zmq.POLLOUT):
                 self.handler.log.warning("queue of %s full for %d ms: %d events dropped",
                                          dest, BLOCK_SEND_MS, count)
                 self.counters["dropped"] += count
-                return
+                return False
             sock.send(frame, zmq.NOBLOCK, copy=False)
         self.counters["sent"] += count
+        return True
 
     # Receiving ----------------------------------------------------------------------
     def _drain_inbound(self) -> list[Any]:

@@ -15,6 +15,7 @@ from typing import Any
 from seda_dynamo.config import NodeConfig
 
 Event = list[Any]  # [kind, *fields]: msgpack arrays between stages
+PEER_PREFIX = "peer:"  # an emit to "peer:HOST:PORT" goes to that node's peer ROUTER
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,9 @@ class Stage:
 
     def tick(self, now: float) -> None:
         """Called about every ``tick_interval`` seconds: deadlines, timers."""
+
+    def undeliverable(self, dest: str, events: list[Event], now: float) -> None:
+        """The runtime could not queue ``events`` for ``dest`` (a node not connected)."""
 
     def gauges(self) -> dict[str, Any]:
         return {}

@@ -1,30 +1,40 @@
 """The coordination stage: one quorum state machine per client request.
 
-Dynamo paper sections 4.5 (execution of get and put): build the key's preference list,
-ask its replicas, answer when R (get) or W (put, delete) of them replied, or with
-``unavailable`` / ``timeout`` at the deadline. Replies of a get are reconciled with
-``causality.sync``; a put is stamped by the local versioning stage.
+Dynamo paper sections 4.5 (execution of get and put), 4.6 (sloppy quorum, hinted
+handoff) and 5 (read repair). For each request: route to the first N healthy nodes of
+the key's preference list (``routing.targets``), answer once R (get) or W (put,
+delete) replied, or with ``unavailable``/``timeout``. A write is stamped by a replica:
+this node if it is one of the chosen replicas, else the request is forwarded to the
+first that is. After a get has heard every replica (or its deadline), replicas that
+returned stale or missing versions are sent the merged version.
 """
 
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from seda_dynamo import causality
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.requests import Outcome, QuorumRequest
-from seda_dynamo.ring import Member, Ring, partition_of
+from seda_dynamo.ring import Ring, partition_of
+from seda_dynamo.routing import Target, targets
 from seda_dynamo.stage import Event, Stage
+
+#: How much longer than the coordinator it forwards to a forwarding node waits.
+FORWARD_SLACK = 0.25
 
 
 @dataclass(slots=True)
 class Pending:
     rid: int
     op: str
+    key: bytes
     quorum: QuorumRequest
     deadline: float
+    targets: list[Target] = field(default_factory=list)
+    replied: bool = False  # the client has its answer; a get may still be read-repairing
 
 
 class Handler(Stage):
@@ -33,20 +43,26 @@ class Handler(Stage):
 
     def __init__(self, config: NodeConfig) -> None:
         super().__init__(config)
-        me = Member(config.node_id, config.client, config.peer)
-        self.ring = Ring.single(me, config.partitions)
+        self.me = config.node_id
+        self.ring: Ring | None = None
+        self.nodes_by_peer: dict[str, str] = {}
+        self.others: list[list[str]] = []  # members not (or no longer) owning partitions
+        self.down: frozenset[str] = frozenset()
+        self.routes: dict[int, list[Target]] = {}
         self.requests: dict[int, Pending] = {}
         self.deadlines: list[tuple[float, int]] = []
         self.next_cid = 0
         self.reads: list[tuple[int, bytes]] = []
         self.read_batches: dict[int, list[int]] = {}
-        self.unavailable = 0
-        self.timeouts = 0
+        self.counts = {"unavailable": 0, "timeouts": 0, "forwarded": 0, "read_repairs": 0}
+
+    def start(self, now: float) -> None:
+        self.emit("gossip", ["ring_please"])
 
     @property
     def n(self) -> int:
         """N, capped by the number of members: a one-node ring keeps one replica."""
-        return min(self.config.n, len(self.ring.members))
+        return min(self.config.n, len(self.ring.members)) if self.ring else 0
 
     def handle_events(self, events: list[Event], now: float) -> None:
         for event in events:
@@ -58,104 +74,226 @@ class Handler(Stage):
             self.emit("persistence", ["get", self.name, tag, [key for _, key in self.reads]])
             self.reads = []
 
+    # From gossip ----------------------------------------------------------------------
+    def on_ring(self, now: float, state: dict[str, Any], others: list[list[str]]) -> None:
+        self.others = others
+        if self.ring is None or state["epoch"] != self.ring.epoch:
+            self.ring = Ring.from_state(state)
+            self.nodes_by_peer = {m.peer: m.id for m in self.ring.members}
+            self.routes.clear()
+
+    def on_health(self, now: float, down: list[str]) -> None:
+        if frozenset(down) != self.down:
+            self.down = frozenset(down)
+            self.routes.clear()
+
+    def _targets(self, partition: int) -> list[Target]:
+        route = self.routes.get(partition)
+        if route is None:
+            assert self.ring is not None
+            route = self.routes[partition] = targets(self.ring, partition, self.n, self.down)
+        return route
+
+    def _peer(self, node: str) -> str:
+        assert self.ring is not None
+        return self.ring.member(node).peer
+
     # From the network stage -----------------------------------------------------------
     def on_req(self, now: float, rid: int, op: str, key: bytes, value: bytes | None,
                context: dict[str, int] | None, r: int | None, w: int | None,
-               timeout_ms: int | None) -> None:
+               timeout_ms: int | None, forwarded: bool) -> None:
+        if self.ring is None:
+            self._reply(rid, _error("unavailable", "this node has not joined a ring yet"))
+            return
         if op == "ring":
-            reply = self.ring.to_wire(self.config.n, self.config.r, self.config.w)
-            self.emit("network", ["reply", rid, {"ok": True, **reply}])
+            self._reply(rid, {"ok": True, **self._ring_reply()})
             return
         n = self.n
-        needed = min(r or self.config.r, n) if op == "get" else min(w or self.config.w, n)
-        replicas = self.ring.preference_list(partition_of(key, self.ring.partitions), n)
-        local = [node for node in replicas if node == self.config.node_id]
-        quorum = QuorumRequest(needed, tuple(local))
+        chosen = self._targets(partition_of(key, self.ring.partitions))
+        timeout = (timeout_ms or self.config.timeout_ms) / 1000.0
         self.next_cid += 1
         cid = self.next_cid
-        deadline = now + (timeout_ms or self.config.timeout_ms) / 1000.0
-        self.requests[cid] = Pending(rid, op, quorum, deadline)
-        heapq.heappush(self.deadlines, (deadline, cid))
-        if quorum.start() is not None:
+        if op == "get":
+            needed = min(r or self.config.r, n)
+            pending = self._track(cid, rid, op, key, needed, chosen, now + timeout)
+            if pending.quorum.start() is None:
+                for target in chosen:
+                    if target.node == self.me:
+                        self.reads.append((cid, key))
+                    else:
+                        self._call(target.node, cid, ["rget", key])
+            else:
+                self._finish(cid)
+            return
+        needed = min(w or self.config.w, n)
+        mine = next((t for t in chosen if t.node == self.me), None)
+        if mine is None and not forwarded and chosen:
+            self.counts["forwarded"] += 1
+            self._track(cid, rid, op, key, 1, [Target(chosen[0].node)],
+                        now + timeout + FORWARD_SLACK)
+            self._call(chosen[0].node, cid, ["fwd", op, key, value, context, r, w, timeout_ms])
+            return
+        if mine is None:  # forwarded to us, but our view has us elsewhere: we stamp anyway
+            mine = Target(self.me)
+            chosen = [mine, *chosen[: n - 1]]
+        pending = self._track(cid, rid, op, key, needed, chosen, now + timeout)
+        if pending.quorum.start() is not None:
             self._finish(cid)
             return
-        if op == "get":
-            self.reads.append((cid, key))
-        else:
-            self.emit("versioning", ["update", self.name, cid, key,
-                                     value if op == "put" else None, context,
-                                     op == "delete" and context is None])
+        self.emit("versioning", ["update", self.name, cid, key, value if op == "put" else None,
+                                 context, op == "delete" and context is None, mine.hint])
 
-    # From versioning and persistence --------------------------------------------------
+    def _track(self, cid: int, rid: int, op: str, key: bytes, needed: int,
+               chosen: list[Target], deadline: float) -> Pending:
+        quorum = QuorumRequest(needed, tuple(t.node for t in chosen))
+        pending = Pending(rid, op, key, quorum, deadline, chosen)
+        self.requests[cid] = pending
+        heapq.heappush(self.deadlines, (deadline, cid))
+        return pending
+
+    def _call(self, node: str, tag: Any, request: list[Any]) -> None:
+        self.emit("network", ["call", self._peer(node), self.name, tag, request])
+
+    # Replies from replicas ------------------------------------------------------------
     def on_updated(self, now: float, cid: int, ctx: bytes | None, clock: bytes | None,
                    error: str | None) -> None:
+        """The local stamp of a write: count it, then send the new version to the rest."""
         pending = self.requests.get(cid)
         if pending is None:
             return
         if error:
             self.log.warning("local write failed: %s", error)
-            outcome = pending.quorum.on("fail", self.config.node_id, error)
-        else:
-            outcome = pending.quorum.on("ok", self.config.node_id, ctx)
-        if outcome is not None:
-            self._finish(cid)
+            self._feed(cid, "fail", self.me, error)
+            return
+        for target in pending.targets:
+            if target.node != self.me:
+                self._call(target.node, cid, ["rput", pending.key, clock, target.hint])
+        self._feed(cid, "ok", self.me, ctx)
 
     def on_got(self, now: float, tag: int, found: list[bytes | None] | None,
                error: str | None, _incarnation: str) -> None:
-        cids = self.read_batches.pop(tag, [])
-        for i, cid in enumerate(cids):
-            pending = self.requests.get(cid)
-            if pending is None:
-                continue
+        for i, cid in enumerate(self.read_batches.pop(tag, [])):
             if found is None:
-                outcome = pending.quorum.on("fail", self.config.node_id, error)
+                self._feed(cid, "fail", self.me, error)
             else:
-                outcome = pending.quorum.on("ok", self.config.node_id, found[i])
-            if outcome is not None:
-                self._finish(cid)
+                self._feed(cid, "ok", self.me, found[i])
 
-    def on_ring(self, now: float, state: dict[str, Any]) -> None:
-        """The gossip stage's ring: adopt it when it is newer than ours."""
-        if state["epoch"] > self.ring.epoch:
-            self.ring = Ring.from_state(state)
+    def on_resp(self, now: float, node: str, cid: int, payload: list[Any]) -> None:
+        pending = self.requests.get(cid)
+        if pending is None:
+            return
+        kind = payload[0]
+        if kind == "reply":  # a forwarded request's answer: pass it on as it is
+            self.requests.pop(cid)
+            self._reply(pending.rid, payload[1])
+        elif kind == "updated":
+            self._feed(cid, "fail" if payload[1] else "ok", node, payload[1])
+        elif kind == "got":
+            _, raw, error = payload
+            self._feed(cid, "fail" if error else "ok", node, raw)
 
-    # Deadlines and replies ------------------------------------------------------------
+    def on_unreachable(self, now: float, peer: str, cid: int) -> None:
+        """The network stage could not send to ``peer``: that replica has failed."""
+        node = self.nodes_by_peer.get(peer)
+        if node is not None and cid in self.requests:
+            self._feed(cid, "fail", node, "unreachable")
+
+    def _feed(self, cid: int, event: str, node: str, payload: Any) -> None:
+        pending = self.requests[cid]
+        if pending.quorum.on(event, node, payload) is not None:
+            self._finish(cid)
+        elif pending.replied and pending.quorum.outstanding == 0:
+            self._repair(cid)
+
+    # Deadlines, replies, read repair --------------------------------------------------
     def tick(self, now: float) -> None:
         while self.deadlines and self.deadlines[0][0] <= now:
             _, cid = heapq.heappop(self.deadlines)
             pending = self.requests.get(cid)
-            if pending is not None and pending.quorum.on("deadline") is not None:
+            if pending is None:
+                continue
+            if pending.replied:
+                self._repair(cid)
+            elif pending.quorum.on("deadline") is not None:
                 self._finish(cid)
 
-    def gauges(self) -> dict[str, Any]:
-        return {"requests_in_flight": len(self.requests), "unavailable": self.unavailable,
-                "timeouts": self.timeouts}
-
     def _finish(self, cid: int) -> None:
-        pending = self.requests.pop(cid)
+        pending = self.requests[cid]
         quorum = pending.quorum
         if quorum.outcome is Outcome.OK:
-            reply = self._ok_reply(pending.op, list(quorum.replies.values()))
+            try:
+                reply = self._ok_reply(pending.op, quorum.replies)
+            except ValueError as exc:
+                reply = _error("internal", f"a replica returned unreadable versions: {exc}")
         elif quorum.outcome is Outcome.TIMEOUT:
-            self.timeouts += 1
-            reply = {"ok": False, "error": "timeout",
-                     "message": f"{len(quorum.replies)} of {quorum.needed} replicas answered "
-                                "before the deadline"}
+            self.counts["timeouts"] += 1
+            reply = _error("timeout", f"{len(quorum.replies)} of {quorum.needed} replicas "
+                                      "answered before the deadline")
         else:
-            self.unavailable += 1
-            reply = {"ok": False, "error": "unavailable",
-                     "message": f"{quorum.needed} replicas needed, "
-                                f"{len(quorum.asked) - len(quorum.failed)} could answer"}
-        self.emit("network", ["reply", pending.rid, reply])
+            self.counts["unavailable"] += 1
+            reply = _error("unavailable", f"{quorum.needed} replicas needed, "
+                                          f"{len(quorum.asked) - len(quorum.failed)} could answer")
+        self._reply(pending.rid, reply)
+        pending.replied = True
+        if pending.op != "get" or quorum.outcome is not Outcome.OK or quorum.outstanding == 0:
+            self._repair(cid)
 
-    @staticmethod
-    def _ok_reply(op: str, replies: list[Any]) -> dict[str, Any]:
-        if op != "get":
-            return {"ok": True, "context": replies[0]}
-        clocks = [causality.decode(raw) for raw in replies if raw is not None]
-        merged = causality.sync_all(clocks)
+    def _repair(self, cid: int) -> None:
+        """Send the merged version to every replica that answered with less."""
+        pending = self.requests.pop(cid)
+        if pending.op != "get" or pending.quorum.outcome is not Outcome.OK:
+            return
+        replies = pending.quorum.replies
+        try:
+            clocks = {node: causality.decode(raw) if raw is not None else causality.EMPTY
+                      for node, raw in replies.items()}
+        except ValueError:
+            return
+        merged = causality.sync_all(clocks.values())
+        if causality.size(merged) == 0 and not causality.join(merged):
+            return
+        encoded = None
+        for target in pending.targets:
+            clock = clocks.get(target.node)
+            if clock is None or causality.equal(clock, merged):
+                continue
+            self.counts["read_repairs"] += 1
+            encoded = encoded or causality.encode(merged)
+            if target.node == self.me:
+                self.emit("versioning", ["sync", self.name, None, pending.key, encoded,
+                                         target.hint])
+            else:
+                self._call(target.node, None, ["rput", pending.key, encoded, target.hint])
+
+    def _reply(self, rid: int, reply: dict[str, Any]) -> None:
+        self.emit("network", ["reply", rid, reply])
+
+    def _ring_reply(self) -> dict[str, Any]:
+        assert self.ring is not None
+        wire = self.ring.to_wire(self.config.n, self.config.r, self.config.w)
+        wire["nodes"] += [{"id": node, "client": client, "peer": peer, "status": status}
+                          for node, client, peer, status in self.others]
+        for node in wire["nodes"]:
+            if node["id"] in self.down:
+                node["status"] = "down"
+        return wire
+
+    def gauges(self) -> dict[str, Any]:
+        return {"requests_in_flight": len(self.requests), **self.counts,
+                "epoch": self.ring.epoch if self.ring else 0, "down": sorted(self.down)}
+
+    def _ok_reply(self, op: str, replies: dict[str, Any]) -> dict[str, Any]:
+        epoch = self.ring.epoch if self.ring else 0
+        if op != "get":  # the context of the version this node stamped
+            return {"ok": True, "context": replies[self.me], "epoch": epoch}
+        clocks = [causality.decode(raw) for raw in replies.values() if raw is not None]
         if not clocks:
-            return {"ok": True, "values": [], "context": None}
+            return {"ok": True, "values": [], "context": None, "epoch": epoch}
+        merged = causality.sync_all(clocks)
         values = [v for v in causality.values(merged) if v is not None]
-        return {"ok": True, "values": values,
+        return {"ok": True, "values": values, "epoch": epoch,
                 "context": causality.encode_context(causality.join(merged))}
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": code, "message": message}

@@ -1,35 +1,207 @@
-"""The gossip stage: membership and ring state (Dynamo paper section 4.8).
+"""The gossip stage: membership, failure detection and hint delivery.
 
-With one node the ring is this node alone; the stage tells the coordination stage the
-ring it holds now and again, so a restarted coordination stage learns it back. Joining,
-gossip rounds with peers and failure detection arrive with the cluster.
+Dynamo paper sections 4.8 (ring membership by gossip, external discovery through
+seeds, local failure detection) and 4.6 (hinted handoff). About once a second this
+node swaps its view (``membership.View``) with a random member, or with a seed while it
+has no ring. Every member is pinged twice a second; one that has not answered for
+``DOWN_AFTER`` seconds is down for routing, and up again when it answers. Hints for
+members that are up are read from persistence and handed over; a hint is forgotten only
+once its owner acknowledged it. The view is kept in ``DATA_DIR/cluster.state`` so a
+restarted node rejoins the cluster it was in.
 """
 
 from __future__ import annotations
 
+import os
+import random
+from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.ring import Member, Ring
+from seda_dynamo.membership import Entry, View
 from seda_dynamo.stage import Stage
 
-ANNOUNCE_EVERY = 5.0
+GOSSIP_EVERY = 1.0
+PING_EVERY = 0.5
+DOWN_AFTER = 2.0
+ANNOUNCE_EVERY = 2.0
+HINTS_EVERY = 1.0
+HINT_BATCH = 128
+HINT_WAIT = 5.0
 
 
 class Handler(Stage):
     name = "gossip"
-    tick_interval = 0.5
+    tick_interval = 0.1
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, rng: random.Random | None = None) -> None:
         super().__init__(config)
-        self.ring = Ring.single(Member(config.node_id, config.client, config.peer),
-                                config.partitions)
-        self.next_announce = 0.0
+        self.me = config.node_id
+        self.rng = rng or random.Random()
+        self.path = Path(config.data_dir) / "cluster.state"
+        self.seeds = [s for s in (config.join, *config.seeds) if s and s != config.peer]
+        entry = Entry(config.client, config.peer, config.weight)
+        self.view = self._load() or View.fresh(self.me, entry, config.partitions, config.n,
+                                               founder=not self.seeds)
+        self.view = self.view.with_self(entry).reclaim()
+        self.started: float | None = None
+        self.last_heard: dict[str, float] = {}
+        self.down: frozenset[str] = frozenset()
+        self.timers = {"gossip": 0.0, "ping": 0.0, "announce": 0.0, "hints": 0.0}
+        self.hints_in_flight = 0
+        self.delivered = 0
+        self.rounds = 0
+
+    # Persistence of the view ---------------------------------------------------------
+    def _load(self) -> View | None:
+        try:
+            state = msgpack.unpackb(self.path.read_bytes(), raw=False)
+            return View.from_state(self.me, self.config.n, state)
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            self.log.error("ignoring unreadable %s: %s", self.path, exc)
+            return None
+
+    def _save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(msgpack.packb(self.view.to_state(), use_bin_type=True))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def _adopt(self, view: View) -> None:
+        changed_ring = view.ring != self.view.ring
+        if view == self.view:
+            return
+        self.view = view
+        self._save()
+        if changed_ring and view.ring is not None:
+            self.log.info("ring epoch %d: %d members", view.ring.epoch, len(view.ring.members))
+        self._announce()
+
+    # Telling coordination ------------------------------------------------------------
+    def _announce(self) -> None:
+        ring = self.view.ring
+        if ring is not None:
+            in_ring = {m.id for m in ring.members}
+            others = [[node, e.client, e.peer, "joining" if e.status == "valid" else e.status]
+                      for node, e in sorted(self.view.members.items()) if node not in in_ring]
+            self.emit("coordination", ["ring", ring.to_state(), others])
+        self.emit("coordination", ["health", sorted(self.down)])
+
+    def on_ring_please(self, now: float) -> None:
+        self._announce()
+
+    # Timers ------------------------------------------------------------------------------
+    def start(self, now: float) -> None:
+        self.started = now
+        self._save()
+        self._announce()
+
+    def _due(self, name: str, now: float, every: float) -> bool:
+        if now < self.timers[name]:
+            return False
+        self.timers[name] = now + every
+        return True
+
+    def peers(self) -> dict[str, str]:
+        return {node: e.peer for node, e in self.view.members.items()
+                if node != self.me and e.status != "left"}
 
     def tick(self, now: float) -> None:
-        if now >= self.next_announce:
-            self.next_announce = now + ANNOUNCE_EVERY
-            self.emit("coordination", ["ring", self.ring.to_state()])
+        peers = self.peers()
+        if self._due("ping", now, PING_EVERY):
+            for peer in peers.values():
+                self.emit("network", ["call", peer, self.name, ["ping"], ["ping"]])
+            self._detect(now, peers)
+        if self._due("gossip", now, GOSSIP_EVERY):
+            self._gossip(peers)
+        if self._due("announce", now, ANNOUNCE_EVERY):
+            self._announce()
+        if self._due("hints", now, HINTS_EVERY):
+            self.hints_in_flight = 0  # unanswered deliveries are retried by this scan
+            up = [node for node in peers if node not in self.down]
+            if up:
+                self.emit("persistence", ["hints", self.name, "scan", up, HINT_BATCH])
+
+    def _detect(self, now: float, peers: dict[str, str]) -> None:
+        since = self.started if self.started is not None else now
+        down = frozenset(node for node in peers
+                         if now - self.last_heard.get(node, since) > DOWN_AFTER)
+        if down != self.down:
+            for node in down - self.down:
+                self.log.warning("%s is down (no answer for %.0f s)", node, DOWN_AFTER)
+            for node in self.down - down:
+                self.log.info("%s is up again", node)
+            self.down = down
+            self._announce()
+
+    def _gossip(self, peers: dict[str, str]) -> None:
+        up = [peer for node, peer in peers.items() if node not in self.down]
+        if self.view.ring is None or not peers:
+            choices = self.seeds or up
+        else:
+            choices = up or list(peers.values())
+        if choices:
+            self.rounds += 1
+            peer = self.rng.choice(choices)
+            self.emit("network", ["call", peer, self.name, ["view"],
+                                  ["gossip", self.view.to_state()]])
+
+    # From peers ----------------------------------------------------------------------
+    def on_gossip_in(self, now: float, origin: list[Any], state: dict[str, Any]) -> None:
+        """A peer's view: merge it, and answer with ours (push-pull)."""
+        try:
+            self._adopt(self.view.merge_state(state))
+        except ValueError as exc:
+            self.log.warning("bad view from %s: %s", origin[0], exc)
+        self.emit("network", ["respond", origin, ["view", self.view.to_state()]])
+
+    def on_resp(self, now: float, node: str, tag: list[Any], payload: list[Any]) -> None:
+        self.last_heard[node] = now
+        if node in self.down:
+            self._detect(now, self.peers())
+        kind = payload[0]
+        if kind == "view":
+            try:
+                self._adopt(self.view.merge_state(payload[1]))
+            except ValueError as exc:
+                self.log.warning("bad view from %s: %s", node, exc)
+        elif kind == "updated" and tag[0] == "hint":
+            self.hints_in_flight = max(0, self.hints_in_flight - 1)
+            if payload[1] is None:
+                self.delivered += 1
+                self.emit("persistence", ["hint_done", [tag[1:]]])
+            if not self.hints_in_flight:
+                self.timers["hints"] = now  # this batch is done: look for more at once
+
+    def on_unreachable(self, now: float, peer: str, tag: list[Any]) -> None:
+        """Not connected to ``peer``: the failure detector already counts the silence."""
+        if tag[0] == "hint":
+            self.hints_in_flight = max(0, self.hints_in_flight - 1)
+
+    # Hinted handoff ------------------------------------------------------------------
+    def on_hints(self, now: float, _tag: Any, found: list[list[Any]]) -> None:
+        done = []
+        for owner, key, token, clock in found:
+            peer = self.peers().get(owner)
+            if clock is None or peer is None:
+                done.append([owner, key, token])  # nothing to hand over, or owner left
+                continue
+            self.hints_in_flight += 1
+            self.emit("network", ["call", peer, self.name, ["hint", owner, key, token],
+                                  ["rput", key, clock, None]])
+        if done:
+            self.emit("persistence", ["hint_done", done])
+        if self.hints_in_flight:
+            self.timers["hints"] = now + HINT_WAIT
 
     def gauges(self) -> dict[str, Any]:
-        return {"members": len(self.ring.members), "epoch": self.ring.epoch}
+        ring = self.view.ring
+        return {"members": len(self.view.members), "epoch": ring.epoch if ring else 0,
+                "down": sorted(self.down), "rounds": self.rounds,
+                "hints_delivered": self.delivered, "hints_in_flight": self.hints_in_flight}

@@ -4,6 +4,13 @@ Dynamo paper section 4.1 (the get/put interface) and the wire protocol of
 docs/protocol.md. Every frame is validated here (``seda_dynamo.protocol``); a bad one
 gets its error reply at once and never travels further. Valid requests go on to the
 coordination stage and their replies come back here to be matched to their client.
+
+Between nodes (docs/peer-protocol.md) a stage asks another node with
+``["call", peer, reply_stage, tag, request]``; this stage sends
+``["req", my_peer, [reply_stage, tag], request]`` in the batch for that peer, the other
+node's network stage hands the request to its stage and sends back
+``["resp", node_id, [reply_stage, tag], payload]``, which arrives at ``reply_stage`` as
+``["resp", node_id, tag, payload]``.
 """
 
 from __future__ import annotations
@@ -11,13 +18,18 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
+import msgpack
+
 from seda_dynamo import protocol
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.protocol import Limits, ProtocolError
-from seda_dynamo.stage import Port, Stage
+from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Port, Stage
 
 #: How long past a request's own deadline we wait for coordination before answering.
 GRACE = 2.0
+#: Peer requests and the stage that serves each.
+PEER_REQUESTS = {"ping": "network", "gossip": "gossip", "rput": "versioning",
+                 "rget": "persistence", "fwd": "coordination"}
 
 
 class Handler(Stage):
@@ -33,6 +45,11 @@ class Handler(Stage):
         self.stage_stats: dict[str, dict[str, Any]] = {}
         self.requests = 0
         self.bad_requests = 0
+        self.peer_events = 0
+        self.bad_peer_events = 0
+        self.remote_reads: dict[int, list[tuple[str, Any]]] = {}
+        self.next_tag = 0
+        self.me = config.peer
 
     def ports(self) -> list[Port]:
         max_msg = 2 * self.limits.max_body_bytes
@@ -41,8 +58,9 @@ class Handler(Stage):
 
     # Client frames ---------------------------------------------------------------------
     def handle_frames(self, port: str, messages: list[list[bytes]], now: float) -> None:
-        if port != "client":
-            return  # the peer protocol arrives with the cluster
+        if port == "peer":
+            self._peer_frames(messages, now)
+            return
         for frames in messages:
             self.requests += 1
             try:
@@ -73,22 +91,117 @@ class Handler(Stage):
             self._reply(envelope, _with_id({"ok": True, "node": self.config.node_id,
                                             "stages": self._stats()}, req.id))
         else:
-            self.next_rid += 1
-            rid = self.next_rid
-            self.pending[rid] = (envelope, req.id)
-            timeout = (req.timeout_ms or self.config.timeout_ms) / 1000.0
-            heapq.heappush(self.deadlines, (now + timeout + GRACE, rid))
-            self.emit("coordination", ["req", rid, req.op, req.key, req.value, req.context,
-                                       req.r, req.w, req.timeout_ms])
+            self._coordinate((envelope, req.id), now, req.op, req.key, req.value, req.context,
+                             req.r, req.w, req.timeout_ms, False)
+
+    def _coordinate(self, origin: Any, now: float, op: str, key: bytes, value: bytes | None,
+                    context: Any, r: int | None, w: int | None, timeout_ms: int | None,
+                    forwarded: bool) -> None:
+        """Hand a request to coordination; ``origin`` says where its reply goes."""
+        self.next_rid += 1
+        rid = self.next_rid
+        self.pending[rid] = origin
+        timeout = (timeout_ms or self.config.timeout_ms) / 1000.0
+        heapq.heappush(self.deadlines, (now + timeout + GRACE, rid))
+        self.emit("coordination", ["req", rid, op, key, value, context, r, w, timeout_ms,
+                                   forwarded])
 
     def _reply(self, envelope: list[bytes], reply: dict[str, Any]) -> None:
         self.emit("client", [*envelope, protocol.pack(reply)])
 
+    def _answer(self, origin: Any, reply: dict[str, Any]) -> None:
+        if isinstance(origin, Remote):
+            self._respond(origin.peer, origin.rtag, ["reply", reply])
+        else:
+            self._reply(origin[0], _with_id(reply, origin[1]))
+
+    # Between nodes ---------------------------------------------------------------------
+    def on_call(self, now: float, peer: str, reply_stage: str, tag: Any, request: list) -> None:
+        self.emit(PEER_PREFIX + peer, ["req", self.me, [reply_stage, tag], request])
+
+    def undeliverable(self, dest: str, events: list, now: float) -> None:
+        """A node we are not connected to: its callers hear at once instead of waiting."""
+        peer = dest.removeprefix(PEER_PREFIX)
+        for event in events:
+            if event[0] == "req":
+                stage, tag = event[2]
+                self.emit(stage, ["unreachable", peer, tag])
+
+    def _respond(self, peer: str, rtag: Any, payload: list) -> None:
+        self.emit(PEER_PREFIX + peer, ["resp", self.config.node_id, rtag, payload])
+
+    def _peer_frames(self, messages: list[list[bytes]], now: float) -> None:
+        for frames in messages:
+            try:
+                events = msgpack.unpackb(frames[-1], raw=False, strict_map_key=False)
+                if not isinstance(events, list):
+                    raise ValueError("a peer batch must be a list of events")
+            except Exception as exc:  # noqa: BLE001 - a peer never stops the node
+                self.bad_peer_events += 1
+                self.log.warning("undecodable peer frame dropped: %s", exc)
+                continue
+            for event in events:
+                self.peer_events += 1
+                try:
+                    self._peer_event(event, now)
+                except Exception as exc:  # noqa: BLE001 - a peer never stops the node
+                    self.bad_peer_events += 1
+                    self.log.warning("bad peer event dropped: %r (%s)", event[:3]
+                                     if isinstance(event, list) else event, exc)
+
+    def _peer_event(self, event: list, now: float) -> None:
+        kind = event[0]
+        if kind == "resp":
+            _, node, (stage, tag), payload = event
+            if stage not in STAGE_NAMES:
+                raise ValueError(f"response for unknown stage {stage!r}")
+            self.emit(stage, ["resp", node, tag, payload])
+            return
+        if kind != "req":
+            raise ValueError(f"unknown peer event {kind!r}")
+        _, peer, rtag, request = event
+        op = request[0]
+        origin = Remote(str(peer), rtag)
+        if op == "ping":
+            self._respond(origin.peer, rtag, ["pong"])
+        elif op == "gossip":
+            self.emit("gossip", ["gossip_in", origin.as_tag(), request[1]])
+        elif op == "rput":  # ["rput", key, clock, hint]
+            _, key, clock, hint = request
+            self.emit("versioning", ["sync", self.name, origin.as_tag(), bytes(key),
+                                     bytes(clock), hint])
+        elif op == "rget":  # ["rget", key]
+            self.next_tag += 1
+            self.remote_reads[self.next_tag] = [origin]
+            self.emit("persistence", ["get", self.name, self.next_tag, [bytes(request[1])]])
+        elif op == "fwd":  # ["fwd", op, key, value, context, r, w, timeout_ms]
+            _, fop, key, value, context, r, w, timeout_ms = request
+            self._coordinate(origin, now, fop, bytes(key), value, context, r, w, timeout_ms,
+                             True)
+        else:
+            raise ValueError(f"unknown peer request {op!r}")
+
     # Events from other stages ----------------------------------------------------------
     def on_reply(self, now: float, rid: int, reply: dict[str, Any]) -> None:
-        entry = self.pending.pop(rid, None)
-        if entry is not None:
-            self._reply(entry[0], _with_id(reply, entry[1]))
+        origin = self.pending.pop(rid, None)
+        if origin is not None:
+            self._answer(origin, reply)
+
+    def on_respond(self, now: float, tag: list, payload: list) -> None:
+        """A stage's answer to a peer's request (the gossip stage's view, say)."""
+        origin = Remote.from_tag(tag)
+        self._respond(origin.peer, origin.rtag, payload)
+
+    def on_updated(self, now: float, tag: list, _ctx: Any, _clock: Any,
+                   error: str | None) -> None:
+        origin = Remote.from_tag(tag)
+        self._respond(origin.peer, origin.rtag, ["updated", error])
+
+    def on_got(self, now: float, tag: int, found: list | None, error: str | None,
+               _incarnation: str) -> None:
+        for i, origin in enumerate(self.remote_reads.pop(tag, [])):
+            value = found[i] if found is not None else None
+            self._respond(origin.peer, origin.rtag, ["got", value, error])
 
     def on_stats(self, now: float, stage: str, counters: dict[str, Any]) -> None:
         self.stage_stats[stage] = counters
@@ -96,14 +209,15 @@ class Handler(Stage):
     def tick(self, now: float) -> None:
         while self.deadlines and self.deadlines[0][0] <= now:
             _, rid = heapq.heappop(self.deadlines)
-            entry = self.pending.pop(rid, None)
-            if entry is not None:
-                self._reply(entry[0], protocol.error_reply(
-                    "timeout", "the coordinator did not answer in time", entry[1]))
+            origin = self.pending.pop(rid, None)
+            if origin is not None:
+                self._answer(origin, {"ok": False, "error": "timeout",
+                                      "message": "the coordinator did not answer in time"})
 
     def gauges(self) -> dict[str, Any]:
         return {"requests": self.requests, "bad_requests": self.bad_requests,
-                "requests_in_flight": len(self.pending)}
+                "requests_in_flight": len(self.pending), "peer_events": self.peer_events,
+                "bad_peer_events": self.bad_peer_events}
 
     def _stats(self) -> dict[str, Any]:
         """The stages' last reports (once a second), with this stage's own gauges live."""
@@ -121,6 +235,23 @@ def _split(frames: list[bytes]) -> tuple[list[bytes], bytes | None]:
     envelope = frames[:1]
     rest = frames[1:]
     return envelope, rest[0] if len(rest) == 1 else None
+
+
+class Remote:
+    """Where a peer's request came from: its peer address and its reply tag."""
+
+    __slots__ = ("peer", "rtag")
+
+    def __init__(self, peer: str, rtag: Any) -> None:
+        self.peer = peer
+        self.rtag = rtag
+
+    def as_tag(self) -> list[Any]:
+        return [self.peer, self.rtag]
+
+    @classmethod
+    def from_tag(cls, tag: list[Any]) -> Remote:
+        return cls(str(tag[0]), tag[1])
 
 
 def _with_id(reply: dict[str, Any], request_id: Any) -> dict[str, Any]:

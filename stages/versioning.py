@@ -32,6 +32,7 @@ class Op:
     context: causality.VersionVector | None = None
     cover_stored: bool = False
     clock: DVVSet | None = None
+    hint: str | None = None  # the down primary this write stands in for (hinted handoff)
 
 
 @dataclass(slots=True)
@@ -59,12 +60,12 @@ class Handler(Stage):
         for event in events:
             kind = event[0]
             try:
-                if kind == "update":  # ["update", reply_to, tag, key, value, ctx, cover]
-                    _, reply_to, tag, key, value, ctx, cover = event
-                    op = Op(reply_to, tag, "update", value, ctx, bool(cover))
-                elif kind == "sync":  # ["sync", reply_to, tag, key, encoded clock]
-                    _, reply_to, tag, key, raw = event
-                    op = Op(reply_to, tag, "sync", clock=causality.decode(raw))
+                if kind == "update":  # ["update", reply_to, tag, key, value, ctx, cover, hint]
+                    _, reply_to, tag, key, value, ctx, cover, hint = event
+                    op = Op(reply_to, tag, "update", value, ctx, bool(cover), hint=hint)
+                elif kind == "sync":  # ["sync", reply_to, tag, key, encoded clock, hint]
+                    _, reply_to, tag, key, raw, hint = event
+                    op = Op(reply_to, tag, "sync", clock=causality.decode(raw), hint=hint)
                 else:
                     self.dispatch(event, now)
                     continue
@@ -102,7 +103,13 @@ class Handler(Stage):
                 self.log.error("stored versions of key %r are unreadable: %s", key[:40], exc)
                 self._fail([key], f"stored versions are unreadable: {exc}")
                 continue
-            writes.append((key, self._apply(work, stored)))
+            encoded = self._apply(work, stored)
+            if encoded == raw and not any(op.hint for op in work.ops):
+                follow = self._done(key)  # a repair or handoff of what we hold already
+                if follow is not None:
+                    writes.append(follow)
+            else:
+                writes.append((key, encoded))
         if writes:
             self._ask("write", writes, now)
 
@@ -114,15 +121,7 @@ class Handler(Stage):
         if error:
             self._fail(keys, error)
             return
-        writes = []
-        for key in keys:
-            work = self.inflight.pop(key)
-            self._answer(work)
-            waiting = self.queued.pop(key, None)
-            if waiting and work.state is not None:
-                follow = KeyWork(waiting)
-                self.inflight[key] = follow
-                writes.append((key, self._apply(follow, work.state)))
+        writes = [w for w in map(self._done, keys) if w is not None]
         if writes:
             self._ask("write", writes, now)
 
@@ -136,12 +135,28 @@ class Handler(Stage):
         return {"keys_in_flight": len(self.inflight), "engine_requests": len(self.pending)}
 
     # Internals ------------------------------------------------------------------------
+    def _done(self, key: bytes) -> tuple[bytes, bytes] | None:
+        """Answer a key's finished operations; start on its queued ones (no read needed)."""
+        work = self.inflight.pop(key)
+        self._answer(work)
+        waiting = self.queued.pop(key, None)
+        if not waiting or work.state is None:
+            return None
+        follow = KeyWork(waiting)
+        self.inflight[key] = follow
+        return key, self._apply(follow, work.state)
+
     def _ask(self, kind: str, items: list[Any], now: float) -> None:
         self.next_tag += 1
         tag = self.next_tag
-        keys = items if kind == "get" else [k for k, _ in items]
+        if kind == "get":
+            self.pending[tag] = (kind, items, now + ENGINE_DEADLINE)
+            self.emit("persistence", ["get", self.name, tag, items])
+            return
+        keys = [k for k, _ in items]
+        hints = [[op.hint, key] for key in keys for op in self.inflight[key].ops if op.hint]
         self.pending[tag] = (kind, keys, now + ENGINE_DEADLINE)
-        self.emit("persistence", [kind, self.name, tag, items])
+        self.emit("persistence", ["write", self.name, tag, items, hints])
 
     def _apply(self, work: KeyWork, state: DVVSet) -> bytes:
         """Apply every waiting operation in order; remember each one's result."""

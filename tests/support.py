@@ -42,12 +42,14 @@ class Node:
     """One ``seda-dynamo serve`` process tree in its own session, stopped by pid."""
 
     def __init__(self, data_dir: Path, node_id: str = "n1", engine: str = "bdb",
-                 durability: str = "fsync", extra: tuple[str, ...] = ()) -> None:
+                 durability: str = "fsync", extra: tuple[str, ...] = (),
+                 join: Node | None = None) -> None:
         self.data_dir = data_dir
         self.node_id = node_id
         self.engine = engine
         self.durability = durability
         self.extra = extra
+        self.join = join
         self.client_port = free_port()
         self.peer_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -58,16 +60,27 @@ class Node:
     def server(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
+    @property
+    def peer(self) -> str:
+        return f"127.0.0.1:{self.peer_port}"
+
     def start(self) -> Node:
+        self.start_joining()
+        self.wait_ready()
+        return self
+
+    def start_joining(self) -> Node:
+        """Spawn the node without waiting for it (several nodes boot in parallel)."""
         cmd = [sys.executable, "-m", "seda_dynamo.cli", "serve", "--node-id", self.node_id,
                "--client", self.server, "--peer", f"127.0.0.1:{self.peer_port}",
                "--data-dir", str(self.data_dir), "--engine", self.engine,
                "--durability", self.durability, *self.extra]
+        if self.join is not None:
+            cmd += ["--join", self.join.peer]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True)
         self.known_pids.add(self.proc.pid)
-        self.wait_ready()
         return self
 
     def wait_ready(self) -> None:
@@ -75,6 +88,7 @@ class Node:
             assert self.proc is not None and self.proc.poll() is None, self.log()
             with self.client(timeout=0.5) as c:
                 c.ping()
+                c.ring()  # coordination has its ring: the node serves
             return len(self.stage_pids()) == 5
 
         wait_until(ready, READY_SECONDS, f"node {self.node_id} to answer ping")
@@ -115,11 +129,28 @@ class Node:
         wait_until(lambda: not any(psutil.pid_exists(p) and _alive(p) for p in pids), 10,
                    "killed stage processes to go")
 
+    def pause(self) -> None:
+        for pid in self.all_pids():
+            _signal(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self.known_pids:
+            _signal(pid, signal.SIGCONT)
+
+    def ring(self) -> dict:
+        with self.client(timeout=2.0) as c:
+            return c.ring()
+
+    def stats(self) -> dict:
+        with self.client(timeout=2.0) as c:
+            return c.stats()
+
     def stop(self) -> None:
         """SIGTERM the supervisor; SIGKILL whatever of ours is left after 15 s."""
         if self.proc is None:
             return
         self.stage_pids()
+        self.resume()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -166,3 +197,32 @@ def _ok(fn):
         return (True, fn())
     except DynamoError:
         return None
+
+
+def wait_for_ring(nodes: list[Node], members: int, seconds: float = 30.0) -> dict:
+    """Until every node reports the same ring with ``members`` members, all up."""
+
+    seen: list = []
+
+    def agreed():
+        rings = [n.ring() for n in nodes]
+        seen[:] = [(n.node_id, r["epoch"], [(x["id"], x["status"]) for x in r["nodes"]])
+                   for n, r in zip(nodes, rings, strict=True)]
+        first = rings[0]
+        return all(len(r["nodes"]) == members and r["epoch"] == first["epoch"]
+                   and r["owners"] == first["owners"]
+                   and all(x["status"] == "up" for x in r["nodes"]) for r in rings) and first
+
+    try:
+        return wait_until(agreed, seconds, f"{len(nodes)} nodes to agree on a ring of "
+                          f"{members}", interval=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {seen}") from None
+
+
+def wait_for_status(observer: Node, node_id: str, status: str, seconds: float = 15.0) -> None:
+    def seen():
+        return any(x["id"] == node_id and x["status"] == status
+                   for x in observer.ring()["nodes"])
+
+    wait_until(seen, seconds, f"{observer.node_id} to see {node_id} {status}", interval=0.2)

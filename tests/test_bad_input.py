@@ -77,7 +77,7 @@ def test_every_bad_input_gets_its_code_and_nothing_is_lost(node, dealer):
     reply = ask(dealer, [b"", b"body", b"extra frame"])
     assert reply["error"] == "bad_request"
     reply = ask(dealer, [b"", msgpack.packb({"op": "get", "key": b"keep", "id": 9})])
-    assert reply == {"ok": True, "values": [b"safe"], "context": reply["context"], "id": 9}
+    assert (reply["ok"], reply["values"], reply["id"]) == (True, [b"safe"], 9)
     with node.client() as c:
         stages = c.stats()
         assert c.ping() == "n1"

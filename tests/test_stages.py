@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.engines import open_engine
+from seda_dynamo.ring import Member, Ring
 from stages import coordination, network, persistence, versioning
 
 CONFIG = NodeConfig(node_id="t", engine="memory", n=1, r=1, w=1)
@@ -22,8 +23,11 @@ class Pipeline:
             "network": network.Handler(CONFIG),
             "coordination": coordination.Handler(CONFIG),
             "versioning": versioning.Handler(CONFIG),
-            "persistence": persistence.Handler(CONFIG, engine=self.engine),
+            "persistence": persistence.Handler(CONFIG, engine=self.engine,
+                                               hints=open_engine("memory", "", "h", "nosync")),
         }
+        ring = Ring.single(Member("t", CONFIG.client, CONFIG.peer), CONFIG.partitions)
+        self.stages["coordination"].on_ring(0.0, ring.to_state(), [])
         self.queues: dict[str, list] = {name: [] for name in self.stages}
         self.replies: list[dict] = []
         self.now = 0.0
@@ -35,6 +39,8 @@ class Pipeline:
                     self.replies.append(msgpack.unpackb(event[-1]))
                 elif dest in self.queues:
                     self.queues[dest].append(event)
+                else:
+                    assert dest == "gossip", dest
 
     def request(self, body: dict, ident: bytes = b"c") -> None:
         self.stages["network"].handle_frames("client", [[ident, b"", msgpack.packb(body)]],

@@ -1,0 +1,136 @@
+"""Real clusters on loopback, N=3 R=2 W=2: quorums, sloppy quorum, hints, read repair."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from support import retry, wait_for_ring, wait_for_status, wait_until
+
+from seda_dynamo.client import Client, Unavailable
+from seda_dynamo.ring import partition_of
+
+pytestmark = pytest.mark.integration
+
+
+def test_any_node_coordinates_and_blind_writes_through_two_nodes_are_siblings(cluster_factory):
+    a, b, c = cluster_factory(3)
+    ring = a.ring()
+    assert {x["id"] for x in ring["nodes"]} == {"n1", "n2", "n3"}
+    assert all(len(set(owners)) == 3 for owners in ring["owners"])
+    with a.client() as ca, b.client() as cb, c.client() as cc:
+        for i in range(30):
+            (ca, cb, cc)[i % 3].put(f"k{i}", b"%d" % i)
+        for i in range(30):
+            for client in (ca, cb, cc):
+                assert client.get(f"k{i}").values == [b"%d" % i]
+        ca.put("cart", b"from-a")
+        cb.put("cart", b"from-b")
+        values, ctx = cc.get("cart")
+        assert sorted(values) == [b"from-a", b"from-b"]
+        cc.put("cart", b"merged", ctx)
+        assert ca.get("cart").values == [b"merged"]
+        cb.delete("cart", ca.get("cart").context)
+        assert cc.get("cart").values == []
+
+
+def test_one_node_down_every_read_and_write_succeeds(cluster_factory):
+    a, b, c = cluster_factory(3)
+    acked = {}
+    with a.client() as ca:
+        for i in range(50):
+            ca.put(f"k{i}", b"before-%d" % i)
+            acked[f"k{i}"] = b"before-%d" % i
+    c.kill9()
+    with a.client() as ca, b.client() as cb:
+        for i in range(50, 100):
+            (ca, cb)[i % 2].put(f"k{i}", b"during-%d" % i)
+            acked[f"k{i}"] = b"during-%d" % i
+        for key, value in acked.items():
+            assert ca.get(key).values == [value]
+            assert cb.get(key).values == [value]
+
+
+def test_two_of_three_down_w2_is_unavailable_in_time_and_w1_succeeds(cluster_factory):
+    a, b, c = cluster_factory(3)
+    b.kill9()
+    c.kill9()
+    wait_for_status(a, "n2", "down")
+    wait_for_status(a, "n3", "down")
+    with a.client() as ca:
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            ca.put("k", b"v", w=2, timeout=2.0)
+        assert time.monotonic() - started < 3.0
+        ca.put("k", b"v", w=1)
+        assert ca.get("k", r=1).values == [b"v"]
+
+
+def test_five_nodes_two_down_writes_go_to_fallbacks_and_hints_come_home(cluster_factory):
+    nodes = cluster_factory(5)
+    up, down = nodes[:3], nodes[3:]
+    for node in down:
+        node.kill9()
+    for node in down:
+        wait_for_status(up[0], node.node_id, "down")
+        wait_for_status(up[1], node.node_id, "down")
+    written = {}
+    with up[0].client() as c0, up[1].client() as c1:
+        for i in range(60):
+            (c0, c1)[i % 2].put(f"h{i}", b"v%d" % i, w=2)
+            written[f"h{i}"] = b"v%d" % i
+    ring = up[0].ring()
+
+    def owned_by(node):
+        return {k: v for k, v in written.items()
+                if node.node_id in ring["owners"][partition_of(k.encode(), ring["partitions"])]}
+
+    def hints_held():
+        return sum(n.stats()["persistence"]["hints"] for n in up)
+
+    expected = len(owned_by(down[0])) + len(owned_by(down[1]))
+    assert expected > 0
+    wait_until(lambda: hints_held() == expected, 10, f"{expected} hints on the fallbacks")
+    for node in down:
+        node.start()
+    wait_for_ring(nodes, 5)
+
+    wait_until(lambda: hints_held() == 0, 30, "every hint to be delivered", interval=0.5)
+    # Each returned node, alone, answers R=1 from its own disk for every key it owns.
+    for node in nodes:
+        node.kill9()
+    for node in down:
+        node.start()
+        with node.client() as c:
+            for key, value in owned_by(node).items():
+                assert retry(lambda c=c, key=key: c.get(key, r=1, timeout=1.0)).values \
+                    == [value], key
+        node.kill9()
+
+
+def test_a_node_that_missed_writes_holds_them_after_read_repair(cluster_factory):
+    a, b, c = cluster_factory(3)
+    c.kill9()
+    with a.client() as ca:
+        for i in range(20):
+            ca.put(f"r{i}", b"%d" % i)
+    c.start()
+    wait_for_ring([a, b, c], 3)
+    with a.client() as ca:
+        for i in range(20):  # R=3: every replica answers (n1 may still be reconnecting)
+            assert retry(lambda i=i: ca.get(f"r{i}", r=3, timeout=1.0)).values == [b"%d" % i]
+    time.sleep(0.5)  # repairs are sent after the reply
+    a.kill9()
+    b.kill9()
+    with c.client() as cc:
+        for i in range(20):
+            assert retry(lambda i=i: cc.get(f"r{i}", r=1, timeout=1.0)).values == [b"%d" % i]
+
+
+def test_a_client_works_through_any_single_node_of_a_cluster(cluster_factory):
+    nodes = cluster_factory(3)
+    for node in nodes:
+        with Client(node.server) as c:
+            c.put(f"via-{node.node_id}", b"x")
+    with nodes[2].client() as c:
+        assert all(c.get(f"via-{n.node_id}").values == [b"x"] for n in nodes)
