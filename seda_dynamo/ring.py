@@ -132,8 +132,7 @@ def targets(weights: Mapping[str, int], partitions: int,
 
 def spread_violations(owners: Sequence[str], n: int) -> int:
     """How many windows of ``n`` consecutive partitions (wrapping) repeat an owner."""
-    q = len(owners)
-    span = min(n, q)
+    q, span = len(owners), min(n, len(owners))
     return sum(len({owners[(s + i) % q] for i in range(span)}) < span for s in range(q))
 
 
@@ -194,7 +193,7 @@ class _Claim:
         bigger = {x: -self.slot.count(j) for x, j in self.plan.items()}
         self.target = targets(weights, q, count, bigger)
         self.need = {k: self.target[k] - count[k] for k in self.nodes}
-        total = sum(weights.values())
+        total = sum(weights.values())  # every count stays within low..high
         self.low = {k: q * w // total for k, w in weights.items()}
         self.high = {k: -(-q * w // total) for k, w in weights.items()}
 
@@ -261,7 +260,7 @@ class _Claim:
                         if self.need[r] > 0 and self._donor(p, r) and not (
                                 avoid and self.clash(r, p)):
                             self.give(p, r)
-            else:  # near places spread evenly through the gaps between its partitions
+            else:  # near k evenly spaced places, from a point set by its id
                 k, start = self.need[r], key_hash(r.encode())
                 for spot in range(k):
                     self.give(self._nearest(r, (start + spot * self.q // k) % self.q,
@@ -276,13 +275,15 @@ class _Claim:
         one that ends a clash of its owner, else within ``radius`` from the donor with the
         most to give, else the nearest."""
         best, best_key = -1, (True, True, True, 0, 0)
+        fits = self.target[r] * self.n <= self.q  # else r cannot keep N apart anyway
         for d in range(self.q // 2 + 1):
             if best >= 0 and not best_key[0] and (d > radius or not best_key[1]):
                 break
             for p in ((spot + d) % self.q, (spot - d) % self.q):
                 if self._donor(p, r):
                     o = self.own[p]
-                    key = (self.clash(r, p), not self.clash(o, p), d > radius, self.need[o], d)
+                    key = (fits and self.clash(r, p), not self.clash(o, p), d > radius,
+                           self.need[o], d)
                     if best < 0 or key < best_key:  # type: ignore[operator]
                         best, best_key = p, key
         return best

@@ -58,7 +58,7 @@ SLACK = N  # claim's default: extra transfers it may spend keeping replicas apar
 QS = st.sampled_from([64, 256, 1024])
 NAMES = st.lists(st.text("abcdxyz019", min_size=1, max_size=5), min_size=1, max_size=16,
                  unique=True)
-FAST = settings(max_examples=20, deadline=None)
+FAST = settings(max_examples=15, deadline=None)
 
 
 def quota(weights: dict[str, int], node: str, q: int) -> tuple[int, int]:
@@ -158,6 +158,18 @@ def test_joins_move_only_the_joiners_share_and_keep_replicas_apart(q, names):
             assert all(to == joiner for _, _, to in transfers)
         if s > N:
             assert spread_violations(new, N) == 0
+
+
+@pytest.mark.parametrize("q", [64, 256, 1024])
+@pytest.mark.parametrize("n", [2, 3])
+def test_sixteen_joins_in_a_row(q, n):
+    """Join order differs from id order (node-10 sorts before node-2)."""
+    for weights, old, new, joiner in joined(q, [f"node-{i}" for i in range(16)], n=n):
+        assert_sound(new, weights, q, n)
+        if old is not None:
+            assert len(moved(old, new)) == new.count(joiner)
+            assert {to for _, _, to in moved(old, new)} == {joiner}
+        assert spread_violations(new, n) == 0 or len(weights) <= n
 
 
 @FAST
