@@ -31,7 +31,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"seda-dynamo: bad configuration: {exc}", file=sys.stderr)
         return 2
     setup_logging(config, "supervisor")
-    return Supervisor(config).run()
+    try:
+        supervisor = Supervisor(config)
+    except OSError as exc:
+        print(f"seda-dynamo: cannot start node {config.node_id}: {exc}", file=sys.stderr)
+        return 1
+    return supervisor.run()
 
 
 def _show(value: bytes) -> str:

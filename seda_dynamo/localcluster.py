@@ -117,13 +117,21 @@ def _wait_ping(member: dict[str, Any]) -> None:
 
 
 def _wait_ring(members: list[dict[str, Any]]) -> None:
+    """Until every node serves the same ring of all members, each seeing all up."""
     deadline = time.monotonic() + READY_SECONDS
-    with Client(members[0]["client"], timeout=1.0) as c:
+    clients = [Client(m["client"], timeout=1.0) for m in members]
+    try:
         while time.monotonic() < deadline:
             try:
-                if len(c.ring()["nodes"]) == len(members):
-                    return
+                rings = [c.ring() for c in clients]
             except DynamoError:
-                pass
+                rings = []
+            if rings and all(
+                    r["epoch"] == rings[0]["epoch"] and len(r["nodes"]) == len(members)
+                    and all(n["status"] == "up" for n in r["nodes"]) for r in rings):
+                return
             time.sleep(0.2)
+    finally:
+        for c in clients:
+            c.close()
     raise RuntimeError("the nodes did not form one ring in time")

@@ -15,9 +15,12 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgpack
+
 from seda_dynamo.ring import Member, Ring, claim
 
 ACTIVE = ("valid", "leaving")
+VIEW_FILE = "cluster.state"  # in the data directory: the view a restarted node resumes
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,9 @@ class View:
     def fresh(cls, me: str, entry: Entry, partitions: int, n: int, founder: bool) -> View:
         """A new node: a founder owns a one-node ring; a joiner waits for a ring by gossip."""
         view = cls(me, partitions, n, {me: entry})
-        return view.reclaim() if founder else view
+        if not founder:
+            return view
+        return replace(view, ring=view._ring(claim(None, {me: entry.weight}, partitions, n), 1))
 
     def with_self(self, entry: Entry) -> View:
         """This node's entry as configured now (a new version if anything changed)."""
@@ -72,12 +77,9 @@ class View:
 
     def reclaim(self) -> View:
         """Recompute the ring when the active members differ from its owners."""
-        weights = {node: e.weight for node, e in self.members.items() if e.status in ACTIVE}
         if self.ring is None:
-            if set(weights) != {self.me}:
-                return self
-            owners = claim(None, weights, self.partitions, self.n)
-            return replace(self, ring=self._ring(owners, 1))
+            return self  # a joiner waits for the cluster's ring; only a founder makes one
+        weights = {node: e.weight for node, e in self.members.items() if e.status in ACTIVE}
         current = {m.id: m.weight for m in self.ring.members}
         stale = any(self.ring.member(m).client != self.members[m].client
                     or self.ring.member(m).peer != self.members[m].peer
@@ -116,6 +118,17 @@ class View:
     @classmethod
     def from_state(cls, me: str, n: int, state: dict[str, Any]) -> View:
         return cls(me, state["partitions"], n).merge_state(state)
+
+    def encode(self) -> bytes:
+        return msgpack.packb(self.to_state(), use_bin_type=True)
+
+    @classmethod
+    def decode(cls, me: str, n: int, data: bytes) -> View:
+        """A saved view; ValueError if it is unreadable."""
+        try:
+            return cls.from_state(me, n, msgpack.unpackb(data, raw=False))
+        except (KeyError, TypeError, msgpack.UnpackException) as exc:
+            raise ValueError(f"unreadable view: {exc!r}") from None
 
 
 def _rank(ring: Ring) -> tuple[int, str]:

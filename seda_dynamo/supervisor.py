@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,10 +47,24 @@ def make_run_dir(config: NodeConfig) -> str:
     return run_dir
 
 
+def check_free(name: str, address: str) -> None:
+    """Fail at once, naming the address, if another process listens on it."""
+    host, _, port = address.rpartition(":")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]"), int(port)))
+        except OSError as exc:
+            raise OSError(f"{name} address {address} is not available: {exc.strerror}") \
+                from None
+
+
 class Supervisor:
     """Owns the stage processes of one node."""
 
     def __init__(self, config: NodeConfig) -> None:
+        check_free("client", config.client)
+        check_free("peer", config.peer)
         self.config = config
         self.run_dir = make_run_dir(config)
         self.node_json = str(Path(self.run_dir) / "node.json")

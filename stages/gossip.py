@@ -17,10 +17,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.membership import Entry, View
+from seda_dynamo.membership import VIEW_FILE, Entry, View
 from seda_dynamo.stage import Stage
 
 GOSSIP_EVERY = 1.0
@@ -40,7 +38,7 @@ class Handler(Stage):
         super().__init__(config)
         self.me = config.node_id
         self.rng = rng or random.Random()
-        self.path = Path(config.data_dir) / "cluster.state"
+        self.path = Path(config.data_dir) / VIEW_FILE
         self.seeds = [s for s in (config.join, *config.seeds) if s and s != config.peer]
         entry = Entry(config.client, config.peer, config.weight)
         self.view = self._load() or View.fresh(self.me, entry, config.partitions, config.n,
@@ -57,18 +55,17 @@ class Handler(Stage):
     # Persistence of the view ---------------------------------------------------------
     def _load(self) -> View | None:
         try:
-            state = msgpack.unpackb(self.path.read_bytes(), raw=False)
-            return View.from_state(self.me, self.config.n, state)
+            return View.decode(self.me, self.config.n, self.path.read_bytes())
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError) as exc:
+        except ValueError as exc:
             self.log.error("ignoring unreadable %s: %s", self.path, exc)
             return None
 
     def _save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "wb") as fh:
-            fh.write(msgpack.packb(self.view.to_state(), use_bin_type=True))
+            fh.write(self.view.encode())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)

@@ -53,8 +53,9 @@ class Handler(Stage):
 
     def ports(self) -> list[Port]:
         max_msg = 2 * self.limits.max_body_bytes
+        # Peers carry repairs, handoff and transfers, which no size limit may refuse.
         return [Port("client", "router", f"tcp://{self.config.client}", max_msg),
-                Port("peer", "router", f"tcp://{self.config.peer}", max_msg)]
+                Port("peer", "router", f"tcp://{self.config.peer}")]
 
     # Client frames ---------------------------------------------------------------------
     def handle_frames(self, port: str, messages: list[list[bytes]], now: float) -> None:

@@ -142,8 +142,10 @@ class Node:
             return c.ring()
 
     def stats(self) -> dict:
+        """Every stage's counters (stages report once a second, so wait for all five)."""
         with self.client(timeout=2.0) as c:
-            return c.stats()
+            return wait_until(lambda: (s := c.stats()) and len(s) == 5 and s, 10,
+                              f"{self.node_id} stats from every stage")
 
     def stop(self) -> None:
         """SIGTERM the supervisor; SIGKILL whatever of ours is left after 15 s."""

@@ -44,3 +44,34 @@ def test_errors_are_reported_with_their_code():
 def test_a_bad_configuration_is_refused_with_the_key_named(tmp_path):
     result = cli("serve", "--r", "7", "--data-dir", str(tmp_path), check=False)
     assert result.returncode == 2 and "r = 7" in result.stderr
+
+
+def test_cluster_start_prints_endpoints_and_stop_leaves_no_process(tmp_path):
+    import psutil
+    from support import free_port
+
+    base = 20000 + free_port() % 20000
+    root = tmp_path / "c"
+    started = cli("cluster", "start", "--nodes", "3", "--data-dir", str(root),
+                  "--base-port", str(base), "--engine", "memory", check=False)
+    try:
+        assert started.returncode == 0, started.stderr
+        lines = started.stdout.splitlines()
+        assert [line.split(":")[0] for line in lines[:3]] == ["node1", "node2", "node3"]
+        state = json.loads((root / "cluster.json").read_text())
+        pids = [m["pid"] for m in state]
+        assert cli("put", "--server", f"127.0.0.1:{base + 1}", "k", "v").returncode == 0
+        assert cli("get", "--server", f"127.0.0.1:{base + 2}", "k").stdout.split() == ["v"]
+        ring = json.loads(cli("ring", "--server", f"127.0.0.1:{base}").stdout)
+        assert len(ring["nodes"]) == 3
+        children = [c.pid for p in pids for c in psutil.Process(p).children()]
+    finally:
+        stopped = cli("cluster", "stop", "--data-dir", str(root), check=False)
+    assert stopped.stdout.strip() == "stopped 3 node(s)"
+    assert not [p for p in pids + children if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_busy_port_is_refused_at_once_with_the_address_named(node, tmp_path):
+    result = cli("serve", "--client", node.server, "--data-dir", str(tmp_path), check=False)
+    assert result.returncode == 1 and f"client address {node.server}" in result.stderr

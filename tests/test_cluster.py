@@ -134,3 +134,38 @@ def test_a_client_works_through_any_single_node_of_a_cluster(cluster_factory):
             c.put(f"via-{node.node_id}", b"x")
     with nodes[2].client() as c:
         assert all(c.get(f"via-{n.node_id}").values == [b"x"] for n in nodes)
+
+
+def test_the_partition_aware_client_sends_each_request_to_a_replica(cluster_factory):
+    nodes = cluster_factory(3)
+    with Client(nodes[0].server, route=True) as c:
+        for i in range(60):
+            c.put(f"p{i}", b"%d" % i)
+        assert all(c.get(f"p{i}").values == [b"%d" % i] for i in range(60))
+        used = set(c._socks) - {nodes[0].server}
+    assert used == {n.server for n in nodes[1:]}, "requests went straight to the owners"
+    forwarded = sum(n.stats()["coordination"]["forwarded"] for n in nodes)
+    assert forwarded == 0
+    nodes[2].kill9()
+    with Client(nodes[0].server, route=True, timeout=1.0) as c:
+        for i in range(60):  # a dead owner costs one client timeout, then the seed serves
+            assert retry(lambda i=i: c.get(f"p{i}", timeout=1.0)).values == [b"%d" % i]
+
+
+def test_hints_survive_a_restart_of_the_node_holding_them(cluster_factory):
+    nodes = cluster_factory(4)
+    holder, other, _, owner = nodes
+    owner.kill9()
+    wait_for_status(holder, owner.node_id, "down")
+    wait_for_status(other, owner.node_id, "down")
+    with holder.client() as c:
+        for i in range(40):
+            c.put(f"s{i}", b"%d" % i)
+    wait_until(lambda: holder.stats()["persistence"]["hints"] > 0, 10, "hints on n1")
+    held = holder.stats()["persistence"]["hints"]
+    holder.kill9()
+    holder.start()
+    assert holder.stats()["persistence"]["hints"] == held
+    owner.start()
+    wait_until(lambda: holder.stats()["persistence"]["hints"] == 0, 30,
+               "n1 to hand its hints over after its restart", interval=0.5)

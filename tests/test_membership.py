@@ -1,0 +1,81 @@
+"""Membership views merged by gossip, without sockets."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seda_dynamo.membership import Entry, View
+
+Q, N = 64, 3
+
+
+def entry(i: int) -> Entry:
+    return Entry(f"127.0.0.1:{7000 + i}", f"127.0.0.1:{7100 + i}")
+
+
+def founder() -> View:
+    return View.fresh("n0", entry(0), Q, N, founder=True)
+
+
+def joiner(i: int) -> View:
+    return View.fresh(f"n{i}", entry(i), Q, N, founder=False)
+
+
+def test_a_founder_owns_every_partition_and_a_joiner_waits_for_a_ring():
+    assert founder().ring.owners == ("n0",) * Q and founder().ring.epoch == 1
+    assert joiner(1).ring is None
+
+
+def test_a_join_by_gossip_gives_both_the_same_two_node_ring():
+    a, b = founder(), joiner(1)
+    a = a.merge_state(b.to_state())
+    b = b.merge_state(a.to_state())
+    assert a.ring == b.ring and a.ring.epoch == 2
+    assert set(a.ring.owners) == {"n0", "n1"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 6), st.randoms(use_true_random=False))
+def test_random_gossip_converges_on_one_ring_with_every_member(size, rnd: random.Random):
+    views = [founder()] + [joiner(i) for i in range(1, size)]
+    # Each joiner first talks to the founder (its seed), then gossip is random.
+    for i in range(1, size):
+        views[0] = views[0].merge_state(views[i].to_state())
+        views[i] = views[i].merge_state(views[0].to_state())
+    for _ in range(size * size * 3):
+        i, j = rnd.sample(range(size), 2)
+        views[j] = views[j].merge_state(views[i].to_state())
+        views[i] = views[i].merge_state(views[j].to_state())
+    # Whatever the random rounds did, two sweeps in which every pair talks settle it.
+    for _ in range(2):
+        for i in range(size):
+            for j in range(size):
+                if i != j:
+                    views[j] = views[j].merge_state(views[i].to_state())
+    rings = {v.ring for v in views}
+    assert len(rings) == 1
+    (ring,) = rings
+    assert {m.id for m in ring.members} == {f"n{i}" for i in range(size)}
+    assert set(ring.owners) == {f"n{i}" for i in range(size)}
+
+
+def test_an_address_change_is_a_newer_entry_and_a_new_ring():
+    a = founder()
+    moved = a.with_self(Entry("127.0.0.1:9000", "127.0.0.1:9100"))
+    assert moved.members["n0"].version == 2
+    assert moved.reclaim().ring.member("n0").peer == "127.0.0.1:9100"
+    assert a.with_self(entry(0)) is a
+
+
+def test_views_round_trip_through_bytes_and_reject_junk():
+    a = founder().merge_state(joiner(1).to_state())
+    assert View.decode("n0", N, a.encode()) == a
+    for junk in (b"", b"\x93\x01\x02\x03", b"\x81\xa1x\x01"):
+        try:
+            View.decode("n0", N, junk)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {junk!r}")
