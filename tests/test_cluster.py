@@ -169,3 +169,13 @@ def test_hints_survive_a_restart_of_the_node_holding_them(cluster_factory):
     owner.start()
     wait_until(lambda: holder.stats()["persistence"]["hints"] == 0, 30,
                "n1 to hand its hints over after its restart", interval=0.5)
+
+
+def test_replication_and_repair_carry_siblings_beyond_the_client_size_limit(cluster_factory):
+    a, b, c = cluster_factory(3)
+    big = 1024 * 1024  # the client limit for one value; three siblings are 3 MiB
+    with a.client(timeout=10) as ca, b.client(timeout=10) as cb:
+        for i, client in enumerate((ca, cb, ca)):
+            client.put("big", bytes([i]) * big, timeout=5.0)
+        values = cb.get("big", r=3, timeout=5.0).values
+    assert sorted(v[0] for v in values) == [0, 1, 2] and all(len(v) == big for v in values)

@@ -116,3 +116,46 @@ def test_a_failed_group_commit_is_reported_to_every_writer():
         p.request({"op": "put", "key": b"k%d" % i, "value": b"v", "id": i})
     p.run()
     assert [r["error"] for r in p.replies] == ["unavailable"] * 3
+
+
+def three_node_coordinator():
+    config = NodeConfig(node_id="a", engine="memory", n=3, r=2, w=2, partitions=8)
+    members = tuple(Member(x, f"c-{x}", f"p-{x}") for x in "abc")
+    handler = coordination.Handler(config)
+    handler.on_ring(0.0, Ring(8, 1, members, ("a", "b", "c") * 2 + ("a", "b")).to_state(), [])
+    return handler
+
+
+def get_with_replies(replies: dict[str, bytes | None]):
+    """A get at node a, answered by a (locally) and b, c (as peers); what it emits."""
+    h = three_node_coordinator()
+    h.handle_events([["req", 1, "get", b"k", None, None, 3, None, 1000, False]], 0.0)
+    out = h.take_outbox()
+    read = next(e for dest, e in out if dest == "persistence")
+    h.handle_events([["got", read[2], [replies["a"]], None, "x"]], 0.0)
+    h.handle_events([["resp", node, 1, ["got", replies[node], None]] for node in "bc"], 0.0)
+    return h.take_outbox()
+
+
+def test_read_repair_sends_the_merged_version_only_to_stale_replicas():
+    from seda_dynamo import causality
+
+    one = causality.update(causality.new(b"v1"), causality.EMPTY, "a#1")
+    two = causality.update(causality.new(b"v2", causality.join(one)), one, "a#1")
+    out = get_with_replies({"a": causality.encode(two), "b": causality.encode(one), "c": None})
+    reply = next(e for dest, e in out if dest == "network" and e[0] == "reply")
+    assert reply[2]["values"] == [b"v2"]
+    repairs = [(e[1], e[4]) for dest, e in out if dest == "network" and e[0] == "call"]
+    assert sorted(peer for peer, _ in repairs) == ["p-b", "p-c"]
+    assert all(req[0] == "rput" and causality.decode(req[2]) == two for _, req in repairs)
+
+
+def test_replicas_holding_the_same_siblings_get_no_repair():
+    from seda_dynamo import causality
+
+    base = causality.update(causality.new(b"x"), causality.EMPTY, "a#1")
+    sibs = causality.update(causality.new(b"y"), base, "b#1")  # two concurrent siblings
+    raw = causality.encode(sibs)
+    out = get_with_replies({"a": raw, "b": raw, "c": raw})
+    assert sorted(next(e for d, e in out if e[0] == "reply")[2]["values"]) == [b"x", b"y"]
+    assert not [e for dest, e in out if e[0] in ("call", "sync")]
