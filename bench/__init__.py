@@ -1,12 +1,16 @@
-"""Benchmarks of seda-dynamo: the echo-chain ceiling, a real single node, and a report.
+"""Benchmarks of seda-dynamo: the echo-chain ceiling, a real single node, a 3-node
+cluster, and a report.
 
 Not part of ``make test``. Run them with::
 
     /tmp/v/bin/python -m pytest bench -q -p no:cacheprovider --benchmark-enable
-    /tmp/v/bin/python -m bench.report          # the markdown table (``make bench``)
+    /tmp/v/bin/python -m bench.report          # the markdown tables (``make bench``)
 
 This package also holds the helpers both use: free ports and a single-node launcher that
-leaves no process behind.
+leaves no process behind. The cluster comes from ``seda_dynamo.loadgen.local_cluster``
+(a temp dir, ``localcluster.start`` on a free range of ports, always stopped by pid),
+which ``seda-dynamo bench --cluster`` uses too; ``cluster_servers`` turns its members
+into the ``server`` argument of ``loadgen.run_phase``.
 """
 
 from __future__ import annotations
@@ -130,6 +134,11 @@ class SingleNode:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def cluster_servers(members: list[dict[str, Any]]) -> str:
+    """``"host:a,host:b,..."``: the client endpoints of ``local_cluster``'s members."""
+    return ",".join(m["client"] for m in members)
 
 
 def start_node(data_dir: str, **kwargs: str) -> SingleNode:

@@ -1,13 +1,15 @@
 """The load generator (``seda_dynamo.loadgen``): histogram merge, result dicts, formatting.
 
-Fast (~1.5 s): the pure parts, then small runs (at most a few hundred requests) against
-the bare echo chain of ``bench/echo_chain.py`` and an in-process fake server, never a
-real node. Every process started here is stopped by pid before the module ends.
+Fast (~2.5 s): the pure parts, then small runs (at most a few hundred requests) against
+the bare echo chain of ``bench/echo_chain.py`` and in-process fake servers (a thread of
+ROUTER sockets, one of which answers ``ring``), never a real node. Every process started
+here is stopped by pid before the module ends.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,12 +20,16 @@ import zmq
 from bench import free_port
 from bench.echo_chain import EchoChain, start_echo_chain
 from seda_dynamo.loadgen import (
+    fetch_ring,
     format_result,
     merge_histograms,
     new_histogram,
+    owner_routes,
     run_phase,
     run_phases,
+    server_list,
 )
+from seda_dynamo.ring import partition_of
 
 KEYS = {"phase", "ops", "errors", "seconds", "ops_per_sec", "p50_ms", "p99_ms", "p999_ms",
         "max_ms", "concurrency"}
@@ -152,3 +158,133 @@ def test_error_replies_are_counted_by_code() -> None:
         ctx.term()
     assert r["ops"] == 20 and r["errors"] == {"overloaded": 20}
     assert r["p50_ms"] > 0
+
+
+# Several servers -------------------------------------------------------------------------
+class FakeNodes:
+    """``count`` ROUTERs on loopback served by one thread: every get/put succeeds, and a
+    ``ring`` request gets ``ring`` back (node ``n{i}`` at router ``i``'s address).
+
+    Requests are held until the thread has read all that were queued and only then
+    answered, so ``max_held`` (the most requests seen unanswered at once, over all the
+    routers) is the client's real in-flight total.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.ctx = zmq.Context()
+        self.routers = []
+        for _ in range(count):
+            router = self.ctx.socket(zmq.ROUTER)
+            router.setsockopt(zmq.LINGER, 0)
+            router.bind_to_random_port("tcp://127.0.0.1")
+            self.routers.append(router)
+        self.servers = [r.getsockopt_string(zmq.LAST_ENDPOINT).removeprefix("tcp://")
+                        for r in self.routers]
+        self.ring: dict[str, Any] = {}
+        self.keys: list[list[bytes]] = [[] for _ in range(count)]
+        self.ring_requests = 0
+        self.max_held = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        for router in self.routers:
+            poller.register(router, zmq.POLLIN)
+        while not self.done.is_set():
+            ready = dict(poller.poll(20))
+            held = []
+            while ready:
+                for i, router in enumerate(self.routers):
+                    if router in ready:
+                        while router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                            *envelope, body = router.recv_multipart()
+                            held.append((i, envelope, msgpack.unpackb(body)))
+                ready = dict(poller.poll(1))  # whatever else is on its way
+            self.max_held = max(self.max_held, len(held))
+            for i, envelope, req in held:
+                if req["op"] == "ring":
+                    self.ring_requests += 1
+                    reply = {**self.ring, "ok": True, "id": req["id"]}
+                else:
+                    self.keys[i].append(req["key"])
+                    reply = {"ok": True, "id": req["id"]}
+                self.routers[i].send_multipart([*envelope, msgpack.packb(reply)])
+
+    def __enter__(self) -> FakeNodes:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(5)
+        for router in self.routers:
+            router.close(linger=0)
+        self.ctx.term()
+
+
+def _ring(servers: list[str], owners: list[list[str]], down: tuple[str, ...] = ()
+          ) -> dict[str, Any]:
+    nodes = [{"id": f"n{i}", "client": s, "peer": "127.0.0.1:1",
+              "status": "down" if f"n{i}" in down else "up"} for i, s in enumerate(servers)]
+    return {"partitions": len(owners), "owners": owners, "nodes": nodes, "epoch": 1,
+            "n": 3, "r": 2, "w": 2}
+
+
+def test_server_list_accepts_one_a_string_or_a_list() -> None:
+    assert server_list("a:1") == ["a:1"]
+    assert server_list(" a:1, b:2 ,") == ["a:1", "b:2"]
+    assert server_list(["a:1", "b:2"]) == ["a:1", "b:2"]
+    with pytest.raises(ValueError):
+        server_list(" , ")
+    with pytest.raises(ValueError, match="routing"):
+        run_phase("a:1,b:2", "put", 10, routing="random")
+
+
+def test_owner_routes_skip_nodes_that_are_not_up() -> None:
+    ring = _ring(["a:1", "b:2", "c:3"], [["n0", "n1"], ["n1", "n2"], ["n2", "n0"], ["n2"]],
+                 down=("n2",))
+    targets, route = owner_routes(ring, "seed:9")
+    assert [targets[t] for t in route] == ["a:1", "b:2", "a:1", "seed:9"]
+    with pytest.raises(RuntimeError, match="malformed"):
+        owner_routes({**ring, "partitions": 8}, "seed:9")
+
+
+def test_round_robin_spreads_over_servers_within_one_in_flight_limit() -> None:
+    with FakeNodes(2) as fake:
+        r = run_phase(",".join(fake.servers), "put", 200, concurrency=8, keys=50)
+    _check_result(r, "put", 200, 8)
+    assert r["servers"] == 2 and r["routing"] == "round-robin"
+    assert r["per_server"] == {fake.servers[0]: 100, fake.servers[1]: 100}
+    assert [len(k) for k in fake.keys] == [100, 100]
+    assert fake.ring_requests == 0
+    assert 1 <= fake.max_held <= 8  # the limit is the total over both servers
+    assert "2 servers, round-robin" in format_result(r)
+
+
+def test_owner_routing_sends_each_key_to_its_first_live_owner() -> None:
+    with FakeNodes(3) as fake:
+        owners = [["n0", "n1", "n2"], ["n1", "n2", "n0"], ["n2", "n0", "n1"], ["n1", "n0"]]
+        fake.ring = _ring(fake.servers, owners, down=("n2",))
+        expected = {0: 0, 1: 1, 2: 0, 3: 1}  # partition -> router; n2 is down
+        results = run_phases(fake.servers[0], 60, concurrency=8, keys=60, routing="owner")
+        assert fake.ring_requests == 1  # once for both phases
+        r = run_phase(fake.servers, "get", 40, concurrency=8, processes=2, routing="owner")
+        assert fake.ring_requests == 2
+    for res in results:
+        _check_result(res, res["phase"], 60, 8)
+        assert res["servers"] == 2 and res["routing"] == "owner"
+    _check_result(r, "get", 40, 8)
+    assert r["processes"] == 2 and sum(r["per_server"].values()) == 40
+    assert fake.keys[2] == [] and len(fake.keys[0]) + len(fake.keys[1]) == 160
+    for i in (0, 1):
+        assert all(expected[partition_of(k, 4)] == i for k in fake.keys[i])
+    assert fake.keys[0] and fake.keys[1]
+    assert 1 <= fake.max_held <= 8
+
+
+def test_no_ring_is_an_error() -> None:
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="no ring"):
+        fetch_ring(f"127.0.0.1:{free_port()}", timeout=0.1)
+    assert time.monotonic() - t0 < 1.0
