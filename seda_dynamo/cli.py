@@ -25,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = load(args.config, node_id=args.node_id, client=args.client, peer=args.peer,
                       data_dir=args.data_dir, n=args.n, r=args.r, w=args.w, join=args.join,
                       weight=args.weight, partitions=args.partitions,
+                      anti_entropy_every=args.anti_entropy_every,
                       engine=args.engine, durability=args.durability,
                       log_level=args.log_level, run_dir=args.run_dir)
     except ConfigError as exc:
@@ -91,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--join", help="HOST:PORT of a member's peer endpoint")
     s.add_argument("--weight", type=int, help="share of partitions relative to other nodes")
     s.add_argument("--partitions", type=int, help="Q, for the founder of a cluster")
+    s.add_argument("--anti-entropy-every", type=float, metavar="SECONDS",
+                   help="seconds between Merkle exchanges with a replica (0: off)")
     s.add_argument("--engine", choices=["bdb", "memory"])
     s.add_argument("--durability", choices=["fsync", "nosync"])
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -128,12 +131,23 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--engine", choices=["bdb", "memory"], default="bdb")
     k.set_defaults(func=_cluster)
 
-    b = sub.add_parser("bench", help="run the load generator against a node")
-    b.add_argument("--server", default=DEFAULT_SERVER)
+    b = sub.add_parser("bench", help="run the load generator against a node or a cluster")
+    b.add_argument("--server", default=DEFAULT_SERVER,
+                   help="HOST:PORT of a node, or several separated by commas")
+    b.add_argument("--cluster", action="store_true",
+                   help="start a local loopback cluster (bdb, fsync, N=3 R=2 W=2) in a temp "
+                        "dir, load it, then stop it; --server is ignored")
+    b.add_argument("--nodes", type=int, default=3, help="nodes of the --cluster")
+    b.add_argument("--routing", choices=["round-robin", "owner"],
+                   help="spread requests over several servers: round-robin, or to the first "
+                        "node of the key's preference list (default: owner with --cluster, "
+                        "round-robin otherwise)")
     b.add_argument("--ops", type=int, default=20_000, help="requests per phase")
-    b.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    b.add_argument("--concurrency", type=int, default=64, help="requests in flight (total)")
     b.add_argument("--value-size", type=int, default=100, help="bytes per value")
-    b.add_argument("--keys", type=int, default=10_000, help="distinct keys")
+    b.add_argument("--keys", type=int,
+                   help="distinct keys (default 10000; with --cluster, --ops: each key is "
+                        "written once per phase)")
     b.add_argument("--processes", type=int, default=1, help="client processes")
     b.add_argument("--rate", type=float, help="open loop: ops/s on a fixed schedule")
     b.add_argument("--max-seconds", type=float, default=60.0, help="wall-clock cap per phase")
@@ -166,9 +180,27 @@ def _cluster(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from seda_dynamo import loadgen
 
-    results = loadgen.run_phases(args.server, args.ops, args.concurrency, args.value_size,
-                                 args.keys, processes=args.processes,
-                                 max_seconds=args.max_seconds, rate=args.rate)
+    def run(server: str) -> list[dict[str, Any]]:
+        keys = args.keys if args.keys is not None else args.ops if args.cluster else 10_000
+        routing = args.routing or ("owner" if args.cluster else "round-robin")
+        return loadgen.run_phases(server, args.ops, args.concurrency, args.value_size, keys,
+                                  processes=args.processes, max_seconds=args.max_seconds,
+                                  rate=args.rate, routing=routing)
+
+    try:
+        if args.cluster:
+            if not 1 <= args.nodes <= 100:
+                raise ValueError("--nodes must be in 1..100")
+            print(f"starting a {args.nodes}-node cluster ...", file=sys.stderr, flush=True)
+            with loadgen.local_cluster(args.nodes) as members:
+                print("cluster up: " + ", ".join(f"{m['id']} {m['client']} (pid {m['pid']})"
+                                                 for m in members), file=sys.stderr, flush=True)
+                results = run(",".join(m["client"] for m in members))
+        else:
+            results = run(args.server)
+    except RuntimeError as exc:
+        print(f"seda-dynamo: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(results, indent=2))
     else:

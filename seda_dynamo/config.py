@@ -36,6 +36,7 @@ class NodeConfig:
     w: int = 2
     partitions: int = 256
     weight: int = 1
+    anti_entropy_every: float = 5.0  # seconds between Merkle exchanges; 0 turns them off
     engine: str = "bdb"
     durability: str = "fsync"
     max_key_bytes: int = 64 * 1024
@@ -89,6 +90,8 @@ def validate(cfg: NodeConfig) -> NodeConfig:
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level = {cfg.log_level!r}: must be one of "
                           f"{', '.join(LOG_LEVELS)}")
+    if cfg.anti_entropy_every < 0:
+        raise ConfigError(f"anti_entropy_every = {cfg.anti_entropy_every}: must be >= 0")
     if not 1 <= cfg.weight <= 64:
         raise ConfigError(f"weight = {cfg.weight}: must be in 1..64")
     for name in ("max_key_bytes", "max_value_bytes", "timeout_ms", "batch_max", "queue_hwm"):
@@ -118,6 +121,8 @@ def load(path: str | None = None, **overrides: Any) -> NodeConfig:
             if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) for s in value):
                 raise ConfigError("seeds: expected a list of HOST:PORT strings")
             values[key] = tuple(value)
+        elif isinstance(default, float) and type(value) is int:
+            values[key] = float(value)
         elif isinstance(default, bool) or type(value) is not type(default):
             raise ConfigError(f"{key} = {value!r}: expected {type(default).__name__}")
     if "data_dir" not in values and "node_id" in values:

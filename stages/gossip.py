@@ -8,6 +8,12 @@ has no ring. Every member is pinged twice a second; one that has not answered fo
 members that are up are read from persistence and handed over; a hint is forgotten only
 once its owner acknowledged it. The view is kept in ``DATA_DIR/cluster.state`` so a
 restarted node rejoins the cluster it was in.
+
+Anti-entropy (section 4.7): every ``anti_entropy_every`` seconds, one partition this node
+replicates is compared with one other live replica, both Merkle trees being questioned
+level by level (``antientropy.Round``) and only differing keys repaired, both ways, by
+merging versions (never overwriting). One exchange at a time, a bounded number of keys
+per exchange, so the background work yields to the foreground.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+from seda_dynamo.antientropy import Round
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.membership import VIEW_FILE, Entry, View
+from seda_dynamo.merkle import Request
 from seda_dynamo.stage import Stage
 
 GOSSIP_EVERY = 1.0
@@ -28,6 +36,8 @@ ANNOUNCE_EVERY = 2.0
 HINTS_EVERY = 1.0
 HINT_BATCH = 128
 HINT_WAIT = 5.0
+EXCHANGE_DEADLINE = 10.0
+REPAIRS_PER_EXCHANGE = 1000
 
 
 class Handler(Stage):
@@ -47,7 +57,13 @@ class Handler(Stage):
         self.started: float | None = None
         self.last_heard: dict[str, float] = {}
         self.down: frozenset[str] = frozenset()
-        self.timers = {"gossip": 0.0, "ping": 0.0, "announce": 0.0, "hints": 0.0}
+        self.timers = {"gossip": 0.0, "ping": 0.0, "announce": 0.0, "hints": 0.0,
+                       "anti_entropy": 0.0}
+        self.exchange: Round | None = None
+        self.exchange_id = 0
+        self.next_partition = 0
+        self.pushes: dict[int, tuple[str, list[bytes]]] = {}
+        self.ae = {"exchanges": 0, "aborted": 0, "keys_pushed": 0, "keys_pulled": 0}
         self.hints_in_flight = 0
         self.delivered = 0
         self.rounds = 0
@@ -119,6 +135,11 @@ class Handler(Stage):
             self._gossip(peers)
         if self._due("announce", now, ANNOUNCE_EVERY):
             self._announce()
+        every = self.config.anti_entropy_every
+        if self.exchange is not None and now - self.exchange.started > EXCHANGE_DEADLINE:
+            self._abort("it took too long")
+        if every and self.exchange is None and self._due("anti_entropy", now, every):
+            self._start_exchange(now)
         if self._due("hints", now, HINTS_EVERY):
             self.hints_in_flight = 0  # unanswered deliveries are retried by this scan
             up = [node for node in peers if node not in self.down]
@@ -168,6 +189,11 @@ class Handler(Stage):
                 self._adopt(self.view.merge_state(payload[1]))
             except ValueError as exc:
                 self.log.warning("bad view from %s: %s", node, exc)
+        elif kind == "tree" and tag[0] == "ae":
+            self._exchange_answer("remote", tag[1], payload[1])
+        elif kind == "got" and tag[0] == "pull" and payload[1] is not None:
+            self.ae["keys_pulled"] += 1
+            self.emit("versioning", ["sync", self.name, None, tag[1], payload[1], None])
         elif kind == "updated" and tag[0] == "hint":
             self.hints_in_flight = max(0, self.hints_in_flight - 1)
             if payload[1] is None:
@@ -180,6 +206,8 @@ class Handler(Stage):
         """Not connected to ``peer``: the failure detector already counts the silence."""
         if tag[0] == "hint":
             self.hints_in_flight = max(0, self.hints_in_flight - 1)
+        elif tag[0] == "ae" and self.exchange is not None and tag[1] == self.exchange_id:
+            self._abort(f"{peer} is not connected")
 
     # Hinted handoff ------------------------------------------------------------------
     def on_hints(self, now: float, _tag: Any, found: list[list[Any]]) -> None:
@@ -197,8 +225,100 @@ class Handler(Stage):
         if self.hints_in_flight:
             self.timers["hints"] = now + HINT_WAIT
 
+    # Anti-entropy ----------------------------------------------------------------------
+    def _start_exchange(self, now: float) -> None:
+        ring = self.view.ring
+        if ring is None:
+            return
+        n = min(self.config.n, len(ring.members))
+        q = ring.partitions
+        for step in range(q):
+            p = (self.next_partition + step) % q
+            replicas = ring.preference_list(p, n)
+            others = [x for x in replicas if x != self.me and x not in self.down]
+            if self.me in replicas and others:
+                self.next_partition = p + 1
+                self.exchange_id += 1
+                self.exchange = Round(p, self.rng.choice(others), now)
+                self._ask_trees(self.exchange.start())
+                return
+
+    def _ask_trees(self, request: Request) -> None:
+        assert self.exchange is not None
+        wire, p = request.to_wire(), self.exchange.partition
+        tag = ["ae", self.exchange_id]
+        self.emit("persistence", ["tree", self.name, tag, p, wire])
+        self.emit("network", ["call", self.view.members[self.exchange.peer].peer, self.name,
+                              tag, ["tree", p, wire]])
+
+    def on_tree_answer(self, now: float, tag: list[Any], result: Any) -> None:
+        self._exchange_answer("local", tag[1], result)
+
+    def _exchange_answer(self, side: str, exchange_id: int, result: Any) -> None:
+        if self.exchange is None or exchange_id != self.exchange_id:
+            return
+        if result is None:
+            self._abort(f"the {side} tree is not built yet")
+            return
+        try:
+            request = self.exchange.feed(side, result)
+        except (ValueError, TypeError, AssertionError) as exc:
+            self._abort(f"bad tree answer: {exc}")
+            return
+        if request is not None:
+            self._ask_trees(request)
+        elif self.exchange.done:
+            if not self._repair(self.exchange):
+                self.timers["anti_entropy"] = 0.0  # in step: go on to the next partition
+            self.exchange = None
+
+    def _repair(self, done: Round) -> bool:
+        """Pull what the peer has that we lack, push what we have that it lacks.
+
+        Partitions in step cost one round trip each and the sweep goes straight on;
+        after a repair the next exchange waits ``anti_entropy_every`` seconds.
+        """
+        self.ae["exchanges"] += 1
+        diffs = list(done.differences.items())[:REPAIRS_PER_EXCHANGE]
+        if not diffs:
+            return False
+        peer = self.view.members[done.peer].peer
+        self.log.info("anti-entropy: partition %d differs from %s in %d keys",
+                      done.partition, done.peer, len(diffs))
+        push = [key for key, kind in diffs if kind != "missing_local"]
+        for key, kind in diffs:
+            if kind != "missing_remote":
+                self.emit("network", ["call", peer, self.name, ["pull", key], ["rget", key]])
+        if push:
+            self.pushes[self.exchange_id] = (peer, push)
+            self.emit("persistence", ["get", self.name, ["push", self.exchange_id], push])
+        return True
+
+    def on_got(self, now: float, tag: list[Any], found: list[Any] | None, _error: Any,
+               _incarnation: str) -> None:
+        """Our versions of the keys the peer lacks: send each to it, to be merged."""
+        pending = self.pushes.pop(tag[1], None) if tag[0] == "push" else None
+        if pending is None or found is None:
+            return
+        peer, keys = pending
+        for key, raw in zip(keys, found, strict=True):
+            if raw is not None:
+                self.ae["keys_pushed"] += 1
+                self.emit("network", ["call", peer, self.name, ["pushed"],
+                                      ["rput", key, raw, None]])
+
+    def _abort(self, why: str) -> None:
+        assert self.exchange is not None
+        self.log.debug("anti-entropy with %s on partition %d stopped: %s",
+                       self.exchange.peer, self.exchange.partition, why)
+        self.ae["aborted"] += 1
+        self.exchange = None
+
+    def on_updated(self, now: float, *_: Any) -> None:
+        """A pulled version merged locally (nothing waits for it)."""
+
     def gauges(self) -> dict[str, Any]:
         ring = self.view.ring
-        return {"members": len(self.view.members), "epoch": ring.epoch if ring else 0,
+        return {**self.ae, "members": len(self.view.members), "epoch": ring.epoch if ring else 0,
                 "down": sorted(self.down), "rounds": self.rounds,
                 "hints_delivered": self.delivered, "hints_in_flight": self.hints_in_flight}

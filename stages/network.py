@@ -28,8 +28,6 @@ from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Port, Stage
 #: How long past a request's own deadline we wait for coordination before answering.
 GRACE = 2.0
 #: Peer requests and the stage that serves each.
-PEER_REQUESTS = {"ping": "network", "gossip": "gossip", "rput": "versioning",
-                 "rget": "persistence", "fwd": "coordination"}
 
 
 class Handler(Stage):
@@ -175,6 +173,9 @@ class Handler(Stage):
             self.next_tag += 1
             self.remote_reads[self.next_tag] = [origin]
             self.emit("persistence", ["get", self.name, self.next_tag, [bytes(request[1])]])
+        elif op == "tree":  # ["tree", partition, request]: anti-entropy
+            self.emit("persistence", ["tree", self.name, origin.as_tag(), int(request[1]),
+                                      request[2]])
         elif op == "fwd":  # ["fwd", op, key, value, context, r, w, timeout_ms]
             _, fop, key, value, context, r, w, timeout_ms = request
             self._coordinate(origin, now, fop, bytes(key), value, context, r, w, timeout_ms,
@@ -197,6 +198,10 @@ class Handler(Stage):
                    error: str | None) -> None:
         origin = Remote.from_tag(tag)
         self._respond(origin.peer, origin.rtag, ["updated", error])
+
+    def on_tree_answer(self, now: float, tag: list, result: Any) -> None:
+        origin = Remote.from_tag(tag)
+        self._respond(origin.peer, origin.rtag, ["tree", result])
 
     def on_got(self, now: float, tag: int, found: list | None, error: str | None,
                _incarnation: str) -> None:

@@ -10,6 +10,10 @@ reads of what it holds, and a hint only says which owner still needs a key. Each
 carries a fresh token, and a delivered hint is deleted only if its token is unchanged,
 so a newer write's hint is never lost to an older delivery.
 
+The stage also keeps a Merkle tree per partition (paper section 4.7) over what it stores,
+updated with every group commit and built at start by folding the store in small chunks
+between batches, and answers tree questions for anti-entropy.
+
 Every read reply carries the data's incarnation, which the versioning stage puts in its
 actor id: a wiped data directory (or a memory engine's restart) gets a new incarnation,
 so the node never reissues an (actor, counter) pair it issued before (Riak's kv679).
@@ -24,14 +28,22 @@ from typing import Any
 
 import msgpack
 
+from seda_dynamo.antientropy import new_tree
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.engines import Engine, key_hash, open_engine
+from seda_dynamo.engines import KEY_SPACE, Engine, key_hash, open_engine
+from seda_dynamo.merkle import HashTree, Request, answer, object_hash
+from seda_dynamo.ring import partition_of, partition_range
 from seda_dynamo.stage import Event, Stage
+
+#: Keys indexed per tick while the trees are built at start (background work yields).
+BUILD_CHUNK = 1000
+BUILD_TICK = 0.02
+IDLE_TICK = 0.5
 
 
 class Handler(Stage):
     name = "persistence"
-    tick_interval = 0.5
+    tick_interval = BUILD_TICK
 
     def __init__(self, config: NodeConfig, engine: Engine | None = None,
                  hints: Engine | None = None) -> None:
@@ -47,6 +59,9 @@ class Handler(Stage):
         self.hint_cursor = 0
         self.commits = 0
         self.incarnation = incarnation(config)
+        self.trees: dict[int, HashTree] = {}
+        self.building = iter(self.engine.fold(0, KEY_SPACE))
+        self.built_upto = 0  # every key hashing below this is in the trees
 
     def handle_events(self, events: list[Event], now: float) -> None:
         writes: list[tuple[bytes, bytes | None]] = []
@@ -84,8 +99,50 @@ class Handler(Stage):
                 self.errors += 1
                 self.log.exception("group commit of %d writes failed", len(writes))
                 error = f"write failed: {exc}"
+            if error is None:
+                self._index(writes)
             for reply_to, tag in acks:
                 self.emit(reply_to, ["written", tag, error])
+
+    # Merkle trees ----------------------------------------------------------------------
+    def _index(self, pairs: list[tuple[bytes, bytes | None]]) -> None:
+        q = self.config.partitions
+        for key, value in pairs:
+            p = partition_of(key, q)
+            tree = self.trees.get(p)
+            if tree is None:
+                tree = self.trees[p] = new_tree()
+            if value is None:
+                tree.delete(key)
+            else:
+                tree.insert(key, object_hash(value))
+
+    def tick(self, now: float) -> None:
+        if self.building is None:
+            return
+        chunk = []
+        for key, value in self.building:
+            chunk.append((key, value))
+            if len(chunk) >= BUILD_CHUNK:
+                self.built_upto = key_hash(key)
+                break
+        else:
+            self.building = None
+            self.built_upto = KEY_SPACE
+            self.tick_interval = IDLE_TICK
+        self._index(chunk)
+
+    def on_tree(self, now: float, reply_to: str, tag: Any, partition: int,
+                request: Any) -> None:
+        """A question about one partition's tree; nil while that tree is being built."""
+        result = None
+        if partition_range(partition, self.config.partitions)[1] <= self.built_upto:
+            tree = self.trees.get(partition) or new_tree()
+            try:
+                result = answer(tree, Request.from_wire(request))
+            except ValueError as exc:
+                self.log.warning("bad tree request %r: %s", request, exc)
+        self.emit(reply_to, ["tree_answer", tag, result])
 
     # Hinted handoff -------------------------------------------------------------------
     def on_hints(self, now: float, reply_to: str, tag: Any, owners: list[str],
@@ -118,7 +175,7 @@ class Handler(Stage):
 
     def gauges(self) -> dict[str, Any]:
         return {"commits": self.commits, "keys": self.engine.count(),
-                "hints": self.hints.count()}
+                "hints": self.hints.count(), "trees_built": self.building is None}
 
     def close(self) -> None:
         self.hints.close()

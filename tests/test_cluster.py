@@ -179,3 +179,22 @@ def test_replication_and_repair_carry_siblings_beyond_the_client_size_limit(clus
             client.put("big", bytes([i]) * big, timeout=5.0)
         values = cb.get("big", r=3, timeout=5.0).values
     assert sorted(v[0] for v in values) == [0, 1, 2] and all(len(v) == big for v in values)
+
+
+def test_anti_entropy_brings_a_node_that_missed_writes_up_to_date_without_reads(
+        cluster_factory):
+    a, b, c = cluster_factory(3, extra=("--anti-entropy-every", "0.2"))
+    c.kill9()
+    with a.client() as ca:
+        for i in range(30):
+            ca.put(f"ae{i}", b"%d" % i)
+    c.start()
+    wait_until(lambda: c.stats()["persistence"]["keys"] == 30, 60,
+               "anti-entropy to copy every key to n3", interval=0.5)
+    assert sum(n.stats()["gossip"]["keys_pushed"] + n.stats()["gossip"]["keys_pulled"]
+               for n in (a, b, c)) >= 30
+    a.kill9()
+    b.kill9()
+    with c.client() as cc:
+        for i in range(30):
+            assert retry(lambda i=i: cc.get(f"ae{i}", r=1, timeout=1.0)).values == [b"%d" % i]
