@@ -22,6 +22,8 @@ import psutil
 from seda_dynamo.client import Client, DynamoError
 
 STATE_FILE = "cluster.json"
+#: The nodes this process started, kept so they are not reaped (or warned about) early.
+_spawned: list[subprocess.Popen[bytes]] = []
 READY_SECONDS = 60.0
 STOP_SECONDS = 15.0
 
@@ -46,6 +48,7 @@ def start(data_dir: str, nodes: int, base_port: int = 7000, extra: list[str] | N
         with open(member["log"], "ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     start_new_session=True)
+        _spawned.append(proc)
         member["pid"] = proc.pid
         members.append(member)
         _save(root, members)
@@ -74,7 +77,11 @@ def stop(data_dir: str) -> list[int]:
         except ProcessLookupError:
             pass
     (root / STATE_FILE).unlink(missing_ok=True)
-    return [p.pid for p in procs]
+    stopped = {p.pid for p in procs}
+    for proc in [p for p in _spawned if p.pid in stopped]:
+        proc.wait()
+        _spawned.remove(proc)
+    return sorted(stopped)
 
 
 def _ours(member: dict[str, Any]) -> psutil.Process | None:

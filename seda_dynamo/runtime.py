@@ -11,6 +11,7 @@ exits by itself when its supervisor dies.
 from __future__ import annotations
 
 import ctypes
+import gc
 import importlib
 import logging
 import os
@@ -31,6 +32,7 @@ PR_SET_PDEATHSIG = 1
 STATS_INTERVAL = 1.0
 BLOCK_SEND_MS = 1000
 STATS_SINK = "network"
+GC_THRESHOLD = 50_000
 PEER_HWM = 10_000
 
 
@@ -276,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         runtime.stopping = True
 
     signal.signal(signal.SIGTERM, stop)
+    # The stage's long-lived objects are made now; keep the cyclic collector off them and
+    # let it run rarely, so a full collection does not stall a batch (a tail-latency spike).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
     try:
         runtime.run()
     finally:
