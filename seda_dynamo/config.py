@@ -36,6 +36,7 @@ class NodeConfig:
     w: int = 2
     partitions: int = 256
     weight: int = 1
+    transfers_at_once: int = 2  # partitions a node streams to new owners at the same time
     anti_entropy_every: float = 5.0  # seconds between Merkle exchanges; 0 turns them off
     engine: str = "bdb"
     durability: str = "fsync"
@@ -94,7 +95,8 @@ def validate(cfg: NodeConfig) -> NodeConfig:
         raise ConfigError(f"anti_entropy_every = {cfg.anti_entropy_every}: must be >= 0")
     if not 1 <= cfg.weight <= 64:
         raise ConfigError(f"weight = {cfg.weight}: must be in 1..64")
-    for name in ("max_key_bytes", "max_value_bytes", "timeout_ms", "batch_max", "queue_hwm"):
+    for name in ("max_key_bytes", "max_value_bytes", "timeout_ms", "batch_max", "queue_hwm",
+                 "transfers_at_once"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} = {getattr(cfg, name)}: must be a positive integer")
     return cfg

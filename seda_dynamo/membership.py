@@ -1,12 +1,16 @@
 """Cluster membership and the ring, merged by gossip: a pure value and its merge rules.
 
-Dynamo paper section 4.8 (ring membership, external discovery) with the ring of
-section 6.2 strategy 3. Each member's own entry (addresses, weight, status) is written
-only by that member and carries a version, so merging two views keeps the higher
-version of every entry. The ring (owners of the Q partitions) is recomputed by any node
-that sees members the ring lacks, with ``ring.claim``; among rings, the higher
-``(epoch, digest)`` wins, so nodes that recompute from the same inputs agree at once and
-nodes that raced converge within a gossip round.
+Dynamo paper sections 4.8 (ring membership, external discovery) and 4.9 (adding and
+removing nodes), with the ring of section 6.2 strategy 3. Each member's own entry
+(addresses, weight, status, and the partitions it has handed over) is written only by
+that member and carries a version, so merging two views keeps the higher version of
+every entry. A membership change makes a *plan*: the ring keeps its settled ``owners``
+and gains ``next_owners`` from ``ring.claim``. A partition moves to its next owner only
+once the current owner has streamed it there and said so in its entry; the *effective*
+ring (what requests are routed by) follows those hand-overs, and once every move is done
+any node settles the plan. Plans and settlements are deterministic functions of the
+merged view, and among rings the higher ``(epoch, digest)`` wins, so nodes that raced
+converge within a gossip round.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import msgpack
 
 from seda_dynamo.ring import Member, Ring, claim
 
-ACTIVE = ("valid", "leaving")
 VIEW_FILE = "cluster.state"  # in the data directory: the view a restarted node resumes
+#: The effective ring's epoch is ``plan epoch * EPOCH_STRIDE + moves done``, so it grows
+#: with every hand-over as well as with every plan (Q is at most 65,536).
+EPOCH_STRIDE = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +36,8 @@ class Entry:
     weight: int = 1
     status: str = "valid"  # valid, leaving, left
     version: int = 1
+    handed: frozenset[int] = frozenset()  # partitions handed over under plan ``handed_epoch``
+    handed_epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,21 +57,70 @@ class View:
         view = cls(me, partitions, n, {me: entry})
         if not founder:
             return view
-        return replace(view, ring=view._ring(claim(None, {me: entry.weight}, partitions, n), 1))
+        owners = claim(None, {me: entry.weight}, partitions, n)
+        return replace(view, ring=view._ring(owners, owners, 1))
 
     def with_self(self, entry: Entry) -> View:
         """This node's entry as configured now (a new version if anything changed)."""
         old = self.members.get(self.me)
         if old is not None:
-            if (old.client, old.peer, old.weight, old.status) == \
-                    (entry.client, entry.peer, entry.weight, entry.status):
+            if (old.client, old.peer, old.weight) == (entry.client, entry.peer, entry.weight):
                 return self
-            entry = replace(entry, version=old.version + 1)
+            entry = replace(old, client=entry.client, peer=entry.peer, weight=entry.weight,
+                            version=old.version + 1)
         return replace(self, members={**self.members, self.me: entry})
+
+    def _change_self(self, **changes: Any) -> View:
+        mine = self.members[self.me]
+        entry = replace(mine, version=mine.version + 1, **changes)
+        return replace(self, members={**self.members, self.me: entry})
+
+    def leave(self) -> View:
+        """Ask to leave: the next plan gives every partition of this node away."""
+        if self.members[self.me].status != "valid":
+            return self
+        return self._change_self(status="leaving").reclaim()
+
+    def handed_over(self, partition: int) -> View:
+        """This node has streamed ``partition`` to its next owner under the current plan."""
+        assert self.ring is not None
+        mine = self.members[self.me]
+        done = mine.handed if mine.handed_epoch == self.ring.epoch else frozenset()
+        return self._change_self(handed=done | {partition},
+                                 handed_epoch=self.ring.epoch).reclaim()
+
+    # The effective ring -----------------------------------------------------------
+    def _moved(self, partition: int, owner: str) -> bool:
+        entry = self.members.get(owner)
+        assert self.ring is not None
+        return entry is None or (entry.handed_epoch == self.ring.epoch
+                                 and partition in entry.handed)
+
+    def effective_owners(self) -> tuple[str, ...]:
+        assert self.ring is not None
+        return tuple(b if a != b and self._moved(p, a) else a
+                     for p, (a, b) in enumerate(zip(self.ring.owners, self.ring.planned,
+                                                    strict=True)))
+
+    def effective_ring(self) -> Ring | None:
+        """The ring requests are routed by: the settled owners plus the moves done."""
+        if self.ring is None:
+            return None
+        owners = self.effective_owners()
+        done = sum(a != b for a, b in zip(self.ring.owners, owners, strict=True))
+        return Ring(self.partitions, self.ring.epoch * EPOCH_STRIDE + done, self.ring.members,
+                    owners)
+
+    def transfers_out(self) -> list[tuple[int, str]]:
+        """(partition, next owner) this node still has to hand over."""
+        if self.ring is None:
+            return []
+        return [(p, b) for p, a, b in self.ring.pending()
+                if a == self.me and not self._moved(p, a)]
 
     # Gossip -----------------------------------------------------------------------
     def merge(self, other_members: dict[str, Entry], other_ring: Ring | None) -> View:
-        """Fold another node's view into ours; the result may carry a recomputed ring."""
+        """Fold another node's view into ours; the result may carry a new plan."""
         members = dict(self.members)
         for node, entry in other_members.items():
             mine = members.get(node)
@@ -76,29 +133,50 @@ class View:
         return replace(self, members=members, ring=ring).reclaim()
 
     def reclaim(self) -> View:
-        """Recompute the ring when the active members differ from its owners."""
+        """Plan when the valid members differ from the plan's; settle a finished plan."""
         if self.ring is None:
             return self  # a joiner waits for the cluster's ring; only a founder makes one
-        weights = {node: e.weight for node, e in self.members.items() if e.status in ACTIVE}
-        current = {m.id: m.weight for m in self.ring.members}
-        stale = any(self.ring.member(m).client != self.members[m].client
-                    or self.ring.member(m).peer != self.members[m].peer
-                    for m in current if m in self.members)
-        if current == weights and not stale:
-            return self
-        owners = claim(self.ring.owners, weights, self.partitions, self.n)
-        return replace(self, ring=self._ring(owners, self.ring.epoch + 1))
+        ring = self.ring
+        valid = {node: e.weight for node, e in self.members.items() if e.status == "valid"}
+        planned = {m.id: m.weight for m in ring.members if m.status == "valid"}
+        stale = any(m.id in self.members and (m.client, m.peer) != (
+            self.members[m.id].client, self.members[m.id].peer) for m in ring.members)
+        view = self
+        if valid != planned or stale:
+            owners = self.effective_owners()
+            planned_owners = claim(owners, valid, self.partitions, self.n) if valid else owners
+            view = replace(self, ring=self._ring(owners, planned_owners, ring.epoch + 1))
+        elif ring.next_owners and ring.next_owners != ring.owners and \
+                self.effective_owners() == ring.next_owners:
+            view = replace(self, ring=self._ring(ring.next_owners, ring.next_owners,
+                                                 ring.epoch + 1))
+        return view._left()
 
-    def _ring(self, owners: tuple[str, ...], epoch: int) -> Ring:
-        members = tuple(Member(node, e.client, e.peer, "up", e.weight)
-                        for node, e in sorted(self.members.items()) if e.status in ACTIVE)
-        return Ring(self.partitions, epoch, members, tuple(owners))
+    def _left(self) -> View:
+        """A leaving node that owns nothing any more has left."""
+        mine = self.members.get(self.me)
+        if mine is None or mine.status != "leaving" or self.ring is None:
+            return self
+        if self.me in self.ring.owners or self.me in self.ring.planned:
+            return self
+        return self._change_self(status="left")
+
+    def _ring(self, owners: tuple[str, ...], planned: tuple[str, ...], epoch: int) -> Ring:
+        holding = set(owners) | set(planned)
+        members = tuple(
+            Member(node, e.client, e.peer, "valid" if e.status == "valid" else "leaving",
+                   e.weight)
+            for node, e in sorted(self.members.items())
+            if e.status == "valid" or node in holding)
+        return Ring(self.partitions, epoch, members, tuple(owners),
+                    () if planned == owners else tuple(planned))
 
     # Wire form --------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         return {
             "partitions": self.partitions,
-            "members": {node: [e.client, e.peer, e.weight, e.status, e.version]
+            "members": {node: [e.client, e.peer, e.weight, e.status, e.version,
+                               sorted(e.handed), e.handed_epoch]
                         for node, e in self.members.items()},
             "ring": self.ring.to_state() if self.ring is not None else None,
         }
@@ -106,12 +184,14 @@ class View:
     def merge_state(self, state: dict[str, Any]) -> View:
         """Merge a peer's ``to_state()``; raise ValueError if it is malformed."""
         try:
-            members = {str(node): Entry(str(v[0]), str(v[1]), int(v[2]), str(v[3]), int(v[4]))
+            members = {str(node): Entry(str(v[0]), str(v[1]), int(v[2]), str(v[3]), int(v[4]),
+                                        frozenset(int(p) for p in v[5]), int(v[6]))
                        for node, v in state["members"].items()}
             ring = Ring.from_state(state["ring"]) if state.get("ring") else None
-        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
             raise ValueError(f"malformed membership state: {exc!r}") from None
-        if ring is not None and len(ring.owners) != ring.partitions:
+        if ring is not None and (len(ring.owners) != ring.partitions
+                                 or len(ring.next_owners) not in (0, ring.partitions)):
             raise ValueError("malformed ring: owners do not match partitions")
         return self.merge(members, ring)
 
@@ -132,5 +212,5 @@ class View:
 
 
 def _rank(ring: Ring) -> tuple[int, str]:
-    digest = hashlib.md5("\0".join(ring.owners).encode()).hexdigest()
-    return ring.epoch, digest
+    digest = hashlib.md5("\0".join(ring.owners + ("|",) + ring.next_owners).encode())
+    return ring.epoch, digest.hexdigest()

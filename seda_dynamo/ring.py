@@ -53,6 +53,9 @@ class Ring:
     epoch: int
     members: tuple[Member, ...]
     owners: tuple[str, ...]  # owner (node id) of each partition
+    #: The owners a membership change plans (empty: settled). A partition moves from
+    #: ``owners[p]`` to ``next_owners[p]`` only once its data has been handed over.
+    next_owners: tuple[str, ...] = ()
     _by_id: dict[str, Member] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -85,20 +88,32 @@ class Ring:
         return Ring(self.partitions, self.epoch + 1 if epoch is None else epoch,
                     tuple(members), tuple(owners))
 
+    @property
+    def planned(self) -> tuple[str, ...]:
+        return self.next_owners or self.owners
+
+    def pending(self) -> list[tuple[int, str, str]]:
+        """Planned moves not yet settled: (partition, current owner, next owner)."""
+        return [(p, a, b) for p, (a, b) in enumerate(zip(self.owners, self.planned,
+                                                         strict=True)) if a != b]
+
     def to_state(self) -> dict[str, Any]:
         """The ring as plain data, for gossip and for stages that hold a copy."""
         return {"partitions": self.partitions, "epoch": self.epoch, "owners": list(self.owners),
+                "next": list(self.next_owners),
                 "members": [[m.id, m.client, m.peer, m.status, m.weight] for m in self.members]}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Ring:
         members = tuple(Member(*m) for m in state["members"])
-        return cls(state["partitions"], state["epoch"], members, tuple(state["owners"]))
+        return cls(state["partitions"], state["epoch"], members, tuple(state["owners"]),
+                   tuple(state.get("next") or ()))
 
     def to_wire(self, n: int, r: int, w: int) -> dict[str, Any]:
         """The ``ring`` reply of the wire protocol."""
         return {
-            "nodes": [{"id": m.id, "client": m.client, "peer": m.peer, "status": m.status}
+            "nodes": [{"id": m.id, "client": m.client, "peer": m.peer,
+                       "status": "up" if m.status == "valid" else m.status}
                       for m in self.members],
             "partitions": self.partitions,
             "n": n,

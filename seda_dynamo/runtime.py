@@ -141,7 +141,15 @@ class Runtime:
                 self.handler.log.error("emit to unknown destination %r dropped", dest)
                 self.counters["dropped"] += len(events)
                 continue
-            if not self._send(dest, msgpack.packb(events, use_bin_type=True), len(events)):
+            try:
+                frame = msgpack.packb(events, use_bin_type=True)
+            except (TypeError, ValueError, OverflowError) as exc:  # a handler bug: log it
+                self.handler.errors += 1
+                self.counters["dropped"] += len(events)
+                self.handler.log.error("events for %s cannot be encoded (%s): dropped", dest,
+                                       exc)
+                continue
+            if not self._send(dest, frame, len(events)):
                 self.handler.undeliverable(dest, events, time.monotonic())
         if self.handler.outbox:
             self.flush()

@@ -49,6 +49,7 @@ class Handler(Stage):
         self.ring: Ring | None = None
         self.nodes_by_peer: dict[str, str] = {}
         self.others: list[list[str]] = []  # members not (or no longer) owning partitions
+        self.moves_left = 0  # partitions planned to move and not yet handed over
         self.down: frozenset[str] = frozenset()
         self.routes: dict[int, list[Target]] = {}
         self.requests: dict[int, Pending] = {}
@@ -65,8 +66,9 @@ class Handler(Stage):
                                (Path(self.config.data_dir) / VIEW_FILE).read_bytes())
         except (OSError, ValueError):
             view = None
-        if view is not None and view.ring is not None:
-            self.on_ring(now, view.ring.to_state(), [])
+        ring = view.effective_ring() if view is not None else None
+        if ring is not None:
+            self.on_ring(now, ring.to_state(), [])
         self.emit("gossip", ["ring_please"])
 
     @property
@@ -85,8 +87,10 @@ class Handler(Stage):
             self.reads = []
 
     # From gossip ----------------------------------------------------------------------
-    def on_ring(self, now: float, state: dict[str, Any], others: list[list[str]]) -> None:
+    def on_ring(self, now: float, state: dict[str, Any], others: list[list[str]],
+                moves_left: int = 0) -> None:
         self.others = others
+        self.moves_left = moves_left
         if self.ring is None or state["epoch"] != self.ring.epoch:
             self.ring = Ring.from_state(state)
             self.nodes_by_peer = {m.peer: m.id for m in self.ring.members}
@@ -281,6 +285,7 @@ class Handler(Stage):
     def _ring_reply(self) -> dict[str, Any]:
         assert self.ring is not None
         wire = self.ring.to_wire(self.config.n, self.config.r, self.config.w)
+        wire["pending_transfers"] = self.moves_left
         wire["nodes"] += [{"id": node, "client": client, "peer": peer, "status": status}
                           for node, client, peer, status in self.others]
         for node in wire["nodes"]:

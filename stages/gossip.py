@@ -25,8 +25,10 @@ from typing import Any
 
 from seda_dynamo.antientropy import Round
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.handoff import Transfer
 from seda_dynamo.membership import VIEW_FILE, Entry, View
 from seda_dynamo.merkle import Request
+from seda_dynamo.ring import partition_range
 from seda_dynamo.stage import Stage
 
 GOSSIP_EVERY = 1.0
@@ -66,6 +68,9 @@ class Handler(Stage):
         self.ae = {"exchanges": 0, "aborted": 0, "keys_pushed": 0, "keys_pulled": 0}
         self.hints_in_flight = 0
         self.delivered = 0
+        self.unsaved = False
+        self.transfers: dict[int, Transfer] = {}
+        self.transfers_done = 0
         self.rounds = 0
 
     # Persistence of the view ---------------------------------------------------------
@@ -86,24 +91,35 @@ class Handler(Stage):
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
 
-    def _adopt(self, view: View) -> None:
-        changed_ring = view.ring != self.view.ring
+    def _adopt(self, view: View, lazy: bool = False) -> None:
+        """Take ``view``; save and announce it now, or (``lazy``) at the next tick."""
         if view == self.view:
             return
+        if view.ring != self.view.ring and view.ring is not None:
+            self.log.info("ring epoch %d: %d members, %d moves pending", view.ring.epoch,
+                          len(view.ring.members), len(view.ring.pending()))
         self.view = view
-        self._save()
-        if changed_ring and view.ring is not None:
-            self.log.info("ring epoch %d: %d members", view.ring.epoch, len(view.ring.members))
-        self._announce()
+        self.unsaved = True
+        if not lazy:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.unsaved:
+            self.unsaved = False
+            self._save()
+            self._announce()
 
     # Telling coordination ------------------------------------------------------------
     def _announce(self) -> None:
-        ring = self.view.ring
+        ring = self.view.effective_ring()
         if ring is not None:
             in_ring = {m.id for m in ring.members}
             others = [[node, e.client, e.peer, "joining" if e.status == "valid" else e.status]
                       for node, e in sorted(self.view.members.items()) if node not in in_ring]
-            self.emit("coordination", ["ring", ring.to_state(), others])
+            pending = len(self.view.ring.pending()) if self.view.ring else 0
+            moves_left = pending - sum(a != b for a, b in zip(
+                self.view.ring.owners, ring.owners, strict=True)) if self.view.ring else 0
+            self.emit("coordination", ["ring", ring.to_state(), others, moves_left])
         self.emit("coordination", ["health", sorted(self.down)])
 
     def on_ring_please(self, now: float) -> None:
@@ -126,6 +142,8 @@ class Handler(Stage):
                 if node != self.me and e.status != "left"}
 
     def tick(self, now: float) -> None:
+        self._flush()
+        self._transfer(now)
         peers = self.peers()
         if self._due("ping", now, PING_EVERY):
             for peer in peers.values():
@@ -190,10 +208,12 @@ class Handler(Stage):
             except ValueError as exc:
                 self.log.warning("bad view from %s: %s", node, exc)
         elif kind == "tree" and tag[0] == "ae":
-            self._exchange_answer("remote", tag[1], payload[1])
+            self._exchange_answer("remote", tag[1], payload[1], now)
         elif kind == "got" and tag[0] == "pull" and payload[1] is not None:
             self.ae["keys_pulled"] += 1
             self.emit("versioning", ["sync", self.name, None, tag[1], payload[1], None])
+        elif kind == "updated" and tag[0] == "xfer":
+            self._transfer_ack(tag, payload[1] is None, now)
         elif kind == "updated" and tag[0] == "hint":
             self.hints_in_flight = max(0, self.hints_in_flight - 1)
             if payload[1] is None:
@@ -206,6 +226,8 @@ class Handler(Stage):
         """Not connected to ``peer``: the failure detector already counts the silence."""
         if tag[0] == "hint":
             self.hints_in_flight = max(0, self.hints_in_flight - 1)
+        elif tag[0] == "xfer":
+            self._transfer_ack(tag, False, now)
         elif tag[0] == "ae" and self.exchange is not None and tag[1] == self.exchange_id:
             self._abort(f"{peer} is not connected")
 
@@ -225,15 +247,68 @@ class Handler(Stage):
         if self.hints_in_flight:
             self.timers["hints"] = now + HINT_WAIT
 
+    # Hand-over of partitions (joins and leaves) --------------------------------------
+    def _transfer(self, now: float) -> None:
+        """Start planned hand-overs up to the limit; retry chunks that failed or stalled."""
+        planned = dict(self.view.transfers_out())
+        for p in [p for p, t in self.transfers.items() if planned.get(p) != t.target]:
+            del self.transfers[p]  # the plan changed under us
+        for p, target in planned.items():
+            if len(self.transfers) >= self.config.transfers_at_once:
+                break
+            if p not in self.transfers and target not in self.down and target in self.peers():
+                lo, hi = partition_range(p, self.config.partitions)
+                self.transfers[p] = transfer = Transfer(p, target, lo, hi, now)
+                self._read_chunk(transfer, now)
+        for transfer in list(self.transfers.values()):
+            if transfer.advance(now):
+                self._read_chunk(transfer, now)
+
+    def _read_chunk(self, transfer: Transfer, now: float) -> None:
+        seq, lo, hi, keys = transfer.read(now)
+        self.emit("persistence", ["fold", self.name, ["xfer", transfer.partition, seq],
+                                  f"{lo:x}", f"{hi:x}", keys])  # 128-bit: beyond msgpack ints
+
+    def on_folded(self, now: float, tag: list[Any], pairs: list[list[bytes]],
+                  next_cursor: str | None, total: int | None) -> None:
+        transfer = self.transfers.get(tag[1])
+        if transfer is None:
+            return
+        cursor = int(next_cursor, 16) if next_cursor is not None else None
+        if transfer.chunk(tag[2], [len(k) + len(v) for k, v in pairs], cursor, total):
+            peer = self.peers()[transfer.target]
+            for key, value in pairs:
+                self.emit("network", ["call", peer, self.name, tag, ["rput", key, value, None]])
+        self._after_chunk(transfer, now)
+
+    def _transfer_ack(self, tag: list[Any], ok: bool, now: float) -> None:
+        transfer = self.transfers.get(tag[1])
+        if transfer is not None:
+            transfer.ack(tag[2], ok)
+            self._after_chunk(transfer, now)
+
+    def _after_chunk(self, transfer: Transfer, now: float) -> None:
+        if transfer.done:
+            del self.transfers[transfer.partition]
+            self.transfers_done += 1
+            self.log.info("partition %d handed over to %s (%d keys)", transfer.partition,
+                          transfer.target, transfer.keys_sent)
+            self._adopt(self.view.handed_over(transfer.partition), lazy=True)
+            self._transfer(now)
+        elif transfer.advance(now):
+            self._read_chunk(transfer, now)
+
     # Anti-entropy ----------------------------------------------------------------------
     def _start_exchange(self, now: float) -> None:
-        ring = self.view.ring
+        ring = self.view.effective_ring()
         if ring is None:
             return
         n = min(self.config.n, len(ring.members))
         q = ring.partitions
-        for step in range(q):
-            p = (self.next_partition + step) % q
+        if self.next_partition >= q:
+            self.next_partition = 0  # a new sweep
+        for step in range(q - self.next_partition):
+            p = self.next_partition + step
             replicas = ring.preference_list(p, n)
             others = [x for x in replicas if x != self.me and x not in self.down]
             if self.me in replicas and others:
@@ -242,6 +317,7 @@ class Handler(Stage):
                 self.exchange = Round(p, self.rng.choice(others), now)
                 self._ask_trees(self.exchange.start())
                 return
+        self.next_partition = q  # nothing more to compare in this sweep
 
     def _ask_trees(self, request: Request) -> None:
         assert self.exchange is not None
@@ -252,9 +328,9 @@ class Handler(Stage):
                               tag, ["tree", p, wire]])
 
     def on_tree_answer(self, now: float, tag: list[Any], result: Any) -> None:
-        self._exchange_answer("local", tag[1], result)
+        self._exchange_answer("local", tag[1], result, now)
 
-    def _exchange_answer(self, side: str, exchange_id: int, result: Any) -> None:
+    def _exchange_answer(self, side: str, exchange_id: int, result: Any, now: float) -> None:
         if self.exchange is None or exchange_id != self.exchange_id:
             return
         if result is None:
@@ -268,9 +344,10 @@ class Handler(Stage):
         if request is not None:
             self._ask_trees(request)
         elif self.exchange.done:
-            if not self._repair(self.exchange):
-                self.timers["anti_entropy"] = 0.0  # in step: go on to the next partition
+            repaired = self._repair(self.exchange)
             self.exchange = None
+            if not repaired and self.next_partition < self.config.partitions:
+                self._start_exchange(now)  # in step: straight on to the next partition
 
     def _repair(self, done: Round) -> bool:
         """Pull what the peer has that we lack, push what we have that it lacks.
@@ -319,6 +396,8 @@ class Handler(Stage):
 
     def gauges(self) -> dict[str, Any]:
         ring = self.view.ring
-        return {**self.ae, "members": len(self.view.members), "epoch": ring.epoch if ring else 0,
+        return {**self.ae, "transfers_active": len(self.transfers),
+                "transfers_done": self.transfers_done, "members": len(self.view.members),
+                "epoch": ring.epoch if ring else 0,
                 "down": sorted(self.down), "rounds": self.rounds,
                 "hints_delivered": self.delivered, "hints_in_flight": self.hints_in_flight}

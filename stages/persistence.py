@@ -37,6 +37,7 @@ from seda_dynamo.stage import Event, Stage
 
 #: Keys indexed per tick while the trees are built at start (background work yields).
 BUILD_CHUNK = 1000
+FOLD_BYTES = 4 * 1024 * 1024
 BUILD_TICK = 0.02
 IDLE_TICK = 0.5
 
@@ -132,6 +133,25 @@ class Handler(Stage):
             self.tick_interval = IDLE_TICK
         self._index(chunk)
 
+    def on_fold(self, now: float, reply_to: str, tag: Any, lo_hex: str, hi_hex: str,
+                max_keys: int) -> None:
+        """One chunk of a hash range for a hand-over: the records and where to go on.
+
+        Hashes are 128-bit, beyond msgpack's integers, so they travel as hex strings.
+        """
+        lo, hi = int(lo_hex, 16), int(hi_hex, 16)
+        pairs: list[list[bytes]] = []
+        size, next_lo = 0, None
+        for key, value in self.engine.fold(lo, hi):
+            if len(pairs) >= max_keys or size >= FOLD_BYTES:
+                next_lo = f"{key_hash(key):x}"
+                break
+            pairs.append([key, value])
+            size += len(key) + len(value)
+        tree = self.trees.get(partition_of_hash(lo, self.config.partitions))
+        self.emit(reply_to, ["folded", tag, pairs, next_lo,
+                             len(tree) if tree is not None and self.building is None else None])
+
     def on_tree(self, now: float, reply_to: str, tag: Any, partition: int,
                 request: Any) -> None:
         """A question about one partition's tree; nil while that tree is being built."""
@@ -208,3 +228,7 @@ def incarnation(config: NodeConfig) -> str:
     finally:
         os.close(dir_fd)
     return token
+
+
+def partition_of_hash(h: int, partitions: int) -> int:
+    return (h * partitions) >> 128

@@ -212,6 +212,7 @@ def wait_for_ring(nodes: list[Node], members: int, seconds: float = 30.0) -> dic
                    for n, r in zip(nodes, rings, strict=True)]
         first = rings[0]
         return all(len(r["nodes"]) == members and r["epoch"] == first["epoch"]
+                   and r["pending_transfers"] == 0
                    and r["owners"] == first["owners"]
                    and all(x["status"] == "up" for x in r["nodes"]) for r in rings) and first
 

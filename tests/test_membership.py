@@ -29,12 +29,50 @@ def test_a_founder_owns_every_partition_and_a_joiner_waits_for_a_ring():
     assert joiner(1).ring is None
 
 
-def test_a_join_by_gossip_gives_both_the_same_two_node_ring():
+def hand_over_everything(views: list[View]) -> list[View]:
+    """What the gossip stages do: stream each planned move, say so, gossip until still."""
+    for _ in range(20):
+        before = [v.to_state() for v in views]
+        for i, v in enumerate(views):
+            for partition, _to in v.transfers_out():
+                v = v.handed_over(partition)
+            views[i] = v
+        for i in range(len(views)):
+            for j in range(len(views)):
+                if i != j:
+                    views[j] = views[j].merge_state(views[i].to_state())
+        if [v.to_state() for v in views] == before:
+            return views
+    raise AssertionError("hand-over did not settle")
+
+
+def test_a_join_plans_moves_that_happen_only_once_handed_over():
     a, b = founder(), joiner(1)
     a = a.merge_state(b.to_state())
     b = b.merge_state(a.to_state())
     assert a.ring == b.ring and a.ring.epoch == 2
+    assert set(a.ring.owners) == {"n0"} and set(a.ring.next_owners) == {"n0", "n1"}
+    assert a.effective_ring().owners == a.ring.owners, "nothing moved yet"
+    moves = a.transfers_out()
+    assert moves and all(to == "n1" for _, to in moves) and not b.transfers_out()
+    a = a.handed_over(moves[0][0])
+    assert a.effective_ring().owners[moves[0][0]] == "n1"
+    assert a.effective_ring().epoch > b.effective_ring().epoch
+    a, b = hand_over_everything([a, b])
+    assert a.ring == b.ring and not a.ring.pending() and not a.ring.next_owners
     assert set(a.ring.owners) == {"n0", "n1"}
+
+
+def test_a_leaving_node_gives_everything_away_then_has_left():
+    views = hand_over_everything([founder().merge_state(joiner(1).to_state()), joiner(1)])
+    views = hand_over_everything([views[0].merge_state(views[1].to_state()), views[1]])
+    views[1] = views[1].leave()
+    assert views[1].members["n1"].status == "leaving"
+    views = hand_over_everything(views)
+    assert set(views[0].ring.owners) == {"n0"}
+    assert views[1].members["n1"].status == "left"
+    assert views[0].members["n1"].status == "left"
+    assert [m.id for m in views[0].ring.members] == ["n0"]
 
 
 @settings(max_examples=40, deadline=None)
@@ -49,12 +87,8 @@ def test_random_gossip_converges_on_one_ring_with_every_member(size, rnd: random
         i, j = rnd.sample(range(size), 2)
         views[j] = views[j].merge_state(views[i].to_state())
         views[i] = views[i].merge_state(views[j].to_state())
-    # Whatever the random rounds did, two sweeps in which every pair talks settle it.
-    for _ in range(2):
-        for i in range(size):
-            for j in range(size):
-                if i != j:
-                    views[j] = views[j].merge_state(views[i].to_state())
+    # Whatever the random rounds did, hand-overs and full sweeps of gossip settle it.
+    views = hand_over_everything(views)
     rings = {v.ring for v in views}
     assert len(rings) == 1
     (ring,) = rings
