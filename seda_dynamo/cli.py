@@ -26,6 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
                       data_dir=args.data_dir, n=args.n, r=args.r, w=args.w, join=args.join,
                       weight=args.weight, partitions=args.partitions,
                       anti_entropy_every=args.anti_entropy_every,
+                      transfer_keys_per_sec=args.transfer_keys_per_sec,
                       engine=args.engine, durability=args.durability,
                       log_level=args.log_level, run_dir=args.run_dir)
     except ConfigError as exc:
@@ -92,6 +93,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--join", help="HOST:PORT of a member's peer endpoint")
     s.add_argument("--weight", type=int, help="share of partitions relative to other nodes")
     s.add_argument("--partitions", type=int, help="Q, for the founder of a cluster")
+    s.add_argument("--transfer-keys-per-sec", type=int, metavar="KEYS",
+                   help="throttle of partition hand-overs (0: none)")
     s.add_argument("--anti-entropy-every", type=float, metavar="SECONDS",
                    help="seconds between Merkle exchanges with a replica (0: off)")
     s.add_argument("--engine", choices=["bdb", "memory"])
@@ -121,6 +124,14 @@ def parser() -> argparse.ArgumentParser:
     client_parser("ping", "print the node's id")
     client_parser("ring", "print the ring as JSON")
     client_parser("stats", "print per-stage counters as JSON")
+
+    a = sub.add_parser("admin", help="status, ring, transfers, leave, join SEED")
+    a.add_argument("command", choices=["status", "ring", "transfers", "leave", "join"])
+    a.add_argument("seed", nargs="?", help="join: a member's peer HOST:PORT")
+    a.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of the node")
+    a.add_argument("--timeout", type=float, default=5.0)
+    a.add_argument("--wait", action="store_true", help="leave: return once it has left")
+    a.set_defaults(func=_admin)
 
     k = sub.add_parser("cluster", help="start or stop a local cluster on loopback")
     k.add_argument("action", choices=["start", "stop"])
@@ -154,6 +165,16 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print the results as JSON")
     b.set_defaults(func=_bench)
     return p
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from seda_dynamo import admin
+
+    if args.command == "join" and not args.seed:
+        print("seda-dynamo: admin join needs SEED, a member's peer HOST:PORT", file=sys.stderr)
+        return 2
+    print(admin.run(args.server, args.command, args.seed, args.wait, args.timeout))
+    return 0
 
 
 def _cluster(args: argparse.Namespace) -> int:

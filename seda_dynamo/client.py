@@ -196,6 +196,10 @@ class Client:
     def ring(self) -> dict[str, Any]:
         return self.call("ring")
 
+    def admin(self, command: str, seed: str | None = None) -> dict[str, Any]:
+        """An operator's command: ``status``, ``transfers``, ``leave`` or ``join`` (seed)."""
+        return self.call("admin", command=command, seed=seed)
+
     def stats(self) -> dict[str, Any]:
         return self.call("stats")["stages"]
 

@@ -37,6 +37,7 @@ class NodeConfig:
     partitions: int = 256
     weight: int = 1
     transfers_at_once: int = 2  # partitions a node streams to new owners at the same time
+    transfer_keys_per_sec: int = 0  # throttle of those streams, in keys per second (0: none)
     anti_entropy_every: float = 5.0  # seconds between Merkle exchanges; 0 turns them off
     engine: str = "bdb"
     durability: str = "fsync"
@@ -91,6 +92,9 @@ def validate(cfg: NodeConfig) -> NodeConfig:
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level = {cfg.log_level!r}: must be one of "
                           f"{', '.join(LOG_LEVELS)}")
+    if cfg.transfer_keys_per_sec < 0:
+        raise ConfigError(f"transfer_keys_per_sec = {cfg.transfer_keys_per_sec}: "
+                          "must be >= 0 (0: no limit)")
     if cfg.anti_entropy_every < 0:
         raise ConfigError(f"anti_entropy_every = {cfg.anti_entropy_every}: must be >= 0")
     if not 1 <= cfg.weight <= 64:

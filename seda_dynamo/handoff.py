@@ -21,71 +21,99 @@ CHUNK_DEADLINE = 10.0
 
 @dataclass(slots=True)
 class Transfer:
+    """Hand-over of ``partition`` to ``next_owner``: each item is a hash range of keys to
+    stream to one node, ``(partition whose keys, target node, lo, hi)``.
+
+    States: *idle* (a read is due), *reading* (a fold is outstanding), *sending* (acks are
+    outstanding); ``done`` once every item is streamed and acknowledged.
+    """
+
     partition: int
-    target: str  # node id of the next owner
-    cursor: int  # hash of the next key to read
-    hi: int
+    next_owner: str
+    items: list[tuple[int, str, int, int]]
     started: float
-    seq: int = 0  # which chunk is in flight (acks of an older chunk are ignored)
-    reading: bool = False  # a fold is outstanding
-    outstanding: int = 0  # acks still awaited for the chunk in flight
+    item: int = 0
+    cursor: int = 0  # hash of the next key to read in the current item
+    state: str = "idle"
+    seq: int = 0  # the chunk in flight (answers about an older chunk are ignored)
+    outstanding: int = 0
+    chunk_keys: int = 0
+    failed: bool = False
     next_cursor: int | None = None
     deadline: float = 0.0
     keys_sent: int = 0
     bytes_sent: int = 0
-    total: int | None = None  # keys in the partition, when known
-    failed: bool = False
+    total: int | None = None  # keys in the range being streamed, when known
 
-    def read(self, now: float) -> tuple[int, int, int, int]:
-        """Ask for the next chunk: (seq, cursor, hi, keys) to fold."""
-        self.seq += 1
-        self.reading, self.failed = True, False
-        self.deadline = now + CHUNK_DEADLINE
-        return self.seq, self.cursor, self.hi, CHUNK_KEYS
-
-    def chunk(self, seq: int, sizes: list[int], next_cursor: int | None,
-              total: int | None) -> bool:
-        """The folded chunk arrived (``sizes`` of its records); True if it is to be sent."""
-        if seq != self.seq or not self.reading:
-            return False
-        self.reading = False
-        self.total = total if total is not None else self.total
-        self.next_cursor = next_cursor
-        self.outstanding = len(sizes)
-        self.keys_sent += len(sizes)
-        self.bytes_sent += sum(sizes)
-        return bool(sizes)
-
-    def ack(self, seq: int, ok: bool) -> None:
-        if seq != self.seq or self.reading:
-            return
-        if not ok:
-            self.failed = True
-        self.outstanding = max(0, self.outstanding - 1)
-
-    @property
-    def chunk_done(self) -> bool:
-        return not self.reading and self.outstanding == 0
+    def __post_init__(self) -> None:
+        if self.items:
+            self.cursor = self.items[0][2]
 
     @property
     def done(self) -> bool:
-        return self.chunk_done and not self.failed and self.next_cursor is None \
-            and self.seq > 0
+        return self.item >= len(self.items)
 
-    def advance(self, now: float) -> bool:
-        """After a chunk: move the cursor on (or retry it); True if another read is due."""
-        if self.failed or (not self.chunk_done and now > self.deadline):
-            self.keys_sent -= self.outstanding  # resend the whole chunk
-            self.outstanding, self.reading = 0, False
-            return True
-        if not self.chunk_done or self.next_cursor is None:
+    @property
+    def target(self) -> str:
+        return self.items[self.item][1]
+
+    def due(self, now: float) -> bool:
+        """Is a read due now? A chunk that stalled past its deadline is sent again."""
+        if self.done:
             return False
-        self.cursor, self.next_cursor = self.next_cursor, None
+        if self.state != "idle" and now > self.deadline:
+            self.keys_sent -= self.outstanding
+            self.state, self.outstanding, self.failed = "idle", 0, False
+        return self.state == "idle"
+
+    def read(self, now: float) -> tuple[int, int, int, int]:
+        """Start the next chunk: (seq, lo, hi, keys) to fold."""
+        self.seq += 1
+        self.state, self.deadline = "reading", now + CHUNK_DEADLINE
+        return self.seq, self.cursor, self.items[self.item][3], CHUNK_KEYS
+
+    def chunk(self, seq: int, sizes: list[int], next_cursor: int | None,
+              total: int | None) -> bool:
+        """The folded chunk (the sizes of its records); True if it is to be sent."""
+        if seq != self.seq or self.state != "reading":
+            return False
+        self.total = total if total is not None else self.total
+        if not sizes:
+            self._range_done()
+            return False
+        self.state, self.outstanding, self.failed = "sending", len(sizes), False
+        self.chunk_keys = len(sizes)
+        self.next_cursor = next_cursor
+        self.keys_sent += len(sizes)
+        self.bytes_sent += sum(sizes)
         return True
+
+    def ack(self, seq: int, ok: bool) -> None:
+        if seq != self.seq or self.state != "sending":
+            return
+        self.failed = self.failed or not ok
+        self.outstanding -= 1
+        if self.outstanding:
+            return
+        self.state = "idle"
+        if self.failed:  # read and send the same chunk again, from the same cursor
+            self.keys_sent -= self.chunk_keys
+        elif self.next_cursor is not None:
+            self.cursor = self.next_cursor
+        else:
+            self._range_done()
+
+    def _range_done(self) -> None:
+        self.state = "idle"
+        self.item += 1
+        if not self.done:
+            self.cursor = self.items[self.item][2]
 
     def progress(self, now: float) -> dict[str, object]:
         elapsed = max(now - self.started, 1e-6)
-        return {"partition": self.partition, "to": self.target, "keys_sent": self.keys_sent,
-                "keys_total": self.total, "bytes_sent": self.bytes_sent,
+        return {"partition": self.partition, "to": self.next_owner,
+                "ranges_done": self.item, "ranges": len(self.items),
+                "keys_sent": self.keys_sent, "keys_total": self.total,
+                "bytes_sent": self.bytes_sent,
                 "keys_per_sec": round(self.keys_sent / elapsed, 1),
                 "seconds": round(elapsed, 1)}

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgpack
 
-from seda_dynamo.ring import Member, Ring, claim
+from seda_dynamo.ring import Member, Ring, claim, preference_lists
 
 VIEW_FILE = "cluster.state"  # in the data directory: the view a restarted node resumes
 #: The effective ring's epoch is ``plan epoch * EPOCH_STRIDE + moves done``, so it grows
@@ -117,6 +117,23 @@ class View:
             return []
         return [(p, b) for p, a, b in self.ring.pending()
                 if a == self.me and not self._moved(p, a)]
+
+    def handoff(self, partition: int) -> list[tuple[int, str]]:
+        """What handing ``partition`` over must stream: (partition whose keys, to whom).
+
+        Moving one partition's ownership changes the preference lists of the partitions
+        whose clockwise walk reaches it, so besides the next owner, any node that enters
+        one of those lists must get that partition's keys before the move takes effect.
+        The current owner holds them all: it is on every one of those lists.
+        """
+        assert self.ring is not None
+        before = self.effective_owners()
+        after = list(before)
+        after[partition] = self.ring.planned[partition]
+        n = min(self.n, len({*before, *after}))
+        old, new = preference_lists(before, n), preference_lists(after, n)
+        return [(p, node) for p in range(self.partitions) if old[p] != new[p]
+                for node in new[p] if node not in old[p]]
 
     # Gossip -----------------------------------------------------------------------
     def merge(self, other_members: dict[str, Entry], other_ring: Ring | None) -> View:

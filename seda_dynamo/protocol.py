@@ -14,7 +14,8 @@ import msgpack
 
 from seda_dynamo import causality
 
-OPS = frozenset({"get", "put", "delete", "ping", "ring", "stats"})
+OPS = frozenset({"get", "put", "delete", "ping", "ring", "stats", "admin"})
+ADMIN_COMMANDS = frozenset({"status", "transfers", "leave", "join"})
 KEY_OPS = frozenset({"get", "put", "delete"})
 ERROR_CODES = ("bad_request", "too_large", "unavailable", "overloaded", "timeout", "internal")
 MAX_TIMEOUT_MS = 600_000
@@ -57,6 +58,8 @@ class Request:
     r: int | None = None
     w: int | None = None
     timeout_ms: int | None = None
+    command: str = ""  # admin
+    seed: str = ""  # admin join: a member's peer HOST:PORT
 
 
 def pack(obj: Any) -> bytes:
@@ -129,6 +132,16 @@ def parse_request(body: bytes, limits: Limits) -> Request:
     if not isinstance(op, str) or op not in OPS:
         raise ProtocolError("bad_request", f"unknown op {op!r}; expected one of "
                             f"{', '.join(sorted(OPS))}", rid)
+    if op == "admin":
+        command = msg.get("command")
+        if command not in ADMIN_COMMANDS:
+            raise ProtocolError("bad_request", f"unknown admin command {command!r}; expected "
+                                f"one of {', '.join(sorted(ADMIN_COMMANDS))}", rid)
+        seed = msg.get("seed") or ""
+        if command == "join" and (not isinstance(seed, str) or ":" not in seed):
+            raise ProtocolError("bad_request", "admin join needs 'seed': a member's peer "
+                                "HOST:PORT", rid)
+        return Request(op=op, id=rid, command=command, seed=seed)
     if op not in KEY_OPS:
         return Request(op=op, id=rid)
     key = _bytes_field(msg, "key", rid, allow_str=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ class Handler(Stage):
         self.view = self.view.with_self(entry).reclaim()
         self.started: float | None = None
         self.last_heard: dict[str, float] = {}
+        self.last_detect = 0.0
         self.down: frozenset[str] = frozenset()
         self.timers = {"gossip": 0.0, "ping": 0.0, "announce": 0.0, "hints": 0.0,
                        "anti_entropy": 0.0}
@@ -71,6 +73,8 @@ class Handler(Stage):
         self.unsaved = False
         self.transfers: dict[int, Transfer] = {}
         self.transfers_done = 0
+        self.transfer_tokens = 0.0
+        self.tokens_at = 0.0
         self.rounds = 0
 
     # Persistence of the view ---------------------------------------------------------
@@ -165,6 +169,11 @@ class Handler(Stage):
                 self.emit("persistence", ["hints", self.name, "scan", up, HINT_BATCH])
 
     def _detect(self, now: float, peers: dict[str, str]) -> None:
+        if now - self.last_detect > DOWN_AFTER / 2:
+            # This stage itself was busy or stopped: the silence was ours, not theirs.
+            self.last_heard = {node: max(t, now - PING_EVERY)
+                               for node, t in self.last_heard.items()}
+        self.last_detect = now
         since = self.started if self.started is not None else now
         down = frozenset(node for node in peers
                          if now - self.last_heard.get(node, since) > DOWN_AFTER)
@@ -247,56 +256,129 @@ class Handler(Stage):
         if self.hints_in_flight:
             self.timers["hints"] = now + HINT_WAIT
 
+    # Operators' commands --------------------------------------------------------------
+    def on_admin(self, now: float, rid: int, command: str, seed: str) -> None:
+        if command == "leave":
+            if self.view.members[self.me].status == "valid":
+                self.log.warning("leaving the cluster: handing every partition over")
+            self._adopt(self.view.leave())
+            reply = {"status": self.view.members[self.me].status,
+                     "transfers": len(self.view.transfers_out())}
+        elif command == "join":
+            reply = self._join(seed)
+        elif command == "transfers":
+            ring = self.view.ring
+            reply = {"node": self.me, "active": [t.progress(now) for t in
+                                                 self.transfers.values()],
+                     "pending": [list(m) for m in ring.pending()] if ring else []}
+        else:
+            reply = self._status()
+        self.emit("network", ["reply", rid, {"ok": "error" not in reply, **reply}])
+
+    def _join(self, seed: str) -> dict[str, Any]:
+        ring = self.view.ring
+        if ring is not None and any(m.id != self.me for m in ring.members):
+            return {"error": "bad_request",
+                    "message": f"{self.me} is already in a cluster of {len(ring.members)}"}
+        self.seeds = [seed]
+        entry = self.view.members[self.me]
+        fresh = View.fresh(self.me, replace(entry, version=entry.version + 1),
+                           self.config.partitions, self.config.n, founder=False)
+        self.view = fresh
+        self.unsaved = True
+        self._flush()
+        self.log.warning("joining the cluster of %s", seed)
+        return {"status": "joining", "seed": seed}
+
+    def _status(self) -> dict[str, Any]:
+        ring, effective = self.view.ring, self.view.effective_ring()
+        owned = effective.owners if effective else ()
+        planned = ring.planned if ring else ()
+        pending = ring.pending() if ring else []
+        done = {p for p, a, b in pending if effective and effective.owners[p] == b}
+        nodes = []
+        for node, entry in sorted(self.view.members.items()):
+            nodes.append({
+                "id": node, "status": entry.status,
+                "up": node == self.me or node not in self.down,
+                "partitions": sum(o == node for o in owned),
+                "planned": sum(o == node for o in planned),
+                "transfers_out": sum(a == node for p, a, _ in pending if p not in done),
+                "transfers_in": sum(b == node for p, _, b in pending if p not in done)})
+        return {"node": self.me, "epoch": effective.epoch if effective else 0,
+                "nodes": nodes, "pending_transfers": len(pending) - len(done)}
+
     # Hand-over of partitions (joins and leaves) --------------------------------------
     def _transfer(self, now: float) -> None:
-        """Start planned hand-overs up to the limit; retry chunks that failed or stalled."""
+        """Start planned hand-overs up to the limit; resend chunks that stalled."""
+        while self._transfer_round(now):
+            pass  # hand-overs with nothing to stream finish at once: fill their places
+
+    def _transfer_round(self, now: float) -> bool:
         planned = dict(self.view.transfers_out())
-        for p in [p for p, t in self.transfers.items() if planned.get(p) != t.target]:
+        for p in [p for p, t in self.transfers.items() if planned.get(p) != t.next_owner]:
             del self.transfers[p]  # the plan changed under us
-        for p, target in planned.items():
+        peers = self.peers()
+        q = self.config.partitions
+        for p, next_owner in planned.items():
             if len(self.transfers) >= self.config.transfers_at_once:
                 break
-            if p not in self.transfers and target not in self.down and target in self.peers():
-                lo, hi = partition_range(p, self.config.partitions)
-                self.transfers[p] = transfer = Transfer(p, target, lo, hi, now)
-                self._read_chunk(transfer, now)
+            if p in self.transfers:
+                continue
+            items = [(pp, node, *partition_range(pp, q)) for pp, node in self.view.handoff(p)]
+            if all(node in peers and node not in self.down for _, node, _, _ in items):
+                self.transfers[p] = Transfer(p, next_owner, items, now)
+        finished = False
         for transfer in list(self.transfers.values()):
-            if transfer.advance(now):
-                self._read_chunk(transfer, now)
+            finished |= self._step(transfer, now)
+        return finished
 
-    def _read_chunk(self, transfer: Transfer, now: float) -> None:
-        seq, lo, hi, keys = transfer.read(now)
-        self.emit("persistence", ["fold", self.name, ["xfer", transfer.partition, seq],
-                                  f"{lo:x}", f"{hi:x}", keys])  # 128-bit: beyond msgpack ints
+    def _step(self, transfer: Transfer, now: float) -> bool:
+        """Move one hand-over on; True when it has just finished."""
+        if transfer.done:
+            del self.transfers[transfer.partition]
+            self.transfers_done += 1
+            self.log.info("partition %d handed over to %s (%d keys to %d ranges)",
+                          transfer.partition, transfer.next_owner, transfer.keys_sent,
+                          len(transfer.items))
+            self._adopt(self.view.handed_over(transfer.partition), lazy=True)
+            return True
+        if transfer.due(now) and self._may_read(now):
+            seq, lo, hi, keys = transfer.read(now)
+            self.emit("persistence", ["fold", self.name, ["xfer", transfer.partition, seq],
+                                      f"{lo:x}", f"{hi:x}", keys])  # 128 bits: as hex
+        return False
+
+    def _may_read(self, now: float) -> bool:
+        """The throttle: ``transfer_keys_per_sec`` across all hand-overs (0: none)."""
+        rate = self.config.transfer_keys_per_sec
+        if not rate:
+            return True
+        self.transfer_tokens = min(float(rate), self.transfer_tokens
+                                   + rate * (now - self.tokens_at))
+        self.tokens_at = now
+        return self.transfer_tokens > 0
 
     def on_folded(self, now: float, tag: list[Any], pairs: list[list[bytes]],
                   next_cursor: str | None, total: int | None) -> None:
         transfer = self.transfers.get(tag[1])
         if transfer is None:
             return
+        self.transfer_tokens -= len(pairs)  # the throttle counts keys actually sent
         cursor = int(next_cursor, 16) if next_cursor is not None else None
         if transfer.chunk(tag[2], [len(k) + len(v) for k, v in pairs], cursor, total):
             peer = self.peers()[transfer.target]
             for key, value in pairs:
                 self.emit("network", ["call", peer, self.name, tag, ["rput", key, value, None]])
-        self._after_chunk(transfer, now)
+        if self._step(transfer, now):
+            self._transfer(now)
 
     def _transfer_ack(self, tag: list[Any], ok: bool, now: float) -> None:
         transfer = self.transfers.get(tag[1])
         if transfer is not None:
             transfer.ack(tag[2], ok)
-            self._after_chunk(transfer, now)
-
-    def _after_chunk(self, transfer: Transfer, now: float) -> None:
-        if transfer.done:
-            del self.transfers[transfer.partition]
-            self.transfers_done += 1
-            self.log.info("partition %d handed over to %s (%d keys)", transfer.partition,
-                          transfer.target, transfer.keys_sent)
-            self._adopt(self.view.handed_over(transfer.partition), lazy=True)
-            self._transfer(now)
-        elif transfer.advance(now):
-            self._read_chunk(transfer, now)
+            if self._step(transfer, now):
+                self._transfer(now)
 
     # Anti-entropy ----------------------------------------------------------------------
     def _start_exchange(self, now: float) -> None:

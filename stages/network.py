@@ -89,6 +89,9 @@ class Handler(Stage):
         elif req.op == "stats":
             self._reply(envelope, _with_id({"ok": True, "node": self.config.node_id,
                                             "stages": self._stats()}, req.id))
+        elif req.op == "admin":
+            rid = self._pending((envelope, req.id), now, None)
+            self.emit("gossip", ["admin", rid, req.command, req.seed])
         else:
             self._coordinate((envelope, req.id), now, req.op, req.key, req.value, req.context,
                              req.r, req.w, req.timeout_ms, False)
@@ -97,13 +100,18 @@ class Handler(Stage):
                     context: Any, r: int | None, w: int | None, timeout_ms: int | None,
                     forwarded: bool) -> None:
         """Hand a request to coordination; ``origin`` says where its reply goes."""
+        rid = self._pending(origin, now, timeout_ms)
+        self.emit("coordination", ["req", rid, op, key, value, context, r, w, timeout_ms,
+                                   forwarded])
+
+    def _pending(self, origin: Any, now: float, timeout_ms: int | None) -> int:
+        """Remember where the reply to a new request goes, until its deadline."""
         self.next_rid += 1
         rid = self.next_rid
         self.pending[rid] = origin
         timeout = (timeout_ms or self.config.timeout_ms) / 1000.0
         heapq.heappush(self.deadlines, (now + timeout + GRACE, rid))
-        self.emit("coordination", ["req", rid, op, key, value, context, r, w, timeout_ms,
-                                   forwarded])
+        return rid
 
     def _reply(self, envelope: list[bytes], reply: dict[str, Any]) -> None:
         self.emit("client", [*envelope, protocol.pack(reply)])

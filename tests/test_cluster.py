@@ -191,10 +191,106 @@ def test_anti_entropy_brings_a_node_that_missed_writes_up_to_date_without_reads(
     c.start()
     wait_until(lambda: c.stats()["persistence"]["keys"] == 30, 60,
                "anti-entropy to copy every key to n3", interval=0.5)
-    assert sum(n.stats()["gossip"]["keys_pushed"] + n.stats()["gossip"]["keys_pulled"]
-               for n in (a, b, c)) >= 30
+    wait_until(lambda: sum(n.stats()["gossip"]["keys_pushed"]
+                           + n.stats()["gossip"]["keys_pulled"] for n in (a, b, c)) >= 30,
+               5, "the repairs to show in the counters (reported once a second)")
     a.kill9()
     b.kill9()
     with c.client() as cc:
         for i in range(30):
             assert retry(lambda i=i: cc.get(f"ae{i}", r=1, timeout=1.0)).values == [b"%d" % i]
+
+
+def owned_keys(ring: dict, node_id: str, keys) -> list[str]:
+    return [k for k in keys
+            if node_id in ring["owners"][partition_of(k.encode(), ring["partitions"])]]
+
+
+def test_a_joining_node_receives_its_partitions_data_before_it_owns_them(
+        cluster_factory, node_factory):
+    nodes = cluster_factory(3, extra=("--anti-entropy-every", "0"))  # hand-over alone
+    keys = [f"j{i}" for i in range(300)]
+    with nodes[0].client() as c:
+        for k in keys:
+            c.put(k, k.encode())
+    newcomer = node_factory("n4", join=nodes[0], extra=("--anti-entropy-every", "0"))
+    newcomer.start_joining()
+    newcomer.wait_ready()
+    nodes.append(newcomer)
+    ring = wait_for_ring(nodes, 4, seconds=60)
+    mine = owned_keys(ring, "n4", keys)
+    assert len(mine) > 30, "the newcomer owns a fair share"
+    with newcomer.client() as c:
+        status = c.admin("status")
+        assert {n["id"]: n["status"] for n in status["nodes"]} == {
+            "n1": "valid", "n2": "valid", "n3": "valid", "n4": "valid"}
+        assert status["pending_transfers"] == 0
+        assert sum(n["partitions"] for n in status["nodes"]) == 256
+    for node in nodes[:3]:
+        node.kill9()
+    with newcomer.client() as c:  # alone, R=1: every key it owns is on its own disk
+        for k in mine:
+            assert retry(lambda k=k: c.get(k, r=1, timeout=1.0)).values == [k.encode()], k
+
+
+def test_a_leaving_node_hands_everything_over_and_nothing_is_lost(cluster_factory):
+    nodes = cluster_factory(4, extra=("--anti-entropy-every", "0"))  # hand-over alone
+    keys = [f"l{i}" for i in range(300)]
+    with nodes[0].client() as c:
+        for k in keys:
+            c.put(k, k.encode())
+    leaver = nodes[3]
+    with leaver.client() as c:
+        assert c.admin("leave")["status"] == "leaving"
+
+
+    with nodes[0].client() as c:
+        wait_until(lambda: {n["id"]: n["status"] for n in c.admin("status")["nodes"]}["n4"]
+                   == "left", 60, "n4 to have left", interval=0.5)
+        ring = c.ring()
+    assert "n4" not in {owner for owners in ring["owners"] for owner in owners}
+    leaver.kill9()
+    # Three nodes, N=3: each remaining node must hold every key on its own disk.
+    for survivor in nodes[:3]:
+        others = [n for n in nodes[:3] if n is not survivor]
+        for other in others:
+            other.pause()
+        try:
+            with survivor.client() as c:
+                for k in keys:
+                    assert retry(lambda c=c, k=k: c.get(k, r=1, timeout=1.0)).values == \
+                        [k.encode()], (survivor.node_id, k)
+        finally:
+            for other in others:
+                other.resume()
+
+
+def test_hand_overs_survive_restarts_of_either_side(cluster_factory, node_factory):
+    slow = ("--transfer-keys-per-sec", "150", "--anti-entropy-every", "0")
+    nodes = cluster_factory(3, extra=slow)
+    keys = [f"t{i}" for i in range(900)]
+    with nodes[0].client() as c:
+        for k in keys:
+            c.put(k, b"v")
+    newcomer = node_factory("n4", join=nodes[0], extra=slow).start_joining()
+    newcomer.wait_ready()
+
+    def moving():
+        with nodes[0].client() as c:
+            return c.admin("status")["pending_transfers"] > 0 and any(
+                node.stats()["gossip"]["transfers_active"] for node in nodes)
+
+    wait_until(moving, 20, "hand-overs to be under way")
+    newcomer.kill9()  # the receiving side
+    newcomer.start()
+    sender = next(n for n in nodes if n.stats()["gossip"]["transfers_active"])
+    sender.kill9()  # a sending side, mid-stream
+    sender.start()
+    nodes.append(newcomer)
+    ring = wait_for_ring(nodes, 4, seconds=90)
+    mine = owned_keys(ring, "n4", keys)
+    for node in nodes[:3]:
+        node.kill9()
+    with newcomer.client() as c:
+        for k in mine:
+            assert retry(lambda k=k: c.get(k, r=1, timeout=1.0)).values == [b"v"], k

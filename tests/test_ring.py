@@ -232,3 +232,12 @@ def test_claim_grows_a_single_node_ring():
         claim(ring.owners, {"a": 0}, 64, N)
     with pytest.raises(ValueError):
         claim(ring.owners, {"a": 1}, 32, N)
+
+
+@given(st.lists(st.sampled_from("abcde"), min_size=1, max_size=40), st.integers(1, 4))
+def test_all_preference_lists_at_once_match_one_by_one(owners, n):
+    from seda_dynamo.ring import preference_lists
+
+    ring = Ring(len(owners), 1, tuple(Member(x, "", "") for x in set(owners)), tuple(owners))
+    assert preference_lists(owners, n) == [ring.preference_list(p, n)
+                                           for p in range(len(owners))]
