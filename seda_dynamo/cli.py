@@ -27,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
                       weight=args.weight, partitions=args.partitions,
                       anti_entropy_every=args.anti_entropy_every,
                       transfer_keys_per_sec=args.transfer_keys_per_sec,
+                      tombstone_reap_after=args.tombstone_reap_after,
                       engine=args.engine, durability=args.durability,
                       log_level=args.log_level, run_dir=args.run_dir)
     except ConfigError as exc:
@@ -95,6 +96,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--partitions", type=int, help="Q, for the founder of a cluster")
     s.add_argument("--transfer-keys-per-sec", type=int, metavar="KEYS",
                    help="throttle of partition hand-overs (0: none)")
+    s.add_argument("--tombstone-reap-after", type=float, metavar="SECONDS",
+                   help="seconds after a delete before its tombstone may be reaped (0: keep)")
     s.add_argument("--anti-entropy-every", type=float, metavar="SECONDS",
                    help="seconds between Merkle exchanges with a replica (0: off)")
     s.add_argument("--engine", choices=["bdb", "memory"])

@@ -38,6 +38,7 @@ class NodeConfig:
     weight: int = 1
     transfers_at_once: int = 2  # partitions a node streams to new owners at the same time
     transfer_keys_per_sec: int = 0  # throttle of those streams, in keys per second (0: none)
+    tombstone_reap_after: float = 10.0  # seconds after a delete before reaping (0: keep)
     anti_entropy_every: float = 5.0  # seconds between Merkle exchanges; 0 turns them off
     engine: str = "bdb"
     durability: str = "fsync"
@@ -92,6 +93,8 @@ def validate(cfg: NodeConfig) -> NodeConfig:
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level = {cfg.log_level!r}: must be one of "
                           f"{', '.join(LOG_LEVELS)}")
+    if cfg.tombstone_reap_after < 0:
+        raise ConfigError(f"tombstone_reap_after = {cfg.tombstone_reap_after}: must be >= 0")
     if cfg.transfer_keys_per_sec < 0:
         raise ConfigError(f"transfer_keys_per_sec = {cfg.transfer_keys_per_sec}: "
                           "must be >= 0 (0: no limit)")

@@ -249,6 +249,8 @@ class Handler(Stage):
                                           f"{len(quorum.asked) - len(quorum.failed)} could answer")
         self._reply(pending.rid, reply)
         pending.replied = True
+        if pending.op == "delete" and quorum.outcome is Outcome.OK:
+            self.emit("gossip", ["deleted", pending.key])  # its tombstone may be reaped later
         if pending.op != "get" or quorum.outcome is not Outcome.OK or quorum.outstanding == 0:
             self._repair(cid)
 

@@ -29,6 +29,7 @@ from seda_dynamo.config import NodeConfig
 from seda_dynamo.handoff import Transfer
 from seda_dynamo.membership import VIEW_FILE, Entry, View
 from seda_dynamo.merkle import Request
+from seda_dynamo.reaper import CHECK_DEADLINE, MAX_ATTEMPTS, Check, verdict, worth_retrying
 from seda_dynamo.ring import partition_range
 from seda_dynamo.stage import Stage
 
@@ -40,6 +41,7 @@ HINTS_EVERY = 1.0
 HINT_BATCH = 128
 HINT_WAIT = 5.0
 EXCHANGE_DEADLINE = 10.0
+REAPS_PER_TICK = 64
 REPAIRS_PER_EXCHANGE = 1000
 
 
@@ -74,6 +76,10 @@ class Handler(Stage):
         self.transfers: dict[int, Transfer] = {}
         self.transfers_done = 0
         self.transfer_tokens = 0.0
+        self.reap_queue: dict[bytes, tuple[float, int]] = {}  # key -> (when, attempts)
+        self.checks: dict[int, Check] = {}
+        self.check_id = 0
+        self.tombstones_reaped = 0
         self.tokens_at = 0.0
         self.rounds = 0
 
@@ -148,6 +154,7 @@ class Handler(Stage):
     def tick(self, now: float) -> None:
         self._flush()
         self._transfer(now)
+        self._reap(now)
         peers = self.peers()
         if self._due("ping", now, PING_EVERY):
             for peer in peers.values():
@@ -221,6 +228,8 @@ class Handler(Stage):
         elif kind == "got" and tag[0] == "pull" and payload[1] is not None:
             self.ae["keys_pulled"] += 1
             self.emit("versioning", ["sync", self.name, None, tag[1], payload[1], None])
+        elif kind == "checked" and tag[0] == "reap":
+            self._check_answer(tag[1], node, payload[1], bool(payload[2]), now)
         elif kind == "updated" and tag[0] == "xfer":
             self._transfer_ack(tag, payload[1] is None, now)
         elif kind == "updated" and tag[0] == "hint":
@@ -255,6 +264,71 @@ class Handler(Stage):
             self.emit("persistence", ["hint_done", done])
         if self.hints_in_flight:
             self.timers["hints"] = now + HINT_WAIT
+
+    # Reaping tombstones ----------------------------------------------------------------
+    def on_deleted(self, now: float, key: bytes) -> None:
+        if self.config.tombstone_reap_after > 0:
+            self.reap_queue[key] = (now + self.config.tombstone_reap_after, 0)
+
+    def _reap(self, now: float) -> None:
+        for check_id, check in list(self.checks.items()):
+            if now - check.started > CHECK_DEADLINE:
+                del self.checks[check_id]
+                self._reap_later(check.key, now)
+        ring = self.view.ring
+        due = [k for k, (at, _) in self.reap_queue.items() if at <= now][:REAPS_PER_TICK]
+        members = tuple(node for node, e in self.view.members.items() if e.status != "left")
+        for key in due:
+            if ring is None or self.down or ring.pending():
+                self._reap_later(key, now)  # everyone must be up and the ring settled
+                continue
+            self.check_id += 1
+            self.checks[self.check_id] = Check(key, members, now)
+            tag = ["reap", self.check_id]
+            for node in members:
+                if node == self.me:
+                    self.emit("persistence", ["check", self.name, tag, key, list(members)])
+                else:
+                    self.emit("network", ["call", self.view.members[node].peer, self.name,
+                                          tag, ["rcheck", key, list(members)]])
+
+    def _reap_later(self, key: bytes, now: float) -> None:
+        _, attempts = self.reap_queue.get(key, (0.0, 0))
+        if attempts + 1 >= MAX_ATTEMPTS:
+            self.reap_queue.pop(key, None)  # kept: a tombstone is never wrong, only big
+            return
+        delay = self.config.tombstone_reap_after * (2 ** (attempts + 1))
+        self.reap_queue[key] = (now + delay, attempts + 1)
+
+    def on_checked(self, now: float, tag: list[Any], raw: bytes | None, hinted: bool) -> None:
+        self._check_answer(tag[1], self.me, raw, hinted, now)
+
+    def _check_answer(self, check_id: int, node: str, raw: bytes | None, hinted: bool,
+                      now: float) -> None:
+        check = self.checks.get(check_id)
+        if check is None or node not in check.members:
+            return
+        check.answers[node] = (raw, hinted)
+        if not check.complete:
+            return
+        del self.checks[check_id]
+        tombstone = verdict(check.answers)
+        if tombstone is None:
+            if worth_retrying(check.answers):
+                self._reap_later(check.key, now)
+            else:
+                self.reap_queue.pop(check.key, None)
+            return
+        self.reap_queue.pop(check.key, None)
+        self.tombstones_reaped += 1
+        for holder, (raw, _) in check.answers.items():
+            if raw is None:
+                continue
+            if holder == self.me:
+                self.emit("persistence", ["reap", check.key, tombstone])
+            else:
+                self.emit("network", ["call", self.view.members[holder].peer, self.name,
+                                      ["reaped"], ["rreap", check.key, tombstone]])
 
     # Operators' commands --------------------------------------------------------------
     def on_admin(self, now: float, rid: int, command: str, seed: str) -> None:
@@ -479,6 +553,8 @@ class Handler(Stage):
     def gauges(self) -> dict[str, Any]:
         ring = self.view.ring
         return {**self.ae, "transfers_active": len(self.transfers),
+                "tombstones_reaped": self.tombstones_reaped,
+                "tombstones_waiting": len(self.reap_queue),
                 "transfers_done": self.transfers_done, "members": len(self.view.members),
                 "epoch": ring.epoch if ring else 0,
                 "down": sorted(self.down), "rounds": self.rounds,

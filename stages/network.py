@@ -181,6 +181,11 @@ class Handler(Stage):
             self.next_tag += 1
             self.remote_reads[self.next_tag] = [origin]
             self.emit("persistence", ["get", self.name, self.next_tag, [bytes(request[1])]])
+        elif op == "rcheck":  # ["rcheck", key, owners]: may this tombstone be reaped?
+            self.emit("persistence", ["check", self.name, origin.as_tag(), bytes(request[1]),
+                                      [str(o) for o in request[2]]])
+        elif op == "rreap":  # ["rreap", key, tombstone]: compare-and-delete
+            self.emit("persistence", ["reap", bytes(request[1]), bytes(request[2])])
         elif op == "tree":  # ["tree", partition, request]: anti-entropy
             self.emit("persistence", ["tree", self.name, origin.as_tag(), int(request[1]),
                                       request[2]])
@@ -206,6 +211,10 @@ class Handler(Stage):
                    error: str | None) -> None:
         origin = Remote.from_tag(tag)
         self._respond(origin.peer, origin.rtag, ["updated", error])
+
+    def on_checked(self, now: float, tag: list, raw: bytes | None, hinted: bool) -> None:
+        origin = Remote.from_tag(tag)
+        self._respond(origin.peer, origin.rtag, ["checked", raw, hinted])
 
     def on_tree_answer(self, now: float, tag: list, result: Any) -> None:
         origin = Remote.from_tag(tag)

@@ -59,6 +59,7 @@ class Handler(Stage):
         self.hints = hints
         self.hint_cursor = 0
         self.commits = 0
+        self.reaped = 0
         self.incarnation = incarnation(config)
         self.trees: dict[int, HashTree] = {}
         self.building = iter(self.engine.fold(0, KEY_SPACE))
@@ -193,8 +194,22 @@ class Handler(Stage):
         if stale:
             self.hints.write_batch(stale)
 
+    # Tombstones ------------------------------------------------------------------------
+    def on_check(self, now: float, reply_to: str, tag: Any, key: bytes,
+                 owners: list[str]) -> None:
+        """For reaping: the versions held for ``key`` and whether a hint names it."""
+        hinted = any(self.hints.get(hint_key(owner, key)) is not None for owner in owners)
+        self.emit(reply_to, ["checked", tag, self.engine.get(key), hinted])
+
+    def on_reap(self, now: float, key: bytes, tombstone: bytes) -> None:
+        """Forget ``key`` if what is stored is exactly that tombstone (compare-and-delete)."""
+        if self.engine.get(key) == tombstone:
+            self.engine.write_batch([(key, None)])
+            self._index([(key, None)])
+            self.reaped += 1
+
     def gauges(self) -> dict[str, Any]:
-        return {"commits": self.commits, "keys": self.engine.count(),
+        return {"commits": self.commits, "keys": self.engine.count(), "reaped": self.reaped,
                 "hints": self.hints.count(), "trees_built": self.building is None}
 
     def close(self) -> None:

@@ -294,3 +294,45 @@ def test_hand_overs_survive_restarts_of_either_side(cluster_factory, node_factor
     with newcomer.client() as c:
         for k in mine:
             assert retry(lambda k=k: c.get(k, r=1, timeout=1.0)).values == [b"v"], k
+
+
+def keys_held(node) -> int:
+    return node.stats()["persistence"]["keys"]
+
+
+def test_tombstones_are_reaped_once_every_node_holds_them(cluster_factory):
+    nodes = cluster_factory(3, extra=("--tombstone-reap-after", "0.3"))
+    with nodes[0].client() as c:
+        for i in range(20):
+            c.put(f"d{i}", b"v")
+        for i in range(10):
+            c.delete(f"d{i}", c.get(f"d{i}").context)
+    wait_until(lambda: all(keys_held(n) == 10 for n in nodes), 30,
+               "every node to reap the 10 tombstones", interval=0.5)
+    with nodes[1].client() as c:
+        assert c.get("d0") == ([], None), "reaped: as if never written"
+        assert c.get("d15").values == [b"v"]
+        c.put("d0", b"again")  # no stale tombstone hides a later write
+        assert c.get("d0").values == [b"again"]
+
+
+def test_a_node_down_during_deletes_holds_reaping_back_and_nothing_comes_back(
+        cluster_factory):
+    nodes = cluster_factory(3, extra=("--tombstone-reap-after", "0.3",
+                                      "--anti-entropy-every", "0.3"))
+    with nodes[0].client() as c:
+        for i in range(10):
+            c.put(f"z{i}", b"old")
+    nodes[2].kill9()  # n3 keeps the old values on disk
+    with nodes[0].client() as c:
+        for i in range(10):
+            c.delete(f"z{i}", c.get(f"z{i}").context)
+    time.sleep(1.5)
+    assert keys_held(nodes[0]) == 10, "no reaping while a member is down"
+    nodes[2].start()
+    wait_until(lambda: all(keys_held(n) == 0 for n in nodes), 60,
+               "the tombstones to reach n3 and then be reaped everywhere", interval=0.5)
+    for node in nodes:
+        with node.client() as c:
+            for i in range(10):
+                assert c.get(f"z{i}", r=1).values == [], (node.node_id, i)
