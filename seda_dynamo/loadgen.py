@@ -338,13 +338,13 @@ def _run_processes(args: list[tuple[Any, ...]], max_seconds: float,
 def run_phase(server: str | Sequence[str], op: str, ops: int, concurrency: int = 64,
               value_size: int = 100, keys: int = 10_000, processes: int = 1,
               max_seconds: float = 60.0, rate: float | None = None, timeout: float = 5.0,
-              routing: str = "round-robin", ring: dict[str, Any] | None = None
-              ) -> dict[str, Any]:
+              routing: str = "round-robin", ring: dict[str, Any] | None = None,
+              first_key: int = 0) -> dict[str, Any]:
     """Run one phase (``put`` or ``get``) and return its result dict (see ``run_phases``).
 
     ``server`` is one server, a list or a comma-separated string; ``routing`` is
     ``"round-robin"`` or ``"owner"`` (which uses ``ring``, a ``ring`` reply, or fetches
-    one from the servers).
+    one from the servers). Request ``i`` uses key ``k{(first_key + i) % keys}``.
     """
     if op not in PHASES:
         raise ValueError(f"unknown phase {op!r}; expected one of {', '.join(PHASES)}")
@@ -365,7 +365,7 @@ def run_phase(server: str | Sequence[str], op: str, ops: int, concurrency: int =
     for p in range(processes):
         first, count = _split(ops, processes, p)
         c = _split(concurrency, processes, p)[1]
-        args.append((targets, route, op, first, count, c, value_size, keys,
+        args.append((targets, route, op, first_key + first, count, c, value_size, keys,
                      rate / processes if rate else None, max_seconds, timeout))
     if processes == 1:
         parts = [_drive(*args[0])]

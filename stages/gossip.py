@@ -43,6 +43,7 @@ HINT_WAIT = 5.0
 EXCHANGE_DEADLINE = 10.0
 REAPS_PER_TICK = 64
 REPAIRS_PER_EXCHANGE = 1000
+REPAIR_PACE = 100  # keys repaired per anti_entropy_every of pause
 
 
 class Handler(Stage):
@@ -76,6 +77,7 @@ class Handler(Stage):
         self.transfers: dict[int, Transfer] = {}
         self.transfers_done = 0
         self.transfer_tokens = 0.0
+        self.transfer_bytes = 0
         self.reap_queue: dict[bytes, tuple[float, int]] = {}  # key -> (when, attempts)
         self.checks: dict[int, Check] = {}
         self.check_id = 0
@@ -439,6 +441,7 @@ class Handler(Stage):
         if transfer is None:
             return
         self.transfer_tokens -= len(pairs)  # the throttle counts keys actually sent
+        self.transfer_bytes += sum(len(k) + len(v) for k, v in pairs)
         cursor = int(next_cursor, 16) if next_cursor is not None else None
         if transfer.chunk(tag[2], [len(k) + len(v) for k, v in pairs], cursor, total):
             peer = self.peers()[transfer.target]
@@ -474,6 +477,7 @@ class Handler(Stage):
                 self._ask_trees(self.exchange.start())
                 return
         self.next_partition = q  # nothing more to compare in this sweep
+        self.timers["anti_entropy"] = now + self.config.anti_entropy_every
 
     def _ask_trees(self, request: Request) -> None:
         assert self.exchange is not None
@@ -502,19 +506,24 @@ class Handler(Stage):
         elif self.exchange.done:
             repaired = self._repair(self.exchange)
             self.exchange = None
-            if not repaired and self.next_partition < self.config.partitions:
-                self._start_exchange(now)  # in step: straight on to the next partition
+            # The pause after an exchange grows with the keys it repaired (a full batch
+            # waits anti_entropy_every), so repairs yield to clients in proportion.
+            every = self.config.anti_entropy_every
+            if self.next_partition >= self.config.partitions:
+                self.timers["anti_entropy"] = now + every  # the sweep is over
+                return
+            pause = every * min(1.0, repaired / REPAIR_PACE)
+            self.timers["anti_entropy"] = now + pause
+            if pause < self.tick_interval:
+                self._start_exchange(now)  # straight on to the next partition
 
-    def _repair(self, done: Round) -> bool:
-        """Pull what the peer has that we lack, push what we have that it lacks.
-
-        Partitions in step cost one round trip each and the sweep goes straight on;
-        after a repair the next exchange waits ``anti_entropy_every`` seconds.
-        """
+    def _repair(self, done: Round) -> int:
+        """Pull what the peer has that we lack, push what we have that it lacks; the
+        number of keys repaired."""
         self.ae["exchanges"] += 1
         diffs = list(done.differences.items())[:REPAIRS_PER_EXCHANGE]
         if not diffs:
-            return False
+            return 0
         peer = self.view.members[done.peer].peer
         self.log.info("anti-entropy: partition %d differs from %s in %d keys",
                       done.partition, done.peer, len(diffs))
@@ -525,7 +534,7 @@ class Handler(Stage):
         if push:
             self.pushes[self.exchange_id] = (peer, push)
             self.emit("persistence", ["get", self.name, ["push", self.exchange_id], push])
-        return True
+        return len(diffs)
 
     def on_got(self, now: float, tag: list[Any], found: list[Any] | None, _error: Any,
                _incarnation: str) -> None:
@@ -554,6 +563,7 @@ class Handler(Stage):
         ring = self.view.ring
         return {**self.ae, "transfers_active": len(self.transfers),
                 "tombstones_reaped": self.tombstones_reaped,
+                "transfer_bytes": self.transfer_bytes,
                 "tombstones_waiting": len(self.reap_queue),
                 "transfers_done": self.transfers_done, "members": len(self.view.members),
                 "epoch": ring.epoch if ring else 0,

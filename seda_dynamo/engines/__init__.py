@@ -135,6 +135,19 @@ class Engine(Protocol):
         ...
 
 
+class WriteBatchShortcuts:
+    """``put`` and ``delete`` as one-op group commits, for every engine."""
+
+    def write_batch(self, ops: list[Op]) -> None:
+        raise NotImplementedError
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.write_batch([(key, value)])
+
+    def delete(self, key: bytes) -> None:
+        self.write_batch([(key, None)])
+
+
 def open_engine(kind: str, path: str, name: str, durability: str) -> Engine:
     """Open the ``name`` database of engine ``kind`` in directory ``path``.
 

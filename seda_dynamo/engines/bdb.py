@@ -46,7 +46,15 @@ from typing import TypeVar
 
 from berkeleydb import db
 
-from seda_dynamo.engines import KEY_SPACE, Op, check_durability, check_ops, clamp_range, hash_prefix
+from seda_dynamo.engines import (
+    KEY_SPACE,
+    Op,
+    WriteBatchShortcuts,
+    check_durability,
+    check_ops,
+    clamp_range,
+    hash_prefix,
+)
 
 CACHE_BYTES = 64 << 20
 LOG_BUFFER_BYTES = 2 << 20
@@ -111,7 +119,7 @@ def _release_env(home: str) -> None:
             shared.env.close()
 
 
-class BDBEngine:
+class BDBEngine(WriteBatchShortcuts):
     """A transactional Berkeley DB B-tree engine; see the module docstring."""
 
     def __init__(self, path: str, name: str, durability: str) -> None:
@@ -205,12 +213,6 @@ class BDBEngine:
             txn.abort()
             raise
         txn.commit(self._commit_flags)  # on failure BDB aborts the txn itself
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self.write_batch([(key, value)])
-
-    def delete(self, key: bytes) -> None:
-        self.write_batch([(key, None)])
 
     def fold(self, lo: int, hi: int) -> Iterator[tuple[bytes, bytes]]:
         lo, hi = clamp_range(lo, hi)

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from seda_dynamo.engines import (
     KEY_SPACE,
     Op,
+    WriteBatchShortcuts,
     check_durability,
     check_ops,
     clamp_range,
@@ -32,7 +33,7 @@ from seda_dynamo.engines import (
 _FOLD_CHUNK = 256  # entries copied per lock acquisition during a fold
 
 
-class MemoryEngine:
+class MemoryEngine(WriteBatchShortcuts):
     """A process-local dict plus a hash-sorted index; see the module docstring."""
 
     def __init__(self, path: str = "", name: str = "memory", durability: str = "nosync") -> None:
@@ -83,12 +84,6 @@ class MemoryEngine:
                 self._values[key] = value
                 self._bytes += len(value)
             self._commits += 1
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self.write_batch([(key, value)])
-
-    def delete(self, key: bytes) -> None:
-        self.write_batch([(key, None)])
 
     def fold(self, lo: int, hi: int) -> Iterator[tuple[bytes, bytes]]:
         lo, hi = clamp_range(lo, hi)
