@@ -135,6 +135,22 @@ class View:
         return [(p, node) for p in range(self.partitions) if old[p] != new[p]
                 for node in new[p] if node not in old[p]]
 
+    def status(self, down: frozenset[str]) -> dict[str, Any]:
+        """The ``admin status`` reply: every member, its state and partitions, and the
+        planned moves not yet handed over."""
+        ring, effective = self.ring, self.effective_ring()
+        owned = effective.owners if effective else ()
+        planned = ring.planned if ring else ()
+        pending = [(p, a, b) for p, a, b in ring.pending() if owned[p] != b] if ring else []
+        nodes = [{"id": node, "status": entry.status,
+                  "up": node == self.me or node not in down,
+                  "partitions": owned.count(node), "planned": planned.count(node),
+                  "transfers_out": sum(a == node for _, a, _ in pending),
+                  "transfers_in": sum(b == node for _, _, b in pending)}
+                 for node, entry in sorted(self.members.items())]
+        return {"node": self.me, "epoch": effective.epoch if effective else 0,
+                "nodes": nodes, "pending_transfers": len(pending)}
+
     # Gossip -----------------------------------------------------------------------
     def merge(self, other_members: dict[str, Entry], other_ring: Ring | None) -> View:
         """Fold another node's view into ours; the result may carry a new plan."""

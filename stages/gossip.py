@@ -348,7 +348,7 @@ class Handler(Stage):
                                                  self.transfers.values()],
                      "pending": [list(m) for m in ring.pending()] if ring else []}
         else:
-            reply = self._status()
+            reply = self.view.status(self.down)
         self.emit("network", ["reply", rid, {"ok": "error" not in reply, **reply}])
 
     def _join(self, seed: str) -> dict[str, Any]:
@@ -365,24 +365,6 @@ class Handler(Stage):
         self._flush()
         self.log.warning("joining the cluster of %s", seed)
         return {"status": "joining", "seed": seed}
-
-    def _status(self) -> dict[str, Any]:
-        ring, effective = self.view.ring, self.view.effective_ring()
-        owned = effective.owners if effective else ()
-        planned = ring.planned if ring else ()
-        pending = ring.pending() if ring else []
-        done = {p for p, a, b in pending if effective and effective.owners[p] == b}
-        nodes = []
-        for node, entry in sorted(self.view.members.items()):
-            nodes.append({
-                "id": node, "status": entry.status,
-                "up": node == self.me or node not in self.down,
-                "partitions": sum(o == node for o in owned),
-                "planned": sum(o == node for o in planned),
-                "transfers_out": sum(a == node for p, a, _ in pending if p not in done),
-                "transfers_in": sum(b == node for p, _, b in pending if p not in done)})
-        return {"node": self.me, "epoch": effective.epoch if effective else 0,
-                "nodes": nodes, "pending_transfers": len(pending) - len(done)}
 
     # Hand-over of partitions (joins and leaves) --------------------------------------
     def _transfer(self, now: float) -> None:

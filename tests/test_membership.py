@@ -113,3 +113,16 @@ def test_views_round_trip_through_bytes_and_reject_junk():
         except ValueError:
             continue
         raise AssertionError(f"accepted {junk!r}")
+
+
+def test_status_counts_partitions_and_the_moves_still_to_do():
+    a = founder().merge_state(joiner(1).to_state())
+    status = a.status(frozenset({"n1"}))
+    by_id = {n["id"]: n for n in status["nodes"]}
+    assert by_id["n0"]["partitions"] == Q and by_id["n1"]["partitions"] == 0
+    assert by_id["n1"]["planned"] > 0 and not by_id["n1"]["up"]
+    assert status["pending_transfers"] == by_id["n0"]["transfers_out"] == \
+        by_id["n1"]["transfers_in"] > 0
+    for partition, _ in a.transfers_out():
+        a = a.handed_over(partition)
+    assert a.status(frozenset())["pending_transfers"] == 0
