@@ -57,6 +57,13 @@ class Transfer:
     def target(self) -> str:
         return self.items[self.item][1]
 
+    def extend(self, items: list[tuple[int, str, int, int]]) -> None:
+        """More ranges to stream before the hand-over is done."""
+        was_done = self.done
+        self.items.extend(items)
+        if was_done:
+            self.state, self.cursor = "idle", items[0][2]
+
     def due(self, now: float) -> bool:
         """Is a read due now? A chunk that stalled past its deadline is sent again."""
         if self.done:

@@ -394,6 +394,16 @@ class Handler(Stage):
     def _step(self, transfer: Transfer, now: float) -> bool:
         """Move one hand-over on; True when it has just finished."""
         if transfer.done:
+            # Other moves may have taken effect while this one streamed: what this one
+            # brings into preference lists is judged again, and any new range sent too.
+            q = self.config.partitions
+            sent = {(pp, node) for pp, node, _, _ in transfer.items}
+            more = [(pp, node, *partition_range(pp, q))
+                    for pp, node in self.view.handoff(transfer.partition)
+                    if (pp, node) not in sent]
+            if more:
+                transfer.extend(more)
+                return self._step(transfer, now)
             del self.transfers[transfer.partition]
             self.transfers_done += 1
             self.log.info("partition %d handed over to %s (%d keys to %d ranges)",

@@ -66,3 +66,12 @@ def test_a_handoff_streams_to_every_node_a_move_brings_into_a_preference_list():
         plan = a.handoff(partition)
         assert (partition, next_owner) in plan
         assert all(node != "n0" for _, node in plan)
+
+
+def test_a_finished_transfer_extended_with_more_ranges_streams_them_too():
+    t = Transfer(1, "b", [(1, "b", 0, 10)], 0.0)
+    seq, _, _, _ = t.read(0.0)
+    t.chunk(seq, [], None, 0)
+    assert t.done
+    t.extend([(0, "c", 20, 30)])
+    assert not t.done and t.due(0.1) and t.target == "c" and t.read(0.1)[1] == 20
