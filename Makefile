@@ -39,3 +39,8 @@ lint: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks .ruff_cache
+
+# The fault-injection suite (tests/faults) with long schedules (about 8 minutes).
+.PHONY: soak
+soak: install
+	SEDA_SOAK=1 $(BIN)/python -m pytest tests/faults -q -o faulthandler_timeout=0
