@@ -286,6 +286,8 @@ class Handler(Stage):
                 continue
             self.check_id += 1
             self.checks[self.check_id] = Check(key, members, now)
+            attempts = self.reap_queue[key][1]
+            self.reap_queue[key] = (now + 2 * CHECK_DEADLINE, attempts)  # not while asking
             tag = ["reap", self.check_id]
             for node in members:
                 if node == self.me:

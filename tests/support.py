@@ -128,6 +128,7 @@ class Node:
         self.proc.wait(timeout=10)
         wait_until(lambda: not any(psutil.pid_exists(p) and _alive(p) for p in pids), 10,
                    "killed stage processes to go")
+        self.known_pids -= set(pids)  # gone: their numbers may be reused by others
 
     def pause(self) -> None:
         for pid in self.all_pids():
@@ -176,9 +177,12 @@ class Node:
 
 
 def _alive(pid: int) -> bool:
+    """Alive and still one of ours (a reused pid number belongs to someone else)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
+        proc = psutil.Process(pid)
+        ours = any("seda" in part or "stages." in part for part in proc.cmdline())
+        return ours and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
 
 
