@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support import Node, wait_for_ring
+from support import Node, build_cluster
 
 
 @pytest.fixture
@@ -36,13 +36,6 @@ def cluster_factory(node_factory):
     """Start ``size`` nodes joined into one cluster (n1 founds it) and wait for the ring."""
 
     def make(size: int, **kwargs) -> list[Node]:
-        founder = node_factory("n1", **kwargs).start()
-        nodes = [founder]
-        for i in range(2, size + 1):
-            nodes.append(node_factory(f"n{i}", join=founder, **kwargs).start_joining())
-        for n in nodes[1:]:
-            n.wait_ready()
-        wait_for_ring(nodes, size)
-        return nodes
+        return build_cluster(node_factory, size, **kwargs)
 
     return make

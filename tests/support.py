@@ -69,10 +69,12 @@ class Node:
         self.wait_ready()
         return self
 
+    launcher: tuple[str, ...] = ()  # a prefix such as ("ip", "netns", "exec", NS)
+
     def start_joining(self) -> Node:
         """Spawn the node without waiting for it (several nodes boot in parallel)."""
-        cmd = [sys.executable, "-m", "seda_dynamo.cli", "serve", "--node-id", self.node_id,
-               "--client", self.server, "--peer", f"127.0.0.1:{self.peer_port}",
+        cmd = [*self.launcher, sys.executable, "-m", "seda_dynamo.cli", "serve",
+               "--node-id", self.node_id, "--client", self.server, "--peer", self.peer,
                "--data-dir", str(self.data_dir), "--engine", self.engine,
                "--durability", self.durability, *self.extra]
         if self.join is not None:
@@ -233,3 +235,16 @@ def wait_for_status(observer: Node, node_id: str, status: str, seconds: float = 
                    for x in observer.ring()["nodes"])
 
     wait_until(seen, seconds, f"{observer.node_id} to see {node_id} {status}", interval=0.2)
+
+
+def build_cluster(factory, size: int, **kwargs) -> list:
+    """``size`` nodes from ``factory``, n1 founding and the others joining it, once every
+    node serves the same settled ring."""
+    founder = factory("n1", **kwargs).start()
+    nodes = [founder]
+    for i in range(2, size + 1):
+        nodes.append(factory(f"n{i}", join=founder, **kwargs).start_joining())
+    for n in nodes[1:]:
+        n.wait_ready()
+    wait_for_ring(nodes, size)
+    return nodes

@@ -20,7 +20,7 @@ for path in (str(HERE.parent), str(HERE)):
         sys.path.insert(0, path)
 
 from nemesis import LabUnavailable, NetLab, NsNode  # noqa: E402
-from support import wait_for_ring  # noqa: E402
+from support import build_cluster  # noqa: E402
 
 _why_no_lab: list[str] = []
 
@@ -80,14 +80,7 @@ def ns_cluster_factory(ns_node_factory):
     """``cluster_factory`` for namespaced nodes: n1 founds, the others join it."""
 
     def make(size: int, **kwargs) -> list[NsNode]:
-        founder = ns_node_factory("n1", **kwargs).start()
-        nodes = [founder]
-        for i in range(2, size + 1):
-            nodes.append(ns_node_factory(f"n{i}", join=founder, **kwargs).start_joining())
-        for n in nodes[1:]:
-            n.wait_ready()
-        wait_for_ring(nodes, size)
-        return nodes
+        return build_cluster(ns_node_factory, size, **kwargs)
 
     return make
 

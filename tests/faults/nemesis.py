@@ -25,7 +25,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -188,19 +187,9 @@ class NsNode(Node):
     def peer(self) -> str:
         return f"{self.ip}:{self.peer_port}"
 
-    def start_joining(self) -> NsNode:
-        cmd = ["ip", "netns", "exec", self.netns,
-               sys.executable, "-m", "seda_dynamo.cli", "serve", "--node-id", self.node_id,
-               "--client", self.server, "--peer", self.peer,
-               "--data-dir", str(self.data_dir), "--engine", self.engine,
-               "--durability", self.durability, *self.extra]
-        if self.join is not None:
-            cmd += ["--join", self.join.peer]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True)
-        self.known_pids.add(self.proc.pid)
-        return self
+    @property
+    def launcher(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("ip", "netns", "exec", self.netns)
 
 
 # Killing by pid, and forgetting the pids killed -------------------------------------------
