@@ -140,6 +140,7 @@ class Handler(Stage):
     # Timers ------------------------------------------------------------------------------
     def start(self, now: float) -> None:
         self.started = now
+        self.down = frozenset(self.peers())  # up once each has answered a ping
         self._save()
         self._announce()
 
@@ -183,14 +184,16 @@ class Handler(Stage):
             self.last_heard = {node: max(t, now - PING_EVERY)
                                for node, t in self.last_heard.items()}
         self.last_detect = now
-        since = self.started if self.started is not None else now
-        down = frozenset(node for node in peers
-                         if now - self.last_heard.get(node, since) > DOWN_AFTER)
+        # A peer counts as up only once it has answered: until then neither its
+        # connection nor its process is known to work (a node that just started would
+        # otherwise route writes to peers it cannot reach yet).
+        down = frozenset(node for node in peers if node not in self.last_heard
+                         or now - self.last_heard[node] > DOWN_AFTER)
         if down != self.down:
-            for node in down - self.down:
+            for node in (down - self.down) & self.last_heard.keys():
                 self.log.warning("%s is down (no answer for %.0f s)", node, DOWN_AFTER)
             for node in self.down - down:
-                self.log.info("%s is up again", node)
+                self.log.info("%s is up", node)
             self.down = down
             self._announce()
 
