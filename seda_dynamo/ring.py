@@ -25,11 +25,17 @@ HASH_BITS = 128
 
 
 def key_hash(key: bytes) -> int:
+    """The key's 128-bit position on the ring: its MD5 digest, big-endian."""
     return int.from_bytes(hashlib.md5(key).digest(), "big")
 
 
+def partition_of_hash(h: int, partitions: int) -> int:
+    """The partition holding ring position ``h``."""
+    return (h * partitions) >> HASH_BITS
+
+
 def partition_of(key: bytes, partitions: int) -> int:
-    return (key_hash(key) * partitions) >> HASH_BITS
+    return partition_of_hash(key_hash(key), partitions)
 
 
 def partition_range(partition: int, partitions: int) -> tuple[int, int]:

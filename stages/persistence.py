@@ -32,7 +32,7 @@ from seda_dynamo.antientropy import new_tree
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.engines import KEY_SPACE, Engine, key_hash, open_engine
 from seda_dynamo.merkle import HashTree, Request, answer, object_hash
-from seda_dynamo.ring import partition_of, partition_range
+from seda_dynamo.ring import partition_of, partition_of_hash, partition_range
 from seda_dynamo.stage import Event, Stage
 
 #: Keys indexed per tick while the trees are built at start (background work yields).
@@ -244,6 +244,3 @@ def incarnation(config: NodeConfig) -> str:
         os.close(dir_fd)
     return token
 
-
-def partition_of_hash(h: int, partitions: int) -> int:
-    return (h * partitions) >> 128

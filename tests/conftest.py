@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support import Node, build_cluster
+from support import Node, build_cluster, stop_all
 
 
 @pytest.fixture
@@ -20,10 +20,7 @@ def node_factory(tmp_path) -> Iterator:
         return node
 
     yield make
-    for node in nodes:
-        node.stop()
-    left = [pid for node in nodes for pid in node.leftovers()]
-    assert not left, f"processes left behind: {left}"
+    stop_all(nodes)
 
 
 @pytest.fixture

@@ -248,3 +248,11 @@ def build_cluster(factory, size: int, **kwargs) -> list:
         n.wait_ready()
     wait_for_ring(nodes, size)
     return nodes
+
+
+def stop_all(nodes: list) -> None:
+    """Stop every node by pid; fail the test if any of their processes is left."""
+    for node in nodes:
+        node.stop()
+    left = [pid for node in nodes for pid in node.leftovers()]
+    assert not left, f"processes left behind: {left}"

@@ -26,6 +26,8 @@ import hashlib
 from collections.abc import Iterator
 from typing import Protocol, TypeAlias, runtime_checkable
 
+from seda_dynamo.ring import key_hash  # the ring's placement: records sort by it
+
 __all__ = [
     "DURABILITIES",
     "ENGINE_KINDS",
@@ -57,9 +59,6 @@ def hash_prefix(key: bytes) -> bytes:
     return hashlib.md5(key).digest()
 
 
-def key_hash(key: bytes) -> KeyHash:
-    """The 128-bit MD5 ring position of ``key``."""
-    return int.from_bytes(hash_prefix(key), "big")
 
 
 def check_durability(durability: str) -> str:

@@ -20,7 +20,7 @@ for path in (str(HERE.parent), str(HERE)):
         sys.path.insert(0, path)
 
 from nemesis import LabUnavailable, NetLab, NsNode  # noqa: E402
-from support import build_cluster  # noqa: E402
+from support import build_cluster, stop_all  # noqa: E402
 
 _why_no_lab: list[str] = []
 
@@ -69,10 +69,7 @@ def ns_node_factory(maybe_netlab, tmp_path) -> Iterator:
         return node
 
     yield make
-    for node in nodes:
-        node.stop()
-    left = [pid for node in nodes for pid in node.leftovers()]
-    assert not left, f"processes left behind: {left}"
+    stop_all(nodes)
 
 
 @pytest.fixture
