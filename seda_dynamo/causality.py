@@ -135,6 +135,25 @@ def update(new_clock: DVVSet, stored: DVVSet, actor: str) -> DVVSet:
     return DVVSet(entries, stored.anonymous)
 
 
+def own_actor(stored: DVVSet, family: str) -> str | None:
+    """The actor of ``family`` (``node#incarnation``) that stamped ``stored``, if any.
+
+    A replica may stamp a key's next write with one of its own actors only if its stored
+    versions of the key show that actor: then they hold every dot the actor issued for the
+    key, and the next counter is new. Without one (a key never written here, or whose
+    tombstone was reaped) the replica must stamp with a fresh actor, because a context
+    from before a reap can still cover the old dots (see ``mint_actor``).
+    """
+    prefix = family + "."
+    mine = [a for a, _, _ in stored.entries if a == family or a.startswith(prefix)]
+    return mine[-1] if mine else None
+
+
+def mint_actor(family: str, epoch: str, serial: int) -> str:
+    """A fresh actor of ``family``: unique while ``(epoch, serial)`` never repeats."""
+    return f"{family}.{epoch}.{serial:x}"
+
+
 def _merge_entry(
     n1: int, l1: tuple[Any, ...], n2: int, l2: tuple[Any, ...]
 ) -> tuple[int, tuple[Any, ...]]:

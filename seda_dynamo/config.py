@@ -38,10 +38,9 @@ class NodeConfig:
     weight: int = 1
     transfers_at_once: int = 2  # partitions a node streams to new owners at the same time
     transfer_keys_per_sec: int = 0  # throttle of those streams, in keys per second (0: none)
-    # Seconds after a delete before its tombstone may be reaped; 0 keeps tombstones. Off by
-    # default: a key re-created after reaping can reuse dots an old context covers
-    # (tests/faults, the kv679-through-reaping xfail), so reaping waits for that fix.
-    tombstone_reap_after: float = 0.0
+    # Seconds after a delete before its tombstone may be reaped (once every member holds
+    # it and no hint names the key); 0 keeps tombstones forever.
+    tombstone_reap_after: float = 60.0
     anti_entropy_every: float = 5.0  # seconds between Merkle exchanges; 0 turns them off
     engine: str = "bdb"
     durability: str = "fsync"

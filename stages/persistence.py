@@ -30,6 +30,7 @@ import msgpack
 
 from seda_dynamo.antientropy import new_tree
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.durable import write_atomically
 from seda_dynamo.engines import KEY_SPACE, Engine, key_hash, open_engine
 from seda_dynamo.merkle import HashTree, Request, answer, object_hash
 from seda_dynamo.ring import partition_of, partition_of_hash, partition_range
@@ -231,16 +232,6 @@ def incarnation(config: NodeConfig) -> str:
     except FileNotFoundError:
         pass
     token = secrets.token_hex(4)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(token)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(config.data_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(path, token)
     return token
 

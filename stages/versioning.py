@@ -4,17 +4,27 @@ Dynamo paper section 4.4 (data versioning), with dotted version vector sets
 (``seda_dynamo.causality``). Each key's read-merge-write is one atomic step: while a key's
 new state is being read or written, further operations on it wait here and are applied to
 the state just written, so concurrent puts through the pipeline never lose a sibling.
+
+Actors (Riak's kv679 in both its forms): a write is stamped with this node's actor that
+the key's stored versions already show, or else with a fresh actor
+(``node#incarnation.epoch.serial``). A replica whose data was wiped (new incarnation), or
+whose copy of a key was reaped after a delete, has forgotten the dots it issued for the
+key, so it never continues an old counter: a context read before the wipe or the delete
+cannot cover a value written after it.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from seda_dynamo import causality
 from seda_dynamo.causality import DVVSet
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.durable import bump_counter
 from seda_dynamo.stage import Event, Stage
 
 #: How long persistence may take to answer before the waiting operations fail.
@@ -48,7 +58,9 @@ class Handler(Stage):
 
     def __init__(self, config: NodeConfig) -> None:
         super().__init__(config)
-        self.actor = ""  # node id and incarnation, learned from persistence's replies
+        self.family = ""  # node id and data incarnation, learned from persistence's replies
+        self.epoch = ""  # this process's run of fresh actors (see _fresh_actor)
+        self.minted = 0
         self.inflight: dict[bytes, KeyWork] = {}
         self.queued: dict[bytes, list[Op]] = defaultdict(list)
         self.pending: dict[int, tuple[str, list[bytes], float]] = {}
@@ -89,7 +101,7 @@ class Handler(Stage):
         entry = self.pending.pop(tag, None)
         if entry is None:
             return
-        self.actor = f"{self.config.node_id}#{incarnation}"
+        self.family = f"{self.config.node_id}#{incarnation}"
         keys = entry[1]
         if found is None:
             self._fail(keys, error or "persistence read failed")
@@ -166,7 +178,8 @@ class Handler(Stage):
                     ctx = op.context
                 else:
                     ctx = causality.join(state) if op.cover_stored else {}
-                state = causality.update(causality.new(op.value, ctx), state, self.actor)
+                actor = causality.own_actor(state, self.family) or self._fresh_actor()
+                state = causality.update(causality.new(op.value, ctx), state, actor)
             else:
                 assert op.clock is not None
                 state = causality.sync(state, op.clock)
@@ -174,6 +187,21 @@ class Handler(Stage):
             work.results.append((causality.encode_context(causality.join(state)), encoded))
         work.state = state
         return encoded
+
+    def _fresh_actor(self) -> str:
+        """A new actor for a key this replica holds no dots of (``causality.own_actor``).
+
+        Its epoch is a counter kept durably in the data directory and bumped once per
+        process start, so neither a restart of this stage nor of the node repeats one.
+        """
+        if not self.epoch:
+            if self.config.engine == "memory":  # the data dies with the node anyway
+                self.epoch = secrets.token_hex(4)
+            else:
+                epoch = bump_counter(Path(self.config.data_dir) / "actor-epoch")
+                self.epoch = f"{epoch:x}"
+        self.minted += 1
+        return causality.mint_actor(self.family, self.epoch, self.minted)
 
     def _answer(self, work: KeyWork) -> None:
         for op, (context, clock) in zip(work.ops, work.results, strict=True):

@@ -76,6 +76,39 @@ def test_new_dot_is_above_the_context_even_if_the_store_lags() -> None:
     assert c.values(c.sync(s, other)) == [b"x"]
 
 
+def test_own_actor_is_only_an_actor_of_the_family_the_store_shows() -> None:
+    s = write(write(EMPTY, b"x", "n1#ab.1.1"), b"y", "n2#cd.1.7")
+    assert c.own_actor(s, "n1#ab") == "n1#ab.1.1"
+    assert c.own_actor(s, "n2#cd") == "n2#cd.1.7"
+    assert c.own_actor(s, "n1#a") is None  # another incarnation, not a prefix match
+    assert c.own_actor(write(EMPTY, b"x", "n1#ab"), "n1#ab") == "n1#ab"  # older actors
+    assert c.own_actor(EMPTY, "n1#ab") is None
+    assert c.mint_actor("n1#ab", "3", 255) == "n1#ab.3.ff"
+
+
+@FAST
+@given(st.lists(st.one_of(st.tuples(st.just("put"), st.integers(0, 30)),
+                          st.tuples(st.just("reap"), st.just(0))), max_size=40))
+def test_a_replica_never_issues_a_dot_an_earlier_context_covers(script) -> None:
+    """One replica's history of one key, with reaps (the key forgotten) in between and
+    writes whose context is any context handed out before: stamping with ``own_actor``,
+    else a fresh actor, never issues a dot that some earlier context already covers."""
+    stored, contexts, serial = EMPTY, [{}], 0
+    for op, pick in script:
+        if op == "reap":
+            stored = EMPTY
+            continue
+        actor = c.own_actor(stored, "r#1")
+        if actor is None:
+            serial += 1
+            actor = c.mint_actor("r#1", "0", serial)
+        ctx = contexts[pick % len(contexts)]
+        stored = write(stored, b"v", actor, ctx)
+        dot = c.join(stored)[actor]
+        assert all(old.get(actor, 0) < dot for old in contexts), (actor, dot)
+        contexts.append(c.join(stored))
+
+
 def test_values_order_and_tombstones() -> None:
     a2 = write(write(EMPTY, b"1", "a"), b"2", "a")
     s = c.sync_all([c.new(b"anon"), write(EMPTY, None, "b"), a2])

@@ -105,6 +105,27 @@ def test_a_write_waiting_on_persistence_fails_at_the_deadline_instead_of_hanging
                           "message": "0 of 1 replicas answered before the deadline"}]
 
 
+def test_a_key_written_again_after_its_tombstone_was_reaped_gets_a_fresh_actor():
+    """kv679 through reaping, at one replica: a context read before the delete must not
+    cover the value written after the reap, so the old-context write is a sibling."""
+    p = Pipeline()
+    p.request({"op": "put", "key": b"k", "value": b"v1", "id": 1})
+    p.run()
+    old = p.replies[-1]["context"]
+    p.request({"op": "delete", "key": b"k", "context": old, "id": 2})
+    p.run()
+    p.engine.write_batch([(b"k", None)])  # what the reaper does once every replica agrees
+    p.request({"op": "put", "key": b"k", "value": b"v2", "id": 3})
+    p.run()
+    p.request({"op": "put", "key": b"k", "value": b"v3-from-the-old-read", "context": old,
+               "id": 4})
+    p.run()
+    p.request({"op": "get", "key": b"k", "id": 5})
+    p.run()
+    assert [r["ok"] for r in p.replies] == [True] * 5
+    assert sorted(p.replies[-1]["values"]) == [b"v2", b"v3-from-the-old-read"]
+
+
 def test_a_failed_group_commit_is_reported_to_every_writer():
     p = Pipeline()
 

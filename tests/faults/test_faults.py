@@ -191,12 +191,6 @@ def test_a_wiped_replica_rejoins_without_reissuing_versions(cluster_factory,
 
 
 # (b') -----------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "kv679 through tombstone reaping: once a key's tombstone is reaped on every replica, "
-    "its next write is stamped with dots (node#incarnation, 1, 2...) the store already "
-    "issued for the key's deleted history, so a context obtained before the delete (a "
-    "stale read-modify-write, a retried delete) covers the new, acknowledged value and "
-    "silently supersedes it; the new value is lost instead of kept as a sibling"))
 @pytest.mark.timeout(60)
 def test_a_key_recreated_after_its_tombstone_was_reaped_is_not_covered_by_old_contexts(
         cluster_factory, record_property):

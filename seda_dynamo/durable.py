@@ -1,0 +1,44 @@
+"""Small files a node must never lose or half-write: its data incarnation and counters.
+
+Support for paper section 4.4 (data versioning): the actor ids a node stamps versions with
+are built from values kept here, and a node must never issue the same (actor, counter)
+pair twice, even across crashes, so every write here is atomic (write, fsync, rename,
+fsync the directory).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: after a crash the file holds the old or the new text."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def bump_counter(path: Path) -> int:
+    """Durably add one to the counter stored in ``path`` (0 when missing) and return it.
+
+    A value returned once is never returned again for the same file, whatever crashes.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        value = int(path.read_text().strip() or "0")
+    except FileNotFoundError:
+        value = 0
+    except ValueError as exc:
+        raise ValueError(f"{path} does not hold a counter: {exc}") from None
+    value += 1
+    write_atomically(path, str(value))
+    return value
