@@ -26,6 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
                       data_dir=args.data_dir, n=args.n, r=args.r, w=args.w, join=args.join,
                       weight=args.weight, partitions=args.partitions,
                       anti_entropy_every=args.anti_entropy_every,
+                      background_p99_ms=args.background_p99_ms,
                       transfer_keys_per_sec=args.transfer_keys_per_sec,
                       tombstone_reap_after=args.tombstone_reap_after,
                       engine=args.engine, durability=args.durability,
@@ -98,6 +99,8 @@ def parser() -> argparse.ArgumentParser:
                    help="throttle of partition hand-overs (0: none)")
     s.add_argument("--tombstone-reap-after", type=float, metavar="SECONDS",
                    help="seconds after a delete before its tombstone may be reaped (0: keep)")
+    s.add_argument("--background-p99-ms", type=float, metavar="MS",
+                   help="background work yields while client p99 is above this (0: never)")
     s.add_argument("--anti-entropy-every", type=float, metavar="SECONDS",
                    help="seconds between Merkle exchanges with a replica (0: off)")
     s.add_argument("--engine", choices=["bdb", "memory"])

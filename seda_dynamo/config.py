@@ -42,6 +42,9 @@ class NodeConfig:
     # it and no hint names the key); 0 keeps tombstones forever.
     tombstone_reap_after: float = 60.0
     anti_entropy_every: float = 5.0  # seconds between Merkle exchanges; 0 turns them off
+    # Background work (transfers, anti-entropy, hint delivery) slows down while the p99 of
+    # client requests this node coordinates is above this many ms (paper 6.5); 0: never.
+    background_p99_ms: float = 20.0
     engine: str = "bdb"
     durability: str = "fsync"
     max_key_bytes: int = 64 * 1024
@@ -100,6 +103,9 @@ def validate(cfg: NodeConfig) -> NodeConfig:
     if cfg.transfer_keys_per_sec < 0:
         raise ConfigError(f"transfer_keys_per_sec = {cfg.transfer_keys_per_sec}: "
                           "must be >= 0 (0: no limit)")
+    if cfg.background_p99_ms < 0:
+        raise ConfigError(f"background_p99_ms = {cfg.background_p99_ms}: must be >= 0 "
+                          "(0: background work never yields)")
     if cfg.anti_entropy_every < 0:
         raise ConfigError(f"anti_entropy_every = {cfg.anti_entropy_every}: must be >= 0")
     if not 1 <= cfg.weight <= 64:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from seda_dynamo import causality
+from seda_dynamo.admission import p99
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.membership import VIEW_FILE, View
 from seda_dynamo.requests import Outcome, QuorumRequest
@@ -26,6 +27,8 @@ from seda_dynamo.stage import Event, Stage
 
 #: How much longer than the coordinator it forwards to a forwarding node waits.
 FORWARD_SLACK = 0.25
+#: Seconds of answered requests in each foreground latency report to gossip.
+FOREGROUND_WINDOW = 0.5
 
 
 @dataclass(slots=True)
@@ -37,6 +40,7 @@ class Pending:
     deadline: float
     targets: list[Target] = field(default_factory=list)
     replied: bool = False  # the client has its answer; a get may still be read-repairing
+    started: float = 0.0
 
 
 class Handler(Stage):
@@ -58,6 +62,9 @@ class Handler(Stage):
         self.reads: list[tuple[int, bytes]] = []
         self.read_batches: dict[int, list[int]] = {}
         self.counts = {"unavailable": 0, "timeouts": 0, "forwarded": 0, "read_repairs": 0}
+        self.now = 0.0
+        self.latencies: list[float] = []  # of requests answered since the last report
+        self.reported_at = 0.0
 
     def start(self, now: float) -> None:
         """Begin with the ring gossip last saved, so a dead gossip stage costs nothing."""
@@ -77,6 +84,7 @@ class Handler(Stage):
         return min(self.config.n, len(self.ring.members)) if self.ring else 0
 
     def handle_events(self, events: list[Event], now: float) -> None:
+        self.now = now
         for event in events:
             self.dispatch(event, now)
         if self.reads:
@@ -160,7 +168,7 @@ class Handler(Stage):
     def _track(self, cid: int, rid: int, op: str, key: bytes, needed: int,
                chosen: list[Target], deadline: float) -> Pending:
         quorum = QuorumRequest(needed, tuple(t.node for t in chosen))
-        pending = Pending(rid, op, key, quorum, deadline, chosen)
+        pending = Pending(rid, op, key, quorum, deadline, chosen, started=self.now)
         self.requests[cid] = pending
         heapq.heappush(self.deadlines, (deadline, cid))
         return pending
@@ -200,6 +208,7 @@ class Handler(Stage):
         if kind == "reply":  # a forwarded request's answer: pass it on as it is
             self.requests.pop(cid)
             self._reply(pending.rid, payload[1])
+            self.latencies.append(now - pending.started)
         elif kind == "updated":
             self._feed(cid, "fail" if payload[1] else "ok", node, payload[1])
         elif kind == "got":
@@ -221,6 +230,12 @@ class Handler(Stage):
 
     # Deadlines, replies, read repair --------------------------------------------------
     def tick(self, now: float) -> None:
+        self.now = now
+        if now - self.reported_at >= FOREGROUND_WINDOW:
+            # Paper 6.5: gossip runs background work in the slices the foreground leaves.
+            self.reported_at = now
+            self.emit("gossip", ["foreground", len(self.latencies), p99(self.latencies)])
+            self.latencies = []
         while self.deadlines and self.deadlines[0][0] <= now:
             _, cid = heapq.heappop(self.deadlines)
             pending = self.requests.get(cid)
@@ -248,6 +263,7 @@ class Handler(Stage):
             reply = _error("unavailable", f"{quorum.needed} replicas needed, "
                                           f"{len(quorum.asked) - len(quorum.failed)} could answer")
         self._reply(pending.rid, reply)
+        self.latencies.append(self.now - pending.started)
         pending.replied = True
         if pending.op == "delete" and quorum.outcome is Outcome.OK:
             self.emit("gossip", ["deleted", pending.key])  # its tombstone may be reaped later

@@ -18,12 +18,14 @@ per exchange, so the background work yields to the foreground.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from seda_dynamo.admission import BackgroundShare
 from seda_dynamo.antientropy import Round
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.handoff import Transfer
@@ -84,6 +86,9 @@ class Handler(Stage):
         self.tombstones_reaped = 0
         self.tokens_at = 0.0
         self.rounds = 0
+        # Paper 6.5: background work draws on what the foreground leaves (admission.py).
+        self.share = BackgroundShare(config.background_p99_ms / 1000.0)
+        self.last_tick = 0.0
 
     # Persistence of the view ---------------------------------------------------------
     def _load(self) -> View | None:
@@ -155,6 +160,7 @@ class Handler(Stage):
                 if node != self.me and e.status != "left"}
 
     def tick(self, now: float) -> None:
+        self.last_tick = now
         self._flush()
         self._transfer(now)
         self._reap(now)
@@ -170,9 +176,10 @@ class Handler(Stage):
         every = self.config.anti_entropy_every
         if self.exchange is not None and now - self.exchange.started > EXCHANGE_DEADLINE:
             self._abort("it took too long")
-        if every and self.exchange is None and self._due("anti_entropy", now, every):
+        if every and self.exchange is None and self.share.allows(now) \
+                and self._due("anti_entropy", now, every):
             self._start_exchange(now)
-        if self._due("hints", now, HINTS_EVERY):
+        if self.share.allows(now) and self._due("hints", now, HINTS_EVERY):
             self.hints_in_flight = 0  # unanswered deliveries are retried by this scan
             up = [node for node in peers if node not in self.down]
             if up:
@@ -254,9 +261,15 @@ class Handler(Stage):
         elif tag[0] == "ae" and self.exchange is not None and tag[1] == self.exchange_id:
             self._abort(f"{peer} is not connected")
 
+    # Background vs. foreground ---------------------------------------------------------
+    def on_foreground(self, now: float, requests: int, p99: float) -> None:
+        """Coordination's latest window of answered client requests."""
+        self.share.report(now, requests, p99)
+
     # Hinted handoff ------------------------------------------------------------------
     def on_hints(self, now: float, _tag: Any, found: list[list[Any]]) -> None:
         done = []
+        self.share.spend(len(found))
         for owner, key, token, clock in found:
             peer = self.peers().get(owner)
             if clock is None or peer is None:
@@ -423,7 +436,10 @@ class Handler(Stage):
         return False
 
     def _may_read(self, now: float) -> bool:
-        """The throttle: ``transfer_keys_per_sec`` across all hand-overs (0: none)."""
+        """The throttles: what the foreground leaves, and ``transfer_keys_per_sec``
+        across all hand-overs (0: none)."""
+        if not self.share.allows(now):
+            return False
         rate = self.config.transfer_keys_per_sec
         if not rate:
             return True
@@ -437,7 +453,8 @@ class Handler(Stage):
         transfer = self.transfers.get(tag[1])
         if transfer is None:
             return
-        self.transfer_tokens -= len(pairs)  # the throttle counts keys actually sent
+        self.transfer_tokens -= len(pairs)  # the throttles count keys actually sent
+        self.share.spend(len(pairs))
         self.transfer_bytes += sum(len(k) + len(v) for k, v in pairs)
         cursor = int(next_cursor, 16) if next_cursor is not None else None
         if transfer.chunk(tag[2], [len(k) + len(v) for k, v in pairs], cursor, total):
@@ -511,7 +528,7 @@ class Handler(Stage):
                 return
             pause = every * min(1.0, repaired / REPAIR_PACE)
             self.timers["anti_entropy"] = now + pause
-            if pause < self.tick_interval:
+            if pause < self.tick_interval and self.share.allows(now):
                 self._start_exchange(now)  # straight on to the next partition
 
     def _repair(self, done: Round) -> int:
@@ -524,6 +541,7 @@ class Handler(Stage):
         peer = self.view.members[done.peer].peer
         self.log.info("anti-entropy: partition %d differs from %s in %d keys",
                       done.partition, done.peer, len(diffs))
+        self.share.spend(len(diffs))
         push = [key for key, kind in diffs if kind != "missing_local"]
         for key, kind in diffs:
             if kind != "missing_remote":
@@ -565,4 +583,7 @@ class Handler(Stage):
                 "transfers_done": self.transfers_done, "members": len(self.view.members),
                 "epoch": ring.epoch if ring else 0,
                 "down": sorted(self.down), "rounds": self.rounds,
-                "hints_delivered": self.delivered, "hints_in_flight": self.hints_in_flight}
+                "hints_delivered": self.delivered, "hints_in_flight": self.hints_in_flight,
+                "background_rate": (None if math.isinf(rate := self.share.current_rate(
+                    self.last_tick)) else round(rate)),
+                "background_backoffs": self.share.backoffs}
