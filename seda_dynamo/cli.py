@@ -27,6 +27,9 @@ def _serve(args: argparse.Namespace) -> int:
                       weight=args.weight, partitions=args.partitions,
                       anti_entropy_every=args.anti_entropy_every,
                       background_p99_ms=args.background_p99_ms,
+                      max_in_flight=args.max_in_flight,
+                      latency_target_ms=args.latency_target_ms,
+                      overload_delay_ms=args.overload_delay_ms,
                       transfer_keys_per_sec=args.transfer_keys_per_sec,
                       tombstone_reap_after=args.tombstone_reap_after,
                       engine=args.engine, durability=args.durability,
@@ -99,6 +102,12 @@ def parser() -> argparse.ArgumentParser:
                    help="throttle of partition hand-overs (0: none)")
     s.add_argument("--tombstone-reap-after", type=float, metavar="SECONDS",
                    help="seconds after a delete before its tombstone may be reaped (0: keep)")
+    s.add_argument("--max-in-flight", type=int, metavar="N",
+                   help="admission control: client requests open at once (0: no limit)")
+    s.add_argument("--latency-target-ms", type=float, metavar="MS",
+                   help="admission control: p99 the in-flight limit steers to (0: fixed)")
+    s.add_argument("--overload-delay-ms", type=float, metavar="MS",
+                   help="admission control: shed while a stage's queue delay is over this")
     s.add_argument("--background-p99-ms", type=float, metavar="MS",
                    help="background work yields while client p99 is above this (0: never)")
     s.add_argument("--anti-entropy-every", type=float, metavar="SECONDS",

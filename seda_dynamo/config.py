@@ -52,6 +52,14 @@ class NodeConfig:
     timeout_ms: int = 3000
     batch_max: int = 512
     queue_hwm: int = 10_000
+    # Admission control: new client requests get `overloaded` while any stage's queue
+    # delay is over overload_delay_ms (0: never), or max_in_flight requests are open.
+    overload_delay_ms: float = 100.0
+    max_in_flight: int = 1024
+    # ... or, when set, the in-flight limit adapts below max_in_flight to keep the p99 of
+    # admitted requests near this many ms (0: the fixed limit max_in_flight). Off by
+    # default: a target below what the node gives at its peak sheds load it could carry.
+    latency_target_ms: float = 0.0
     log_level: str = "info"
 
     def to_json(self) -> str:
@@ -103,6 +111,14 @@ def validate(cfg: NodeConfig) -> NodeConfig:
     if cfg.transfer_keys_per_sec < 0:
         raise ConfigError(f"transfer_keys_per_sec = {cfg.transfer_keys_per_sec}: "
                           "must be >= 0 (0: no limit)")
+    if cfg.overload_delay_ms < 0:
+        raise ConfigError(f"overload_delay_ms = {cfg.overload_delay_ms}: must be >= 0 "
+                          "(0: no shedding on queue delay)")
+    if cfg.latency_target_ms < 0:
+        raise ConfigError(f"latency_target_ms = {cfg.latency_target_ms}: must be >= 0 "
+                          "(0: a fixed in-flight limit)")
+    if cfg.max_in_flight < 0:
+        raise ConfigError(f"max_in_flight = {cfg.max_in_flight}: must be >= 0 (0: no limit)")
     if cfg.background_p99_ms < 0:
         raise ConfigError(f"background_p99_ms = {cfg.background_p99_ms}: must be >= 0 "
                           "(0: background work never yields)")

@@ -26,6 +26,7 @@ import psutil
 import zmq
 
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.controllers import BatchController, QueueDelay
 from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Stage, spec
 
 PR_SET_PDEATHSIG = 1
@@ -34,6 +35,7 @@ BLOCK_SEND_MS = 1000
 STATS_SINK = "network"
 GC_THRESHOLD = 50_000
 PEER_HWM = 10_000
+PRESSURE_EVERY = 0.05  # seconds between queue-delay reports to admission control
 
 
 def endpoint(run_dir: str, stage: str) -> str:
@@ -95,8 +97,16 @@ class Runtime:
         self.counters: dict[str, Any] = {
             "processed": 0, "batches": 0, "dropped": 0, "sent": 0, "queue_depth": 0,
             "batch_size": 0.0, "service_time_ms": 0.0, "pid": os.getpid(),
-            "started": time.time(),
+            "started": time.time(), "batch_limit": 0, "queue_delay_ms": 0.0,
+            "queue_delay_max_ms": 0.0,
         }
+        self.batch = BatchController(self.spec.batch_target, high=max(config.batch_max * 8, 16),
+                                     limit=min(256, config.batch_max * 8))
+        self.counters["batch_limit"] = self.batch.limit
+        self.delay = QueueDelay()
+        self.high_water = config.overload_delay_ms / 1000.0 if self.spec.foreground else 0.0
+        self.pressure_at = 0.0
+        self.pressed = False
 
     # Sending ------------------------------------------------------------------------
     def _socket_to(self, dest: str) -> zmq.Socket:
@@ -142,7 +152,7 @@ class Runtime:
                 self.counters["dropped"] += len(events)
                 continue
             try:
-                frame = msgpack.packb(events, use_bin_type=True)
+                frame = msgpack.packb([time.monotonic(), events], use_bin_type=True)
             except (TypeError, ValueError, OverflowError) as exc:  # a handler bug: log it
                 self.handler.errors += 1
                 self.counters["dropped"] += len(events)
@@ -173,22 +183,31 @@ class Runtime:
         return True
 
     # Receiving ----------------------------------------------------------------------
-    def _drain_inbound(self) -> list[Any]:
+    def _drain_inbound(self) -> tuple[list[Any], float | None, bool]:
+        """Up to the batch controller's limit of events: (events, when the oldest was
+        sent, whether the limit stopped us while more may wait)."""
         events: list[Any] = []
-        for _ in range(self.config.batch_max):
+        oldest: float | None = None
+        limit = self.batch.limit
+        while len(events) < limit:
             try:
                 frame = self.inbound.recv(zmq.NOBLOCK, copy=True)
             except zmq.Again:
-                break
+                return events, oldest, False
             try:
-                batch = msgpack.unpackb(frame, raw=False, use_list=True,
-                                        strict_map_key=False)
+                sent_at, batch = msgpack.unpackb(frame, raw=False, use_list=True,
+                                                 strict_map_key=False)
+                sent_at = float(sent_at)
+                if not isinstance(batch, list):
+                    raise ValueError("a batch must be a list of events")
             except Exception:  # noqa: BLE001 - a torn frame must not stop the stage
                 self.handler.log.exception("undecodable inbound frame dropped")
                 self.handler.errors += 1
                 continue
+            if oldest is None or sent_at < oldest:
+                oldest = sent_at
             events.extend(batch)
-        return events
+        return events, oldest, True
 
     def _drain_port(self, name: str, sock: zmq.Socket) -> list[list[bytes]]:
         messages: list[list[bytes]] = []
@@ -207,15 +226,37 @@ class Runtime:
         c["rss_bytes"] = self.proc.memory_info().rss
         c.update(self.handler.gauges())
         self.handler.emit(STATS_SINK, ["stats", self.handler.name, dict(c)])
+        c["queue_delay_max_ms"] = 0.0  # the worst wait since the last report
 
-    def _account(self, count: int, started: float) -> None:
+    def _account(self, count: int, started: float) -> float:
         c = self.counters
         c["processed"] += count
         c["batches"] += 1
-        c["queue_depth"] = count
         c["batch_size"] = 0.9 * c["batch_size"] + 0.1 * count
-        elapsed_ms = (time.monotonic() - started) * 1000.0
-        c["service_time_ms"] = 0.9 * c["service_time_ms"] + 0.1 * elapsed_ms
+        elapsed = time.monotonic() - started
+        c["service_time_ms"] = 0.9 * c["service_time_ms"] + 0.1 * elapsed * 1000.0
+        return elapsed
+
+    def _queue(self, count: int, oldest: float | None, more: bool, elapsed: float,
+               started: float) -> None:
+        """Feed the batch controller and the queue delay; tell admission control when
+        the delay passes the high-water mark (and once when it is back under)."""
+        c = self.counters
+        c["batch_limit"] = self.batch.observe(count, more, elapsed)
+        if oldest is None:
+            return
+        delay = self.delay.observe(oldest, started)
+        c["queue_delay_ms"] = round(self.delay.smoothed * 1000.0, 3)
+        c["queue_delay_max_ms"] = max(c["queue_delay_max_ms"], round(delay * 1000.0, 3))
+        # Little's law: what waits is the arrival rate times the wait.
+        c["queue_depth"] = count if not more else max(count, int(
+            delay * count / max(elapsed, 1e-6)))
+        standing = self.delay.standing
+        pressed = self.high_water > 0 and standing > self.high_water
+        if pressed or self.pressed:
+            if pressed != self.pressed or started - self.pressure_at >= PRESSURE_EVERY:
+                self.pressed, self.pressure_at = pressed, started
+                self.handler.emit(STATS_SINK, ["pressure", self.handler.name, standing])
 
     def run(self) -> None:
         h = self.handler
@@ -228,12 +269,14 @@ class Runtime:
             timeout = max(0.0, next_tick - time.monotonic())
             ready = dict(self.poller.poll(timeout * 1000.0))
             if self.inbound in ready:
-                events = self._drain_inbound()
+                events, oldest, more = self._drain_inbound()
                 if events:
                     started = time.monotonic()
                     h.handle_events(events, started)
                     self.flush()
-                    self._account(len(events), started)
+                    elapsed = self._account(len(events), started)
+                    self._queue(len(events), oldest, more, elapsed, started)
+                    self.flush()  # a pressure report, if any
             for sock in ready:
                 name = self.port_by_socket.get(sock)
                 if name is not None:

@@ -27,15 +27,21 @@ class StageSpec:
     workers: int
     queue_hwm: int
     when_full: str  # "block": wait for room (never lose an event); "drop": count and drop
+    # Seconds a batch may take before the batch controller cuts it down: a stage with a
+    # large fixed cost per batch (persistence's fsync) needs big batches to keep up.
+    batch_target: float
+    # Its queue delay drives admission control: a stage on the path of client requests.
+    # Not the network stage itself: it would count the cost of shedding as overload.
+    foreground: bool
 
 
 #: Every stage of a node, declared once. The supervisor spawns them in this order.
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("persistence", "stages.persistence", 1, 10_000, "block"),
-    StageSpec("versioning", "stages.versioning", 1, 10_000, "block"),
-    StageSpec("coordination", "stages.coordination", 1, 10_000, "block"),
-    StageSpec("gossip", "stages.gossip", 1, 1_000, "drop"),
-    StageSpec("network", "stages.network", 1, 10_000, "block"),
+    StageSpec("persistence", "stages.persistence", 1, 10_000, "block", 0.040, True),
+    StageSpec("versioning", "stages.versioning", 1, 10_000, "block", 0.010, True),
+    StageSpec("coordination", "stages.coordination", 1, 10_000, "block", 0.010, True),
+    StageSpec("gossip", "stages.gossip", 1, 1_000, "drop", 0.020, False),
+    StageSpec("network", "stages.network", 1, 10_000, "block", 0.010, False),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

@@ -22,6 +22,7 @@ import msgpack
 
 from seda_dynamo import protocol
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.controllers import Gate
 from seda_dynamo.protocol import Limits, ProtocolError
 from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Port, Stage
 
@@ -48,6 +49,10 @@ class Handler(Stage):
         self.remote_reads: dict[int, list[tuple[str, Any]]] = {}
         self.next_tag = 0
         self.me = config.peer
+        # SEDA admission control: shed at the door rather than queue without bound.
+        self.gate = Gate(config.overload_delay_ms / 1000.0, config.max_in_flight,
+                         config.latency_target_ms / 1000.0)
+        self.admitted: dict[int, float] = {}  # rid -> when, for the gate's latency
 
     def ports(self) -> list[Port]:
         max_msg = 2 * self.limits.max_body_bytes
@@ -93,6 +98,10 @@ class Handler(Stage):
             rid = self._pending((envelope, req.id), now, None)
             self.emit("gossip", ["admin", rid, req.command, req.seed])
         else:
+            shed = self.gate.admit(len(self.pending), now)
+            if shed is not None:
+                self._reply(envelope, protocol.error_reply("overloaded", shed, req.id))
+                return
             self._coordinate((envelope, req.id), now, req.op, req.key, req.value, req.context,
                              req.r, req.w, req.timeout_ms, False)
 
@@ -101,6 +110,7 @@ class Handler(Stage):
                     forwarded: bool) -> None:
         """Hand a request to coordination; ``origin`` says where its reply goes."""
         rid = self._pending(origin, now, timeout_ms)
+        self.admitted[rid] = now
         self.emit("coordination", ["req", rid, op, key, value, context, r, w, timeout_ms,
                                    forwarded])
 
@@ -191,6 +201,10 @@ class Handler(Stage):
                                       request[2]])
         elif op == "fwd":  # ["fwd", op, key, value, context, r, w, timeout_ms]
             _, fop, key, value, context, r, w, timeout_ms = request
+            shed = self.gate.admit(len(self.pending), now)
+            if shed is not None:  # a client request of another node's: shed it too
+                self._answer(origin, protocol.error_reply("overloaded", shed))
+                return
             self._coordinate(origin, now, fop, bytes(key), value, context, r, w, timeout_ms,
                              True)
         else:
@@ -201,6 +215,9 @@ class Handler(Stage):
         origin = self.pending.pop(rid, None)
         if origin is not None:
             self._answer(origin, reply)
+        admitted = self.admitted.pop(rid, None)
+        if admitted is not None:
+            self.gate.answered(now - admitted, now)
 
     def on_respond(self, now: float, tag: list, payload: list) -> None:
         """A stage's answer to a peer's request (the gossip stage's view, say)."""
@@ -229,10 +246,15 @@ class Handler(Stage):
     def on_stats(self, now: float, stage: str, counters: dict[str, Any]) -> None:
         self.stage_stats[stage] = counters
 
+    def on_pressure(self, now: float, stage: str, delay: float) -> None:
+        """A stage's queue delay crossed the high-water mark (or is back under it)."""
+        self.gate.report(stage, delay, now)
+
     def tick(self, now: float) -> None:
         while self.deadlines and self.deadlines[0][0] <= now:
             _, rid = heapq.heappop(self.deadlines)
             origin = self.pending.pop(rid, None)
+            self.admitted.pop(rid, None)
             if origin is not None:
                 self._answer(origin, {"ok": False, "error": "timeout",
                                       "message": "the coordinator did not answer in time"})
@@ -240,7 +262,9 @@ class Handler(Stage):
     def gauges(self) -> dict[str, Any]:
         return {"requests": self.requests, "bad_requests": self.bad_requests,
                 "requests_in_flight": len(self.pending), "peer_events": self.peer_events,
-                "bad_peer_events": self.bad_peer_events}
+                "bad_peer_events": self.bad_peer_events, "shed": self.gate.shed,
+                "shed_by": dict(self.gate.shed_by),
+                "in_flight_limit": round(self.gate.limit)}
 
     def _stats(self) -> dict[str, Any]:
         """The stages' last reports (once a second), with this stage's own gauges live."""
