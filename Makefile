@@ -31,7 +31,22 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+# The peers seda-dynamo is measured against (bench/peers.py). Debian starts their system
+# services on install; they are stopped and disabled: the benchmarks start their own.
+BENCH_APT_PACKAGES := etcd-server redis-server
+
 bench: install
+	@missing=""; for p in $(BENCH_APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing || exit 1; \
+	  for s in etcd redis-server; do \
+	    $$SUDO systemctl disable -q $$s >/dev/null 2>&1 || true; \
+	    $$SUDO systemctl stop $$s >/dev/null 2>&1 || true; done; \
+	fi
 	$(BIN)/python -m bench.report
 
 lint: install

@@ -157,9 +157,14 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--engine", choices=["bdb", "memory"], default="bdb")
     k.set_defaults(func=_cluster)
 
-    b = sub.add_parser("bench", help="run the load generator against a node or a cluster")
+    b = sub.add_parser("bench", help="run the load generator against a node, a cluster, "
+                                      "Redis or etcd")
     b.add_argument("--server", default=DEFAULT_SERVER,
                    help="HOST:PORT of a node, or several separated by commas")
+    b.add_argument("--target", metavar="URL",
+                   help="what to load: seda://HOST:PORT[,HOST:PORT...], "
+                        "redis://127.0.0.1:PORT or etcd://127.0.0.1:PORT[,PORT...], each "
+                        "optionally ending in ?connections=N (default: seda://--server)")
     b.add_argument("--cluster", action="store_true",
                    help="start a local loopback cluster (bdb, fsync, N=3 R=2 W=2) in a temp "
                         "dir, load it, then stop it; --server is ignored")
@@ -167,17 +172,32 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--routing", choices=["round-robin", "owner"],
                    help="spread requests over several servers: round-robin, or to the first "
                         "node of the key's preference list (default: owner with --cluster, "
-                        "round-robin otherwise)")
-    b.add_argument("--ops", type=int, default=20_000, help="requests per phase")
+                        "round-robin otherwise; owner needs a seda target)")
+    b.add_argument("--mix", metavar="GET/PUT",
+                   help="one mixed run with these percentages of gets and puts, e.g. 95/5 or "
+                        "50/50 (default: a put phase, then a get phase)")
+    b.add_argument("--distribution", choices=["uniform", "zipfian"], default="uniform",
+                   help="how a --mix run picks keys (zipfian: YCSB's theta 0.99)")
+    b.add_argument("--prefill", action="store_true",
+                   help="with --mix: write every key once first (closed loop, not measured)")
+    b.add_argument("--ops", type=int,
+                   help="requests per phase or --mix run (default 20000; with --mix and "
+                        "--seconds, 10000000, so that the time decides)")
     b.add_argument("--concurrency", type=int, default=64, help="requests in flight (total)")
     b.add_argument("--value-size", type=int, default=100, help="bytes per value")
     b.add_argument("--keys", type=int,
-                   help="distinct keys (default 10000; with --cluster, --ops: each key is "
-                        "written once per phase)")
+                   help="distinct keys (default 10000; with --cluster and no --mix, --ops: each "
+                        "key is written once per phase)")
     b.add_argument("--processes", type=int, default=1, help="client processes")
     b.add_argument("--rate", type=float, help="open loop: ops/s on a fixed schedule")
-    b.add_argument("--max-seconds", type=float, default=60.0, help="wall-clock cap per phase")
-    b.add_argument("--json", action="store_true", help="print the results as JSON")
+    b.add_argument("--seconds", "--max-seconds", dest="max_seconds", type=float,
+                   metavar="SECONDS",
+                   help="wall-clock cap per phase or --mix run (default 60)")
+    b.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                   help="a progress bar on stderr (default: when stderr is a terminal)")
+    b.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="write the results as JSON to FILE (without FILE, or -: to stdout); "
+                        "a --mix run is one dict, phases a list of dicts")
     b.set_defaults(func=_bench)
     return p
 
@@ -213,15 +233,45 @@ def _cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_mix(text: str) -> float:
+    """``"95/5"`` (percent gets / puts) as the share of gets, 0.95."""
+    try:
+        gets, puts = (float(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--mix wants GET/PUT percentages such as 95/5, not {text!r}") \
+            from None
+    if gets < 0 or puts < 0 or abs(gets + puts - 100.0) > 1e-6:
+        raise ValueError(f"--mix percentages must be >= 0 and add up to 100, not {text!r}")
+    return gets / 100.0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from seda_dynamo import loadgen
 
-    def run(server: str) -> list[dict[str, Any]]:
-        keys = args.keys if args.keys is not None else args.ops if args.cluster else 10_000
+    get_ratio = _parse_mix(args.mix) if args.mix is not None else None
+    if get_ratio is None and args.distribution != "uniform":
+        raise ValueError("--distribution applies to a --mix run")
+    if get_ratio is None and args.prefill:
+        raise ValueError("--prefill applies to a --mix run")
+    if args.cluster and args.target:
+        raise ValueError("--cluster starts its own nodes: leave out --target")
+    max_seconds = args.max_seconds if args.max_seconds is not None else 60.0
+    ops = args.ops if args.ops is not None else \
+        10_000_000 if get_ratio is not None and args.max_seconds is not None else 20_000
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+
+    def run(target: str) -> list[dict[str, Any]] | dict[str, Any]:
+        each_once = args.cluster and get_ratio is None  # every key written once per phase
+        keys = args.keys if args.keys is not None else ops if each_once else 10_000
         routing = args.routing or ("owner" if args.cluster else "round-robin")
-        return loadgen.run_phases(server, args.ops, args.concurrency, args.value_size, keys,
-                                  processes=args.processes, max_seconds=args.max_seconds,
-                                  rate=args.rate, routing=routing)
+        if get_ratio is not None:
+            return loadgen.run_mix(target, ops, args.concurrency, get_ratio, args.value_size,
+                                   keys, args.distribution, args.rate, args.processes,
+                                   max_seconds, progress=progress, routing=routing,
+                                   prefill=args.prefill)
+        return loadgen.run_phases(target, ops, args.concurrency, args.value_size, keys,
+                                  processes=args.processes, max_seconds=max_seconds,
+                                  rate=args.rate, routing=routing, progress=progress)
 
     try:
         if args.cluster:
@@ -233,16 +283,21 @@ def _bench(args: argparse.Namespace) -> int:
                                                  for m in members), file=sys.stderr, flush=True)
                 results = run(",".join(m["client"] for m in members))
         else:
-            results = run(args.server)
+            results = run(args.target or f"seda://{args.server}")
     except RuntimeError as exc:
         print(f"seda-dynamo: {exc}", file=sys.stderr)
         return 1
-    if args.json:
+    runs = results if isinstance(results, list) else [results]
+    if args.json == "-":
         print(json.dumps(results, indent=2))
     else:
-        for phase in results:
+        for phase in runs:
             print(loadgen.format_result(phase))
-    return 1 if any(phase["errors"] for phase in results) else 0
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+                f.write("\n")
+    return 1 if any(phase["errors"] for phase in runs) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

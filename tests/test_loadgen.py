@@ -1,30 +1,48 @@
-"""The load generator (``seda_dynamo.loadgen``): histogram merge, result dicts, formatting.
+"""The load generator (``seda_dynamo.loadgen``, ``seda_dynamo.loaddrivers``): histogram
+merge, result dicts, formatting, the Zipfian key chooser, the RESP and HTTP parsers, mixed
+runs and ``seda-dynamo bench --json``.
 
-Fast (~2.5 s): the pure parts, then small runs (at most a few hundred requests) against
-the bare echo chain of ``bench/echo_chain.py`` and in-process fake servers (a thread of
-ROUTER sockets, one of which answers ``ring``), never a real node. Every process started
-here is stopped by pid before the module ends.
+Fast (~10 s): the pure parts, then small runs (at most a few hundred requests) against the
+bare echo chain of ``bench/echo_chain.py``, in-process fake servers (a thread of ROUTER
+sockets, one of which answers ``ring``; a thread speaking RESP) and one real node (the
+``node`` fixture). Every process started here is stopped by pid before the module ends.
+Redis and etcd themselves are driven in ``tests/test_peers.py``.
 """
 
 from __future__ import annotations
 
+import json
+import random
+import re
+import socket
+import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import msgpack
+import psutil
 import pytest
 import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bench import free_port
+from bench import REPO_ROOT, free_port
 from bench.echo_chain import EchoChain, start_echo_chain
+from seda_dynamo.loaddrivers import parse_http_response, parse_resp, parse_target
 from seda_dynamo.loadgen import (
+    CDF_PERCENTILES,
+    Zipfian,
     fetch_ring,
     format_result,
+    key_chooser,
     merge_histograms,
     new_histogram,
     owner_routes,
+    run_mix,
     run_phase,
     run_phases,
     server_list,
@@ -288,3 +306,293 @@ def test_no_ring_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="no ring"):
         fetch_ring(f"127.0.0.1:{free_port()}", timeout=0.1)
     assert time.monotonic() - t0 < 1.0
+
+
+# Keys: uniform and Zipfian ------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 3000), seed=st.integers(0, 2**32), theta=st.floats(0.05, 0.995))
+def test_zipfian_keys_stay_in_range(n: int, seed: int, theta: float) -> None:
+    z = Zipfian(n, theta, random.Random(seed))
+    draws = [z() for _ in range(300)]
+    assert all(0 <= d < n for d in draws)
+    uniform = key_chooser("uniform", n, random.Random(seed))
+    assert all(0 <= uniform() < n for _ in range(300))
+    if n <= 2:
+        assert set(draws) <= {0, 1} and (n == 2 or set(draws) == {0})
+
+
+def test_zipfian_hot_keys_are_hot() -> None:
+    n, draws = 1000, 50_000
+    z = Zipfian(n, rng=random.Random(7))  # YCSB's theta 0.99
+    counts = Counter(z() for _ in range(draws))
+    assert counts.most_common(1)[0][0] == 0  # k0 is the hottest key
+    assert counts[0] / draws == pytest.approx(z.probability(0), rel=0.05)  # ~13 %
+    assert counts[1] / draws == pytest.approx(z.probability(1), rel=0.08)
+    for lo, hi in ((2, 10), (10, 100), (100, 1000)):  # the approximation's error is < 10 %
+        share = sum(counts[k] for k in range(lo, hi)) / draws
+        assert share == pytest.approx(sum(z.probability(k) for k in range(lo, hi)), rel=0.2)
+    assert sum(c for _, c in counts.most_common(10)) / draws > 0.3  # uniform: 1 %
+    choose = key_chooser("uniform", n, random.Random(7))
+    uniform = Counter(choose() for _ in range(draws))
+    assert max(uniform.values()) / draws < 0.005 and len(uniform) == n
+
+
+def test_bad_key_choices_are_refused() -> None:
+    with pytest.raises(ValueError):
+        Zipfian(0)
+    with pytest.raises(ValueError, match="theta"):
+        Zipfian(10, theta=1.0)
+    with pytest.raises(ValueError, match="distribution"):
+        key_chooser("pareto", 10, random.Random())
+    with pytest.raises(ValueError, match="distribution"):
+        run_mix("127.0.0.1:1", 10, distribution="pareto")
+    with pytest.raises(ValueError, match="get_ratio"):
+        run_mix("127.0.0.1:1", 10, get_ratio=1.5)
+    with pytest.raises(ValueError, match="owner"):
+        run_mix("redis://127.0.0.1:1", 10, routing="owner")
+
+
+# Targets and the TCP drivers' parsers ---------------------------------------------------------
+def test_parse_target_names_kind_and_endpoints() -> None:
+    assert parse_target("127.0.0.1:1") == ("seda", ["127.0.0.1:1"], {})
+    assert parse_target("seda://a:1,b:2") == ("seda", ["a:1", "b:2"], {})
+    assert parse_target(["a:1", "b:2"]) == ("seda", ["a:1", "b:2"], {})
+    assert parse_target("redis://127.0.0.1:6379?connections=4") == \
+        ("redis", ["127.0.0.1:6379"], {"connections": "4"})
+    assert parse_target("etcd://127.0.0.1:1,2,127.0.0.2:3") == \
+        ("etcd", ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.2:3"], {})
+    for bad in ("mongo://127.0.0.1:1", "redis://nohost", "redis://127.0.0.1:0",
+                "etcd://127.0.0.1:1?depth=2", "redis://"):
+        with pytest.raises(ValueError):
+            parse_target(bad)
+
+
+def _parse_all(parse: Any, stream: bytes) -> list[tuple[int, str | None, bool]]:
+    out, pos = [], 0
+    while (parsed := parse(stream, pos)) is not None:
+        out.append(parsed)
+        pos = parsed[0]
+        if pos == len(stream):
+            break
+    return out
+
+
+def _check_every_prefix(parse: Any, stream: bytes, ends: list[int]) -> None:
+    """Cut anywhere, a parser returns exactly the replies that are complete."""
+    for cut in range(len(stream) + 1):
+        assert [p[0] for p in _parse_all(parse, stream[:cut])] == [e for e in ends if e <= cut]
+
+
+def test_parse_resp_counts_errors_by_code_and_waits_for_whole_replies() -> None:
+    replies = [b"+OK\r\n", b"$-1\r\n", b"$7\r\nhel\r\nlo\r\n", b"-WRONGTYPE Operation\r\n",
+               b":3\r\n", b"$0\r\n\r\n", b"-ERR\r\n"]
+    stream = b"".join(replies)
+    parsed = _parse_all(parse_resp, stream)
+    assert [code for _, code, _ in parsed] == [None, None, None, "WRONGTYPE", None, None, "ERR"]
+    assert all(keep for _, _, keep in parsed) and parsed[-1][0] == len(stream)
+    _check_every_prefix(parse_resp, stream, [p[0] for p in parsed])
+    with pytest.raises(ValueError):
+        parse_resp(b"*1\r\n$1\r\nx\r\n", 0)
+
+
+def test_parse_http_response_with_length_chunks_and_close() -> None:
+    ok = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n"
+          b'{"a":"b"}')
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"4\r\n{\"a\"\r\n5;ext=1\r\n:\"b\"}\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    unavailable = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n"
+                   b"Connection: close\r\n\r\n{}")
+    stream = ok + chunked + unavailable
+    parsed = _parse_all(parse_http_response, stream)
+    assert [(code, keep) for _, code, keep in parsed] == \
+        [(None, True), (None, True), ("http_503", False)]
+    assert [p[0] for p in parsed] == [len(ok), len(ok) + len(chunked), len(stream)]
+    _check_every_prefix(parse_http_response, stream, [p[0] for p in parsed])
+    with pytest.raises(ValueError):
+        parse_http_response(b"SSH-2.0-OpenSSH\r\n\r\n", 0)
+    with pytest.raises(ValueError):
+        parse_http_response(b"HTTP/1.1 200 OK\r\n\r\n", 0)  # no length: unsupported
+
+
+# Mixed runs -----------------------------------------------------------------------------------
+def _check_by_op(r: dict[str, Any]) -> None:
+    assert set(r["by_op"]) == {"get", "put"}
+    for s in r["by_op"].values():
+        assert s["ops"] > 0 and s["ops_per_sec"] > 0
+        assert 0 < s["p50_ms"] <= s["p99_ms"] <= s["p999_ms"] <= s["max_ms"] < 5000
+    assert [p for p, _ in r["cdf"]] == list(CDF_PERCENTILES)
+    ms = [v for _, v in r["cdf"]]
+    assert ms == sorted(ms) and ms[0] > 0 and ms[-1] == pytest.approx(r["max_ms"], rel=0.01)
+
+
+def test_mix_has_per_op_summaries_and_a_cdf(echo: EchoChain) -> None:
+    r = run_mix(echo.server, 400, concurrency=16, get_ratio=0.75, keys=100,
+                distribution="zipfian", seed=3)
+    _check_result(r, "mix", 400, 16)
+    _check_by_op(r)
+    assert 240 < r["by_op"]["get"]["ops"] < 360
+    assert r["by_op"]["get"]["ops"] + r["by_op"]["put"]["ops"] == 400
+    assert (r["kind"], r["distribution"], r["get_ratio"], r["seed"]) == \
+        ("seda", "zipfian", 0.75, 3)
+    assert r["prefill"] is None and r["mean_ms"] > 0
+    again = run_mix(f"seda://{echo.server}", 400, concurrency=16, get_ratio=0.75, keys=100,
+                    distribution="zipfian", seed=3)
+    assert again["by_op"]["get"]["ops"] == r["by_op"]["get"]["ops"]  # the seed decides
+    assert "get 3" in format_result(r) and "put " in format_result(r)
+
+
+def test_mix_in_two_processes_reports_progress(echo: EchoChain,
+                                               capfd: pytest.CaptureFixture[str]) -> None:
+    r = run_mix(echo.server, 300, concurrency=8, processes=2, rate=250.0, keys=40,
+                progress=True, prefill=True)
+    _check_result(r, "mix", 300, 8)
+    _check_by_op(r)
+    assert r["processes"] == 2 and r["seconds"] >= 1.1  # 300 sends 4 ms apart
+    assert r["prefill"]["ops"] == 40 and r["prefill"]["errors"] == {}
+    err = capfd.readouterr().err
+    done = [int(n.replace(",", "")) for n in re.findall(r"\] ([\d,]+)/300 ops", err)]
+    assert done[-1] == 300 and any(0 < n < 300 for n in done)  # the children reported
+    assert "ops/s" in err and "errors 0" in err
+
+
+def test_mix_against_a_real_node(node: Any) -> None:
+    r = run_mix(node.server, 300, concurrency=8, keys=50, seed=5, prefill=True)
+    assert set(r["errors"]) <= {"overloaded"}  # admission control may shed a few
+    assert r["ops"] + sum(r["errors"].values()) == r["sent"] == 300
+    assert r["prefill"]["ops"] + sum(r["prefill"]["errors"].values()) == 50
+    _check_by_op(r)
+    assert r["seconds"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["p999_ms"] <= r["max_ms"]
+
+
+# TCP targets: a fake RESP server, nothing listening, a server that never answers -------------
+def _resp_commands(buf: bytearray) -> list[list[bytes]]:
+    """The complete RESP arrays at the start of ``buf``, removed from it."""
+    commands = []
+    while True:
+        end = buf.find(b"\r\n")
+        if end < 0:
+            return commands
+        count, pos, args = int(buf[1:end]), end + 2, []
+        for _ in range(count):
+            line = buf.find(b"\r\n", pos)
+            if line < 0:
+                return commands
+            size = int(buf[pos + 1:line])
+            if len(buf) < line + 4 + size:
+                return commands
+            args.append(bytes(buf[line + 2:line + 2 + size]))
+            pos = line + 4 + size
+        commands.append(args)
+        del buf[:pos]
+
+
+class FakeRedis:
+    """A thread per connection on a loopback port: SET is ``+OK``; GET of a key ending in an
+    odd digit is ``-WRONGTYPE ...``, of any other key a 3-byte value. ``silent`` never
+    answers at all."""
+
+    def __init__(self, silent: bool = False) -> None:
+        self.silent = silent
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        self.done = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+
+    def _accept(self) -> None:
+        while not self.done.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = bytearray()
+        conn.settimeout(0.05)
+        with conn:
+            while not self.done.is_set():
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                replies = []
+                for cmd in _resp_commands(buf):
+                    if cmd[0] == b"SET":
+                        replies.append(b"+OK\r\n")
+                    elif int(cmd[1][-1:]) % 2:
+                        replies.append(b"-WRONGTYPE Operation against a key\r\n")
+                    else:
+                        replies.append(b"$3\r\nabc\r\n")
+                if replies and not self.silent:
+                    conn.sendall(b"".join(replies))
+
+    def __enter__(self) -> FakeRedis:
+        self.threads[0].start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        for thread in list(self.threads):
+            thread.join(5)
+        self.listener.close()
+
+
+def test_redis_driver_pipelines_and_counts_errors_by_code() -> None:
+    with FakeRedis() as fake:
+        r = run_mix(fake.url + "?connections=3", 400, concurrency=12, keys=10, seed=1)
+    gets = r["by_op"]["get"]
+    assert r["kind"] == "redis" and r["connections"] == 3 and fake.connections == 3
+    assert r["sent"] == 400 and set(r["errors"]) == {"WRONGTYPE"}
+    assert gets["errors"] == r["errors"] and r["by_op"]["put"]["errors"] == {}
+    assert r["ops"] + r["errors"]["WRONGTYPE"] == 400 and gets["ops"] > 0
+    assert r["per_server"] == {fake.url.removeprefix("redis://"): 400}
+
+
+def test_tcp_target_down_or_silent_is_counted_and_bounded() -> None:
+    t0 = time.monotonic()
+    r = run_mix(f"redis://127.0.0.1:{free_port()}", 50, concurrency=4)
+    assert r["ops"] == 0 and r["errors"] == {"refused": 50}
+    with FakeRedis(silent=True) as fake:
+        r = run_mix(fake.url, 6, concurrency=3, timeout=0.2)
+    assert r["ops"] == 0 and r["errors"] == {"no_reply": 6}
+    assert time.monotonic() - t0 < 5.0
+
+
+# The command line -----------------------------------------------------------------------------
+def _bench_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "seda_dynamo.cli", "bench", *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_cli_writes_the_mix_result_as_json(echo: EchoChain, tmp_path: Any) -> None:
+    out = tmp_path / "mix.json"
+    proc = _bench_cli("--target", f"seda://{echo.server}", "--mix", "90/10", "--ops", "200",
+                      "--concurrency", "8", "--keys", "20", "--distribution", "zipfian",
+                      "--no-progress", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["phase"] == "mix" and r["ops"] == 200 and r["errors"] == {}
+    assert r["get_ratio"] == 0.9 and r["distribution"] == "zipfian" and r["keys"] == 20
+    assert r["by_op"]["get"]["ops"] > r["by_op"]["put"]["ops"] and len(r["cdf"]) > 10
+    assert proc.stdout.startswith("mix ") and proc.stderr == ""
+    phases = _bench_cli("--server", echo.server, "--ops", "50", "--json")  # stdout, as before
+    assert phases.returncode == 0, phases.stderr
+    assert [p["phase"] for p in json.loads(phases.stdout)] == ["put", "get"]
+    bad = _bench_cli("--mix", "90/20")
+    assert bad.returncode == 2 and "add up to 100" in bad.stderr
+
+
+def test_no_load_generator_process_is_left() -> None:
+    me = psutil.Process()
+    assert not [c.pid for c in me.children(recursive=True)
+                if "seda_dynamo.loadgen" in " ".join(c.cmdline())]
