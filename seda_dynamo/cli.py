@@ -28,6 +28,8 @@ def _serve(args: argparse.Namespace) -> int:
                       anti_entropy_every=args.anti_entropy_every,
                       background_p99_ms=args.background_p99_ms,
                       max_in_flight=args.max_in_flight,
+                      versioning_workers=args.versioning_workers,
+                      versioning_max_workers=args.versioning_max_workers,
                       latency_target_ms=args.latency_target_ms,
                       overload_delay_ms=args.overload_delay_ms,
                       transfer_keys_per_sec=args.transfer_keys_per_sec,
@@ -102,6 +104,10 @@ def parser() -> argparse.ArgumentParser:
                    help="throttle of partition hand-overs (0: none)")
     s.add_argument("--tombstone-reap-after", type=float, metavar="SECONDS",
                    help="seconds after a delete before its tombstone may be reaped (0: keep)")
+    s.add_argument("--versioning-workers", type=int, metavar="N",
+                   help="versioning worker processes at start (default 1)")
+    s.add_argument("--versioning-max-workers", type=int, metavar="N",
+                   help="most versioning workers the supervisor adds under load (default 4)")
     s.add_argument("--max-in-flight", type=int, metavar="N",
                    help="admission control: client requests open at once (0: no limit)")
     s.add_argument("--latency-target-ms", type=float, metavar="MS",

@@ -51,6 +51,10 @@ class NodeConfig:
     max_value_bytes: int = 1024 * 1024
     timeout_ms: int = 3000
     batch_max: int = 512
+    # Versioning worker processes at start, and the most the supervisor may add when
+    # versioning is the busy stage and cores are idle (see stage.STAGES).
+    versioning_workers: int = 1
+    versioning_max_workers: int = 4
     queue_hwm: int = 10_000
     # Admission control: new client requests get `overloaded` while any stage's queue
     # delay is over overload_delay_ms (0: never), or max_in_flight requests are open.
@@ -61,6 +65,15 @@ class NodeConfig:
     # default: a target below what the node gives at its peak sheds load it could carry.
     latency_target_ms: float = 0.0
     log_level: str = "info"
+
+    def workers(self, stage: str) -> tuple[int, int]:
+        """(workers at start, most workers) of ``stage``: the table's, or this config's."""
+        from seda_dynamo.stage import spec
+
+        if stage == "versioning":
+            return self.versioning_workers, self.versioning_max_workers
+        row = spec(stage)
+        return row.workers, row.max_workers
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -114,6 +127,10 @@ def validate(cfg: NodeConfig) -> NodeConfig:
     if cfg.overload_delay_ms < 0:
         raise ConfigError(f"overload_delay_ms = {cfg.overload_delay_ms}: must be >= 0 "
                           "(0: no shedding on queue delay)")
+    if not 1 <= cfg.versioning_workers <= cfg.versioning_max_workers <= 16:
+        raise ConfigError(f"versioning_workers = {cfg.versioning_workers}, "
+                          f"versioning_max_workers = {cfg.versioning_max_workers}: need "
+                          "1 <= versioning_workers <= versioning_max_workers <= 16")
     if cfg.latency_target_ms < 0:
         raise ConfigError(f"latency_target_ms = {cfg.latency_target_ms}: must be >= 0 "
                           "(0: a fixed in-flight limit)")

@@ -13,6 +13,8 @@ request queue wait times for the same purpose.
 * ``QueueDelay``: how long the events of a batch waited in the stage's queue (every
   message between stages carries the time it was sent). A queue that stays deep in
   time is past the stage's *high-water mark*; it is what admission control looks at.
+* ``should_grow``: the thread-pool controller: when a stage (one whose table row allows
+  several workers) is busy nearly all the time with cores idle, it gets another worker.
 * ``Gate``: the network stage's admission control. A new client request is shed with
   ``overloaded`` while any stage's queue delay is over the high-water mark (reported a
   moment ago), or while the node already has its limit of client requests in flight.
@@ -74,6 +76,21 @@ class QueueDelay:
             self.window_min, self.window_started = math.inf, now
         self.standing = min(self.standing, delay)
         return delay
+
+
+GROW_BUSY = 0.8  # a stage asks for a worker when busy this share of a window ...
+GROW_IDLE_CPU = 25.0  # ... the machine has this much CPU idle (percent of all cores) ...
+GROW_COOLDOWN = 30.0  # ... it has not asked for this many seconds ...
+GROW_STANDING = 0.001  # ... and its queue holds a standing delay (seconds)
+
+
+def should_grow(busy: float, standing: float, running: int, most: int, idle_cpu: float,
+                since_asked: float) -> bool:
+    """SEDA's thread-pool controller, with processes: one more worker for a stage that is
+    the bottleneck (busy nearly all the time, a standing queue) while cores sit idle.
+    On busy cores another process would only add switching."""
+    return (running < most and busy >= GROW_BUSY and standing > GROW_STANDING
+            and idle_cpu >= GROW_IDLE_CPU and since_asked >= GROW_COOLDOWN)
 
 
 START_LIMIT = 128

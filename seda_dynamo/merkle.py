@@ -112,6 +112,11 @@ class HashTree:
         pairs[key] = object_hash
         self._dirty.add(seg)
 
+    def get(self, key: bytes) -> bytes | None:
+        """``key``'s object hash, or None if the tree does not hold it."""
+        pairs = self._keys[segment_of(key, self.segments)]
+        return pairs.get(key) if pairs is not None else None
+
     def delete(self, key: bytes) -> None:
         """Forget ``key``; marks its segment dirty. No error if it is absent."""
         seg = segment_of(key, self.segments)

@@ -14,10 +14,12 @@ import ctypes
 import gc
 import importlib
 import logging
+import math
 import os
 import signal
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,8 @@ import psutil
 import zmq
 
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.controllers import BatchController, QueueDelay
-from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Stage, spec
+from seda_dynamo.controllers import BatchController, QueueDelay, should_grow
+from seda_dynamo.stage import PEER_PREFIX, Stage, is_stage, spec, stage_of, worker_name
 
 PR_SET_PDEATHSIG = 1
 STATS_INTERVAL = 1.0
@@ -36,11 +38,36 @@ STATS_SINK = "network"
 GC_THRESHOLD = 50_000
 PEER_HWM = 10_000
 PRESSURE_EVERY = 0.05  # seconds between queue-delay reports to admission control
+WORKERS_FILE = "workers.json"  # stage -> worker processes running, kept by the supervisor
+WORKERS_CHECK = 0.5  # seconds between looks at it
+GROW_WINDOW = 5.0  # seconds of load over which a stage judges whether it needs a worker
 
 
 def endpoint(run_dir: str, stage: str) -> str:
     """The ``ipc://`` address of a stage's inbound queue (paths stay under ~100 bytes)."""
     return f"ipc://{run_dir}/{stage}.q"
+
+
+def read_workers(run_dir: str) -> dict[str, int]:
+    """How many worker processes each stage runs now (the supervisor writes it)."""
+    try:
+        with open(os.path.join(run_dir, WORKERS_FILE), "rb") as fh:
+            raw = msgpack.unpackb(fh.read(), raw=False)
+        return {str(k): int(v) for k, v in raw.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def write_workers(run_dir: str, workers: dict[str, int]) -> None:
+    path = os.path.join(run_dir, WORKERS_FILE)
+    with open(path + ".tmp", "wb") as fh:
+        fh.write(msgpack.packb(workers))
+    os.replace(path + ".tmp", path)
+
+
+def shard(key: Any, workers: int) -> int:
+    """The worker of ``workers`` that handles ``key`` (the same in every process)."""
+    return zlib.crc32(key) % workers if isinstance(key, bytes) else 0
 
 
 def setup_logging(config: NodeConfig, stage: str) -> None:
@@ -107,6 +134,13 @@ class Runtime:
         self.high_water = config.overload_delay_ms / 1000.0 if self.spec.foreground else 0.0
         self.pressure_at = 0.0
         self.pressed = False
+        self.workers = read_workers(run_dir)
+        self.workers_checked = time.monotonic()
+        self.busy = 0.0  # seconds spent handling batches since busy_since
+        self.busy_since = time.monotonic()
+        self.grow_asked = -math.inf
+        self.max_workers = config.workers(stage_of(handler.name))[1]
+        psutil.cpu_percent()  # the first call only starts the measurement
 
     # Sending ------------------------------------------------------------------------
     def _socket_to(self, dest: str) -> zmq.Socket:
@@ -143,16 +177,28 @@ class Runtime:
                     self.counters["dropped"] += 1
                 continue
             batches.setdefault(dest, []).append(event)
+        for dest, events in list(batches.items()):
+            count = self.workers.get(dest, 1)
+            if count > 1 and spec(dest).shard_at is not None:
+                at = spec(dest).shard_at
+                del batches[dest]
+                for event in events:
+                    name = worker_name(dest, shard(event[at] if len(event) > at else None,
+                                                   count))
+                    batches.setdefault(name, []).append(event)
         for dest, events in batches.items():
             if dest == self.handler.name:
                 self.handler.handle_events(events, time.monotonic())
                 continue
-            if dest not in STAGE_NAMES and not dest.startswith(PEER_PREFIX):
+            if not is_stage(dest) and not dest.startswith(PEER_PREFIX):
                 self.handler.log.error("emit to unknown destination %r dropped", dest)
                 self.counters["dropped"] += len(events)
                 continue
             try:
-                frame = msgpack.packb([time.monotonic(), events], use_bin_type=True)
+                # To another node: the events (docs/peer-protocol.md). To a stage of ours:
+                # with the time sent, for the receiver's queue delay.
+                frame = msgpack.packb(events if dest.startswith(PEER_PREFIX)
+                                      else [time.monotonic(), events], use_bin_type=True)
             except (TypeError, ValueError, OverflowError) as exc:  # a handler bug: log it
                 self.handler.errors += 1
                 self.counters["dropped"] += len(events)
@@ -235,7 +281,28 @@ class Runtime:
         c["batch_size"] = 0.9 * c["batch_size"] + 0.1 * count
         elapsed = time.monotonic() - started
         c["service_time_ms"] = 0.9 * c["service_time_ms"] + 0.1 * elapsed * 1000.0
+        self.busy += elapsed
         return elapsed
+
+    def _maybe_grow(self, now: float) -> None:
+        """Ask the supervisor for one more worker (a file naming the stage, then SIGUSR1)
+        when ``controllers.should_grow`` says so for the last window."""
+        window = now - self.busy_since
+        if window < GROW_WINDOW:
+            return
+        busy, self.busy, self.busy_since = self.busy / window, 0.0, now
+        self.counters["busy_percent"] = round(100.0 * busy, 1)
+        stage = stage_of(self.handler.name)
+        running = self.workers.get(stage, 1)
+        idle = 100.0 - psutil.cpu_percent()
+        if not should_grow(busy, self.delay.standing, running, self.max_workers, idle,
+                           now - self.grow_asked):
+            return
+        self.grow_asked = now
+        self.handler.log.warning("busy %.0f%% of the time with %.0f%% CPU idle: asking for "
+                                 "worker %d", 100 * busy, idle, running + 1)
+        Path(self.run_dir, f"grow.{stage}").touch()
+        os.kill(self.parent, signal.SIGUSR1)
 
     def _queue(self, count: int, oldest: float | None, more: bool, elapsed: float,
                started: float) -> None:
@@ -287,6 +354,10 @@ class Runtime:
                         self.flush()
                         self._account(len(messages), started)
             now = time.monotonic()
+            if now - self.workers_checked >= WORKERS_CHECK:
+                self.workers_checked = now
+                self.workers = read_workers(self.run_dir)
+                self._maybe_grow(now)
             if now >= next_tick:
                 next_tick = now + h.tick_interval
                 h.tick(now)
@@ -323,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     module = importlib.import_module(spec(stage_name).module)
     handler: Stage = module.Handler(config)
+    handler.name = stage_name  # a worker: "versioning.1" (its replies come back to it)
     runtime = Runtime(handler, config, run_dir)
 
     def stop(_signum: int, _frame: Any) -> None:

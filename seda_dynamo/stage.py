@@ -33,12 +33,22 @@ class StageSpec:
     # Its queue delay drives admission control: a stage on the path of client requests.
     # Not the network stage itself: it would count the cost of shedding as overload.
     foreground: bool
+    # More than one worker process where the work allows it: events for the stage are
+    # spread over its workers by a hash of the key at ``event[shard_at]`` (so one key's
+    # operations meet in one worker), up to ``max_workers`` as the supervisor adds them.
+    max_workers: int = 1
+    shard_at: int | None = None
 
 
 #: Every stage of a node, declared once. The supervisor spawns them in this order.
+#: Only versioning runs several workers: its per-key read-merge-write is guarded by
+#: persistence's compare-and-set, so even a key caught between two workers while their
+#: number changes is merged, never overwritten. Persistence (one engine, the Merkle
+#: trees), coordination (request state), gossip and network (bound ports) stay single.
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("persistence", "stages.persistence", 1, 10_000, "block", 0.040, True),
-    StageSpec("versioning", "stages.versioning", 1, 10_000, "block", 0.010, True),
+    StageSpec("versioning", "stages.versioning", 1, 10_000, "block", 0.010, True,
+              max_workers=4, shard_at=3),
     StageSpec("coordination", "stages.coordination", 1, 10_000, "block", 0.010, True),
     StageSpec("gossip", "stages.gossip", 1, 1_000, "drop", 0.020, False),
     StageSpec("network", "stages.network", 1, 10_000, "block", 0.010, False),
@@ -46,9 +56,26 @@ STAGES: tuple[StageSpec, ...] = (
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
+def worker_name(stage: str, index: int) -> str:
+    """Worker 0 is the stage's own name; the others are ``stage.N``."""
+    return stage if index == 0 else f"{stage}.{index}"
+
+
+def stage_of(name: str) -> str:
+    """The stage a worker name belongs to: ``versioning.2`` -> ``versioning``."""
+    return name.split(".", 1)[0]
+
+
+def is_stage(name: str) -> bool:
+    """Whether ``name`` is a stage or one of its workers."""
+    return stage_of(name) in STAGE_NAMES
+
+
 def spec(name: str) -> StageSpec:
+    """The table row of a stage or of one of its workers."""
+    base = stage_of(name)
     for s in STAGES:
-        if s.name == name:
+        if s.name == base:
             return s
     raise KeyError(name)
 

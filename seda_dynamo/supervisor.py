@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.runtime import endpoint
-from seda_dynamo.stage import STAGES, StageSpec
+from seda_dynamo.runtime import endpoint, write_workers
+from seda_dynamo.stage import STAGES, StageSpec, worker_name
 
 log = logging.getLogger("seda_dynamo.supervisor")
 
@@ -40,7 +40,8 @@ def make_run_dir(config: NodeConfig) -> str:
         run_dir = config.run_dir
     else:
         run_dir = tempfile.mkdtemp(prefix=f"sd-{config.node_id[:12]}-", dir="/tmp")
-    longest = max(len(endpoint(run_dir, s.name)) for s in STAGES)
+    longest = max(len(endpoint(run_dir, worker_name(s.name, config.workers(s.name)[1] - 1)))
+                  for s in STAGES)
     if longest > MAX_IPC_PATH:
         raise ValueError(f"run_dir {run_dir!r} is too deep for ipc:// socket paths; "
                          "choose a shorter one")
@@ -69,55 +70,86 @@ class Supervisor:
         self.run_dir = make_run_dir(config)
         self.node_json = str(Path(self.run_dir) / "node.json")
         Path(self.node_json).write_text(config.to_json())
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
-        self.restarts: dict[str, deque[float]] = {s.name: deque() for s in STAGES}
+        self.children: dict[str, subprocess.Popen[bytes]] = {}  # by worker name
+        self.restarts: dict[str, deque[float]] = {}
         self.not_before: dict[str, float] = {}
         self.stopping = False
+        self.workers = {s.name: config.workers(s.name)[0] for s in STAGES}
+        self.grow_asked = False
 
-    def spawn(self, stage: StageSpec) -> None:
-        cmd = [sys.executable, "-m", "seda_dynamo.runtime", stage.name, self.node_json]
-        self.children[stage.name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
-        log.debug("stage %s started as pid %d", stage.name, self.children[stage.name].pid)
+    def spawn(self, name: str) -> None:
+        cmd = [sys.executable, "-m", "seda_dynamo.runtime", name, self.node_json]
+        self.children[name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        log.debug("stage %s started as pid %d", name, self.children[name].pid)
+
+    def names(self, stage: StageSpec) -> list[str]:
+        return [worker_name(stage.name, i) for i in range(self.workers[stage.name])]
 
     def start(self) -> None:
         os.makedirs(self.config.data_dir, exist_ok=True)
+        write_workers(self.run_dir, self.workers)
         for stage in STAGES:
-            self.spawn(stage)
+            for name in self.names(stage):
+                self.spawn(name)
         log.info("node %s: clients on tcp://%s, peers on tcp://%s, data in %s (%s, %s)",
                  self.config.node_id, self.config.client, self.config.peer,
                  self.config.data_dir, self.config.engine, self.config.durability)
 
     def check(self, now: float) -> None:
         """Restart every stage that exited, with a back-off if it keeps dying."""
-        for stage in STAGES:
-            proc = self.children.get(stage.name)
-            if proc is None or proc.poll() is None or self.stopping:
+        for name, proc in list(self.children.items()):
+            if proc.poll() is None or self.stopping:
                 continue
-            if now < self.not_before.get(stage.name, 0.0):
+            if now < self.not_before.get(name, 0.0):
                 continue
-            recent = self.restarts[stage.name]
+            recent = self.restarts.setdefault(name, deque())
             while recent and recent[0] < now - RESTART_WINDOW:
                 recent.popleft()
-            if len(recent) >= RESTARTS_BEFORE_BACKOFF and stage.name not in self.not_before:
-                self.not_before[stage.name] = now + 1.0
-                log.error("stage %s keeps dying; next restart in 1 s", stage.name)
+            if len(recent) >= RESTARTS_BEFORE_BACKOFF and name not in self.not_before:
+                self.not_before[name] = now + 1.0
+                log.error("stage %s keeps dying; next restart in 1 s", name)
                 continue
-            self.not_before.pop(stage.name, None)
+            self.not_before.pop(name, None)
             recent.append(now)
-            log.warning("stage %s (pid %d) exited with %s: restarting", stage.name, proc.pid,
+            log.warning("stage %s (pid %d) exited with %s: restarting", name, proc.pid,
                         proc.returncode)
-            self.spawn(stage)
+            self.spawn(name)
+
+    def grow(self) -> None:
+        """Add a worker to each stage that asked for one (a ``grow.STAGE`` file in the run
+        dir), up to its most; the other stages spread its events over one more worker."""
+        self.grow_asked = False
+        for stage in STAGES:
+            ask = Path(self.run_dir) / f"grow.{stage.name}"
+            if not ask.exists():
+                continue
+            ask.unlink(missing_ok=True)
+            running, most = self.workers[stage.name], self.config.workers(stage.name)[1]
+            if running >= most:
+                continue
+            name = worker_name(stage.name, running)
+            self.spawn(name)  # its queue exists before anyone sends to it
+            self.workers[stage.name] = running + 1
+            write_workers(self.run_dir, self.workers)
+            log.warning("stage %s is busy: worker %s added (%d of at most %d)", stage.name,
+                        name, running + 1, most)
 
     def run(self) -> int:
         def request_stop(signum: int, _frame: Any) -> None:
             self.stopping = True
 
+        def request_grow(signum: int, _frame: Any) -> None:
+            self.grow_asked = True
+
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGUSR1, request_grow)
         self.start()
         try:
             while not self.stopping:
                 time.sleep(0.1)
+                if self.grow_asked:
+                    self.grow()
                 self.check(time.monotonic())
         finally:
             self.stop()
@@ -127,9 +159,10 @@ class Supervisor:
         """SIGTERM every stage (network first, persistence last), then SIGKILL stragglers."""
         self.stopping = True
         for stage in reversed(STAGES):
-            proc = self.children.get(stage.name)
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
+            for name in self.names(stage):
+                proc = self.children.get(name)
+                if proc is not None and proc.poll() is None:
+                    proc.terminate()
         deadline = time.monotonic() + STOP_GRACE
         for proc in self.children.values():
             try:

@@ -2,7 +2,10 @@
 
 Dynamo paper section 5 (pluggable local persistence; Berkeley DB by default). Reads are
 answered from the engine; all writes of a batch are committed in one transaction before
-any of them is acknowledged, so one fsync covers the whole batch.
+any of them is acknowledged, so one fsync covers the whole batch. A write may name the
+object hash of what its writer read (compare-and-set): if the key has changed since, that
+write is refused and reported as a conflict, so several versioning workers can never
+overwrite each other's merges (the writer reads again and merges again).
 
 Hints (paper section 4.6) live in a second store beside the data, keyed by
 ``[owner, key]``: the versions themselves stay in the data store, so a fallback serves
@@ -61,6 +64,7 @@ class Handler(Stage):
         self.hint_cursor = 0
         self.commits = 0
         self.reaped = 0
+        self.conflicts = 0  # writes refused because the key changed since it was read
         self.incarnation = incarnation(config)
         self.trees: dict[int, HashTree] = {}
         self.building = iter(self.engine.fold(0, KEY_SPACE))
@@ -69,15 +73,24 @@ class Handler(Stage):
     def handle_events(self, events: list[Event], now: float) -> None:
         writes: list[tuple[bytes, bytes | None]] = []
         hints: list[tuple[bytes, bytes | None]] = []
-        acks: list[tuple[str, Any]] = []
+        acks: list[tuple[str, Any, list[bytes]]] = []
+        batch: dict[bytes, bytes | None] = {}  # key -> object hash as this batch leaves it
         for event in events:
             kind = event[0]
-            if kind == "write":  # ["write", reply_to, tag, [[key, value|None], ...], hints]
-                _, reply_to, tag, pairs, hinted = event
-                writes.extend((k, v) for k, v in pairs)
+            if kind == "write":
+                # ["write", reply_to, tag, [[key, value|None, expected hash?], ...], hints]
+                _, reply_to, tag, items, hinted = event
+                conflicts = []
+                for item in items:
+                    key, value = item[0], item[1]
+                    if len(item) > 2 and self._current(key, batch) != (item[2] or None):
+                        conflicts.append(key)  # changed since the writer read it
+                        continue
+                    writes.append((key, value))
+                    batch[key] = object_hash(value) if value is not None else None
                 hints.extend((hint_key(owner, key), secrets.token_bytes(8))
                              for owner, key in hinted)
-                acks.append((reply_to, tag))
+                acks.append((reply_to, tag, conflicts))
             elif kind == "get":  # ["get", reply_to, tag, [key, ...]]
                 _, reply_to, tag, keys = event
                 try:
@@ -104,8 +117,21 @@ class Handler(Stage):
                 error = f"write failed: {exc}"
             if error is None:
                 self._index(writes)
-            for reply_to, tag in acks:
-                self.emit(reply_to, ["written", tag, error])
+            for reply_to, tag, conflicts in acks:
+                self.conflicts += len(conflicts)
+                self.emit(reply_to, ["written", tag, error, conflicts])
+
+    def _current(self, key: bytes, batch: dict[bytes, bytes | None]) -> bytes | None:
+        """The object hash of what ``key`` holds now (None: nothing), for compare-and-set:
+        from this batch, else the Merkle tree, else (trees still building) the engine."""
+        if key in batch:
+            return batch[key]
+        tree = self.trees.get(partition_of(key, self.config.partitions))
+        held = tree.get(key) if tree is not None else None
+        if held is not None or key_hash(key) < self.built_upto:
+            return held
+        raw = self.engine.get(key)
+        return object_hash(raw) if raw is not None else None
 
     # Merkle trees ----------------------------------------------------------------------
     def _index(self, pairs: list[tuple[bytes, bytes | None]]) -> None:
@@ -211,6 +237,7 @@ class Handler(Stage):
 
     def gauges(self) -> dict[str, Any]:
         return {"commits": self.commits, "keys": self.engine.count(), "reaped": self.reaped,
+                "conflicts": self.conflicts,
                 "hints": self.hints.count(), "trees_built": self.building is None}
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from seda_dynamo import causality
 from seda_dynamo.causality import DVVSet
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.durable import bump_counter
+from seda_dynamo.merkle import object_hash
 from seda_dynamo.stage import Event, Stage
 
 #: How long persistence may take to answer before the waiting operations fail.
@@ -50,6 +51,7 @@ class KeyWork:
     ops: list[Op]
     results: list[tuple[bytes, bytes]] = field(default_factory=list)  # (context, clock)
     state: DVVSet | None = None
+    base: bytes = b""  # object hash of the stored versions the merge started from ("": none)
 
 
 class Handler(Stage):
@@ -65,6 +67,7 @@ class Handler(Stage):
         self.queued: dict[bytes, list[Op]] = defaultdict(list)
         self.pending: dict[int, tuple[str, list[bytes], float]] = {}
         self.next_tag = 0
+        self.conflicts = 0
 
     # Events ---------------------------------------------------------------------------
     def handle_events(self, events: list[Event], now: float) -> None:
@@ -115,17 +118,19 @@ class Handler(Stage):
                 self.log.error("stored versions of key %r are unreadable: %s", key[:40], exc)
                 self._fail([key], f"stored versions are unreadable: {exc}")
                 continue
+            work.base = object_hash(raw) if raw is not None else b""
             encoded = self._apply(work, stored)
             if encoded == raw and not any(op.hint for op in work.ops):
                 follow = self._done(key)  # a repair or handoff of what we hold already
                 if follow is not None:
                     writes.append(follow)
             else:
-                writes.append((key, encoded))
+                writes.append((key, encoded, work.base))
         if writes:
             self._ask("write", writes, now)
 
-    def on_written(self, now: float, tag: int, error: str | None) -> None:
+    def on_written(self, now: float, tag: int, error: str | None,
+                   conflicts: list[bytes] | None = None) -> None:
         entry = self.pending.pop(tag, None)
         if entry is None:
             return
@@ -133,7 +138,14 @@ class Handler(Stage):
         if error:
             self._fail(keys, error)
             return
-        writes = [w for w in map(self._done, keys) if w is not None]
+        again = set(conflicts or ())
+        if again:  # another worker changed these keys since we read them: read, merge again
+            self.conflicts += len(again)
+            for key in again:
+                self.inflight[key] = KeyWork(self.inflight[key].ops)
+            self._ask("get", list(again), now)
+        done = (self._done(key) for key in keys if key not in again)
+        writes = [w for w in done if w is not None]
         if writes:
             self._ask("write", writes, now)
 
@@ -144,19 +156,20 @@ class Handler(Stage):
             self._fail(keys, "persistence did not answer in time")
 
     def gauges(self) -> dict[str, Any]:
-        return {"keys_in_flight": len(self.inflight), "engine_requests": len(self.pending)}
+        return {"keys_in_flight": len(self.inflight), "engine_requests": len(self.pending),
+                "conflicts": self.conflicts}
 
     # Internals ------------------------------------------------------------------------
-    def _done(self, key: bytes) -> tuple[bytes, bytes] | None:
+    def _done(self, key: bytes) -> tuple[bytes, bytes, bytes] | None:
         """Answer a key's finished operations; start on its queued ones (no read needed)."""
         work = self.inflight.pop(key)
         self._answer(work)
         waiting = self.queued.pop(key, None)
         if not waiting or work.state is None:
             return None
-        follow = KeyWork(waiting)
+        follow = KeyWork(waiting, base=object_hash(causality.encode(work.state)))
         self.inflight[key] = follow
-        return key, self._apply(follow, work.state)
+        return key, self._apply(follow, work.state), follow.base
 
     def _ask(self, kind: str, items: list[Any], now: float) -> None:
         self.next_tag += 1
@@ -165,7 +178,7 @@ class Handler(Stage):
             self.pending[tag] = (kind, items, now + ENGINE_DEADLINE)
             self.emit("persistence", ["get", self.name, tag, items])
             return
-        keys = [k for k, _ in items]
+        keys = [item[0] for item in items]
         hints = [[op.hint, key] for key in keys for op in self.inflight[key].ops if op.hint]
         self.pending[tag] = (kind, keys, now + ENGINE_DEADLINE)
         self.emit("persistence", ["write", self.name, tag, items, hints])

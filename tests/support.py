@@ -91,7 +91,7 @@ class Node:
             with self.client(timeout=0.5) as c:
                 c.ping()
                 c.ring()  # coordination has its ring: the node serves
-            return len(self.stage_pids()) == 5
+            return len(self.stage_pids()) >= 5
 
         wait_until(ready, READY_SECONDS, f"node {self.node_id} to answer ping")
 

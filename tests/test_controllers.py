@@ -95,3 +95,16 @@ def test_one_slow_batch_after_an_idle_spell_is_not_a_standing_queue():
     for now in (5.05, 5.1, 5.15):  # slow batches for a whole interval: standing
         d.observe(sent_at=now - 0.15, now=now)
     assert abs(d.standing - 0.15) < 1e-9
+
+
+def test_a_stage_grows_only_when_it_is_the_bottleneck_and_cores_are_idle():
+    from seda_dynamo.controllers import should_grow
+
+    busy = {"busy": 0.95, "standing": 0.010, "running": 1, "most": 4, "idle_cpu": 60.0,
+            "since_asked": 100.0}
+    assert should_grow(**busy)
+    assert not should_grow(**{**busy, "busy": 0.5})  # not busy enough
+    assert not should_grow(**{**busy, "standing": 0.0})  # keeps up: no queue
+    assert not should_grow(**{**busy, "idle_cpu": 5.0})  # no idle core to run it on
+    assert not should_grow(**{**busy, "running": 4})  # at its most
+    assert not should_grow(**{**busy, "since_asked": 3.0})  # asked a moment ago
