@@ -47,6 +47,7 @@ bench: install
 	    $$SUDO systemctl disable -q $$s >/dev/null 2>&1 || true; \
 	    $$SUDO systemctl stop $$s >/dev/null 2>&1 || true; done; \
 	fi
+	BERKELEYDB_DIR=/usr $(BIN)/python -m pip install -q -e '.[bench,plots]'
 	$(BIN)/python -m bench.report
 
 lint: install
@@ -55,7 +56,9 @@ lint: install
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks .ruff_cache
 
-# The fault-injection suite (tests/faults) with long schedules (about 8 minutes).
+# The fault-injection suite (tests/faults) with long schedules (about 8 minutes), then
+# the memory soak: a node at 80% of its peak for 10 minutes, RSS per stage (bench/soak.py).
 .PHONY: soak
 soak: install
 	SEDA_SOAK=1 $(BIN)/python -m pytest tests/faults -q -o faulthandler_timeout=0
+	$(BIN)/python -m bench.soak

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +65,20 @@ def ping(server: str, timeout: float = 0.5) -> bool:
 
 
 class SingleNode:
-    """One real seda-dynamo node (n = r = w = 1) in its own session, for benchmarks."""
+    """One real seda-dynamo node (n = r = w = 1) in its own session, for benchmarks.
+
+    ``extra`` are more ``seda-dynamo serve`` arguments, e.g. ``("--latency-target-ms",
+    "20")``; given after the defaults, they override them.
+    """
 
     def __init__(self, data_dir: str, engine: str = "bdb", durability: str = "fsync",
-                 node_id: str = "bench1") -> None:
+                 node_id: str = "bench1", extra: Sequence[str] = ()) -> None:
         self.port, self.peer_port = free_port(), free_port()
         self.log_path = os.path.join(data_dir, "node.log")
         cmd = [sys.executable, "-m", "seda_dynamo.cli", "serve", "--node-id", node_id,
                "--client", f"127.0.0.1:{self.port}", "--peer", f"127.0.0.1:{self.peer_port}",
                "--data-dir", os.path.join(data_dir, "data"), "--engine", engine,
-               "--durability", durability, "--n", "1", "--r", "1", "--w", "1"]
+               "--durability", durability, "--n", "1", "--r", "1", "--w", "1", *extra]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,
@@ -141,8 +146,11 @@ def cluster_servers(members: list[dict[str, Any]]) -> str:
     return ",".join(m["client"] for m in members)
 
 
-def start_node(data_dir: str, **kwargs: str) -> SingleNode:
-    """Start a node and wait until it answers ``ping``; stop it on any failure."""
+def start_node(data_dir: str, **kwargs: Any) -> SingleNode:
+    """Start a node and wait until it answers ``ping``; stop it on any failure.
+
+    ``kwargs`` are ``SingleNode``'s: ``engine``, ``durability``, ``node_id``, ``extra``.
+    """
     node = SingleNode(data_dir, **kwargs)
     try:
         node.wait_ready()

@@ -1,20 +1,30 @@
-"""The benchmark report: the echo-chain ceiling, one real node, then a 3-node cluster.
+"""The benchmark report: seda-dynamo against its ceiling, etcd and Redis (``make bench``).
 
-Runs, in order (closed loop, ``--concurrency`` in flight, ``--ops`` requests each):
-the echo chain (the bare 5-process ZeroMQ pipeline, ``bench/echo_chain.py``), node put,
-node get; then node put and get in rate-limited (open-loop) mode at half of the peak
-just measured, which gives the p99.9 latency of a node that is not saturated (the
-Dynamo paper's section 6 reports p99.9 under its production load, not at the knee).
+One thing at a time on this machine, each stopped (by pid) before the next starts, also
+when a run fails; 100-byte values and 64 requests in flight unless said otherwise:
 
-Then the same four runs against a 3-node loopback cluster (N=3, R=2, W=2, the paper's
-common configuration), each request sent straight to the first node of its key's
-preference list (client-driven coordination, section 6.4), printed as a second table.
-During the cluster's closed-loop put run every node's ``stats`` is sampled once a second,
-which gives the CPU share of each stage (a third table). One thing runs at a time: the
-echo chain is stopped before the node starts, the node before the cluster starts.
+1. the echo chain (``bench/echo_chain.py``): the bare 5-process ZeroMQ pipeline, the
+   ceiling of this architecture here;
+2. one node (Berkeley DB, fsync): put and get peaks (closed loop), put and get at half
+   the peak (open loop, p99.9), then overload: open loop at twice the put peak with 2048
+   allowed in flight over 2 load-generator processes -- the p99 of the admitted requests
+   against the peak run's, the share shed as ``overloaded`` and how fast those replies
+   came; then the same put peak and overload on a node started with
+   ``--latency-target-ms 20``;
+3. a 3-node loopback cluster (N=3 R=2 W=2, requests to the key's first replica): put and
+   get peaks, 50/50 and 95/5 mixes, half-peak put and get, each stage's CPU share during
+   the put run, and puts at 1, 4, 16, 64, 256 in flight;
+4. an etcd cluster of 3 members (``bench/peers.py``): put, serializable get, 50/50 mix,
+   and the in-flight sweep; Redis (appendfsync always): set, get, 50/50, the sweep.
 
-    /tmp/v/bin/python -m bench.report [--ops 20000] [--json]     # or: make bench
-    /tmp/v/bin/python -m bench.report --skip-node                # the cluster only
+It writes ``OUT/report.md`` (default ``bench/report.md``; ``bench/render.py`` lays it
+out) with PNGs in ``OUT/report/`` (``bench/plots.py``, when matplotlib is installed) and
+the raw numbers in ``OUT/report/results.json``, and prints the markdown (``--json``: the
+numbers) on stdout; progress goes to stderr. A full run takes about 3 minutes.
+
+    /tmp/v/bin/python -m bench.report                    # or: make bench
+    /tmp/v/bin/python -m bench.report --quick --out /tmp/r   # short runs, to try it out
+    /tmp/v/bin/python -m bench.report --skip-node --skip-peers   # the cluster only
 """
 
 from __future__ import annotations
@@ -26,32 +36,63 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from bench import call, cluster_servers, free_port, start_node
 from bench.echo_chain import start_echo_chain
-from seda_dynamo.loadgen import fetch_ring, format_result, local_cluster, run_phase
+from bench.peers import MissingBinary, etcd_cluster, redis_server
+from bench.plots import make_plots
+from bench.render import plot_data, render
+from bench.tables import machine_info, overload_row
+from seda_dynamo.loadgen import fetch_ring, format_result, local_cluster, run_mix, run_phase
 
 CLUSTER_NODES = 3
 CLUSTER_NRW = (3, 2, 2)
-STAGE_ORDER = ("network", "coordination", "versioning", "persistence", "gossip")
+LATENCY_TARGET_MS = 20
 SAMPLE_SECONDS = 1.0
+FRESH = 10**9  # the key space of the runs that write fresh keys (first_key onwards)
+UNBOUNDED_OPS = 10**7  # the time-bounded runs: max_seconds ends them
+DEFAULT_OUT = str(Path(__file__).resolve().parent)
 
-Row = tuple[str, dict[str, Any]]
+
+@dataclass(frozen=True)
+class Profile:
+    """How long each kind of run is: ``--quick`` or the full report."""
+
+    ops: int  # at most this many requests per closed-loop peak run ...
+    max_seconds: float  # ... which otherwise lasts this long
+    half_seconds: float  # the open-loop half-peak runs
+    overload_seconds: float
+    sweep_seconds: float  # each level of the in-flight sweep
+    levels: tuple[int, ...] = (1, 4, 16, 64, 256)
+    overload_concurrency: int = 2048
+    overload_processes: int = 2
 
 
-def table(rows: list[Row], ceiling: float) -> str:
-    lines = ["| run | ops/s | p50 ms | p99 ms | p99.9 ms | % of ceiling | errors |",
-             "|---|---:|---:|---:|---:|---:|---|"]
-    for label, r in rows:
-        errors = ", ".join(f"{k}={v}" for k, v in sorted(r["errors"].items())) or "-"
-        if r.get("backlogged"):
-            errors += f" ({r['backlogged']} backlogged)"
-        share = f"{100.0 * r['ops_per_sec'] / ceiling:.1f}" if ceiling else "-"
-        lines.append(f"| {label} | {r['ops_per_sec']:.0f} | {r['p50_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {share} | {errors} |")
-    return "\n".join(lines)
+FULL = Profile(ops=1_000_000, max_seconds=5.0, half_seconds=10.0, overload_seconds=5.0,
+               sweep_seconds=3.0)
+QUICK = Profile(ops=100_000, max_seconds=1.5, half_seconds=2.0, overload_seconds=2.0,
+                sweep_seconds=1.0)
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def with_client_cpu(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run()``'s result plus ``client_cpu_percent``: the CPU the load generator (this
+    process and its client processes, reaped by then) used per second of the run; near
+    100 per client process, the client is what limits the run."""
+    t0, cpu0 = time.monotonic(), _cpu_seconds()
+    result = run()
+    wall = max(time.monotonic() - t0, 1e-9)
+    result["client_cpu_percent"] = round(100.0 * (_cpu_seconds() - cpu0) / wall, 1)
+    return result
 
 
 class StatsSampler:
@@ -110,111 +151,221 @@ class StatsSampler:
                                              / max(self.seconds, 1e-9), 1)}
 
 
-def cpu_table(summary: dict[str, Any]) -> str:
-    cpu: dict[str, dict[str, float]] = summary["cpu_percent"]
-    nodes = list(cpu)
-    seen = {stage for stages in cpu.values() for stage in stages}
-    stages = [s for s in STAGE_ORDER if s in seen] + sorted(seen - set(STAGE_ORDER))
-    lines = ["| stage | " + " | ".join(f"{n} CPU %" for n in nodes) + " |",
-             "|---|" + "---:|" * len(nodes)]
-    for stage in stages:
-        lines.append(f"| {stage} | " + " | ".join(
-            f"{cpu[n].get(stage, 0.0):.1f}" for n in nodes) + " |")
-    lines.append("| **node total** | " + " | ".join(
-        f"**{sum(cpu[n].values()):.1f}**" for n in nodes) + " |")
-    samples = ", ".join(f"{n}: {k}" for n, k in summary["samples"].items())
-    lines.append(f"\nload generator (this process): {summary['loadgen_cpu_percent']:.1f} % "
-                 f"CPU; stats samples per node: {samples}; 100 % = one core")
-    return "\n".join(lines)
+class Bench:
+    """Runs the sections one after the other and collects their numbers in ``data``."""
 
+    def __init__(self, args: argparse.Namespace, profile: Profile, command: str) -> None:
+        self.args, self.profile, self.command = args, profile, command
+        self.sections: dict[str, dict[str, Any]] = {}
+        self.status: dict[str, str] = {}
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ops", type=int, default=20_000, help="requests per run")
-    p.add_argument("--concurrency", type=int, default=64, help="requests in flight")
-    p.add_argument("--value-size", type=int, default=100)
-    p.add_argument("--keys", type=int, help="distinct keys (default: --ops, so each put "
-                   "run writes every key once)")
-    p.add_argument("--engine", choices=["bdb", "memory"], default="bdb")
-    p.add_argument("--durability", choices=["fsync", "nosync"], default="fsync")
-    p.add_argument("--max-seconds", type=float, default=60.0, help="cap per run")
-    p.add_argument("--skip-node", action="store_true", help="no single-node runs")
-    p.add_argument("--skip-cluster", action="store_true", help="no 3-node cluster runs")
-    p.add_argument("--json", action="store_true", help="print the result dicts as JSON")
-    args = p.parse_args(argv)
-    kw = {"value_size": args.value_size, "keys": args.keys or args.ops,
-          "max_seconds": args.max_seconds}
-    rows: list[Row] = []
-    cluster_rows: list[Row] = []
-
-    def run(into: list[Row], label: str, server: str, op: str, rate: float | None = None,
-            **extra: Any) -> dict[str, Any]:
-        result = run_phase(server, op, args.ops, args.concurrency, rate=rate, **kw, **extra)
-        print(f"{label:<26} {format_result(result)}", file=sys.stderr, flush=True)
-        into.append((label, result))
+    # one run --------------------------------------------------------------------------
+    def _record(self, section: str, key: str, label: str, result: dict[str, Any]
+                ) -> dict[str, Any]:
+        result["label"] = label
+        print(f"{label:<34} {format_result(result)}", file=sys.stderr, flush=True)
+        self.sections.setdefault(section, {}).setdefault("runs", {})[key] = result
         return result
 
-    def peak_then_half(into: list[Row], prefix: str, server: str,
-                       during_put: Callable[[], Any] | None = None, **extra: Any) -> None:
-        peak = {}
-        for op in ("put", "get"):
-            if op == "put" and during_put is not None:
-                with during_put():
-                    peak[op] = run(into, f"{prefix} {op}", server, op, **extra)["ops_per_sec"]
-            else:
-                peak[op] = run(into, f"{prefix} {op}", server, op, **extra)["ops_per_sec"]
-        for op in ("put", "get"):
-            rate = max(1.0, peak[op] / 2)
-            run(into, f"{prefix} {op} @ {rate:.0f}/s (½ peak)", server, op, rate=rate, **extra)
+    def phase(self, section: str, key: str, label: str, target: Any, op: str, *,
+              keys: int, first_key: int = 0, rate: float | None = None,
+              ops: int | None = None, concurrency: int | None = None,
+              seconds: float | None = None, **extra: Any) -> dict[str, Any]:
+        """One ``run_phase`` (closed loop unless ``rate``), recorded as ``key``."""
+        result = with_client_cpu(lambda: run_phase(
+            target, op, ops or self.profile.ops, concurrency or self.args.concurrency,
+            value_size=self.args.value_size, keys=keys, first_key=first_key, rate=rate,
+            max_seconds=seconds or self.profile.max_seconds, **extra))
+        return self._record(section, key, label, result)
 
-    load_before = os.getloadavg()
-    with start_echo_chain(free_port()) as chain:  # stopped before any node starts
-        ceiling = run(rows, "echo chain (ceiling)", chain.server, "put")["ops_per_sec"]
-    if not args.skip_node:
-        with tempfile.TemporaryDirectory(prefix="sd-bench-") as data_dir:
-            with start_node(data_dir, engine=args.engine, durability=args.durability) as node:
-                peak_then_half(rows, "node", node.server)
-    cpu: dict[str, Any] | None = None
-    if not args.skip_cluster:
+    def mix(self, section: str, key: str, label: str, target: Any, get_ratio: float,
+            keys: int, **extra: Any) -> dict[str, Any]:
+        result = with_client_cpu(lambda: run_mix(
+            target, self.profile.ops, self.args.concurrency, get_ratio,
+            value_size=self.args.value_size, keys=max(1, keys),
+            max_seconds=self.profile.max_seconds, seed=len(self.sections), **extra))
+        return self._record(section, key, label, result)
+
+    def half(self, section: str, prefix: str, target: Any, op: str, peak: float,
+             keys: int, first_key: int = 0, **extra: Any) -> dict[str, Any]:
+        """Open loop at half ``peak`` for ``half_seconds``."""
+        rate = max(1.0, peak / 2)
+        n = max(100, int(rate * self.profile.half_seconds))
+        return self.phase(section, f"{op}_half", f"{prefix} {op} @ {rate:,.0f}/s (½ peak)",
+                          target, op, keys=keys, first_key=first_key, rate=rate, ops=n,
+                          seconds=self.profile.half_seconds + 2.0, **extra)
+
+    def sweep(self, section: str, prefix: str, target: Any, first_key: int,
+              **extra: Any) -> None:
+        """Puts (fresh keys) at each in-flight level, ``sweep_seconds`` each."""
+        runs = self.sections.setdefault(section, {}).setdefault("sweep", {})
+        for c in self.profile.levels:
+            r = with_client_cpu(lambda c=c, k=first_key: run_phase(
+                target, "put", UNBOUNDED_OPS, c, value_size=self.args.value_size, keys=FRESH,
+                first_key=k, max_seconds=self.profile.sweep_seconds, **extra))
+            first_key += r["sent"]
+            r["label"] = f"{prefix} put, {c} in flight"
+            print(f"{r['label']:<34} {format_result(r)}", file=sys.stderr, flush=True)
+            runs[c] = r
+
+    # the sections ---------------------------------------------------------------------
+    def ceiling(self) -> None:
+        with start_echo_chain(free_port()) as chain:
+            self.phase("ceiling", "put", "echo chain (ceiling)", chain.server, "put",
+                       keys=self.profile.ops)
+
+    def node(self, section: str, prefix: str, extra: list[str], full: bool) -> None:
+        a, p = self.args, self.profile
+        with tempfile.TemporaryDirectory(prefix="sd-bench-") as data_dir, \
+                start_node(data_dir, engine=a.engine, durability=a.durability,
+                           extra=extra) as node:
+            put = self.phase(section, "put", f"{prefix} put", node.server, "put", keys=p.ops)
+            written = max(1, put["sent"])
+            fresh = written
+            if full:
+                get = self.phase(section, "get", f"{prefix} get", node.server, "get",
+                                 keys=written)
+                fresh += self.half(section, prefix, node.server, "put", put["ops_per_sec"],
+                                   FRESH, fresh)["sent"]
+                self.half(section, prefix, node.server, "get", get["ops_per_sec"], written)
+            rate = 2.0 * put["ops_per_sec"]
+            over = self.phase(section, "overload", f"{prefix} put @ 2x peak", node.server,
+                              "put", keys=FRESH, first_key=fresh, rate=rate,
+                              ops=max(100, int(rate * p.overload_seconds)),
+                              concurrency=p.overload_concurrency,
+                              seconds=p.overload_seconds, processes=p.overload_processes)
+            self.sections[section]["overload"] = overload_row(
+                TITLES_OVERLOAD[section], rate, over, put)
+
+    def cluster(self) -> None:
+        a, p = self.args, self.profile
         n, r, w = CLUSTER_NRW
-        extra = ["--engine", args.engine, "--durability", args.durability,
+        extra = ["--engine", a.engine, "--durability", a.durability,
                  "--n", str(n), "--r", str(r), "--w", str(w)]
         print(f"starting a {CLUSTER_NODES}-node cluster ...", file=sys.stderr, flush=True)
         with local_cluster(CLUSTER_NODES, extra) as members:
             servers = cluster_servers(members)
-            ring = fetch_ring(servers)  # fetched once for all four runs
+            route = {"routing": "owner", "ring": fetch_ring(servers)}  # fetched once
             sampler = StatsSampler({m["id"]: m["client"] for m in members})
-            peak_then_half(cluster_rows, "cluster", servers, during_put=lambda: sampler,
-                           routing="owner", ring=ring)
-            cpu = sampler.summary()
-    load_after = os.getloadavg()
-    if args.json:
-        out: dict[str, Any] = {
-            "node": [{"run": label, **res} for label, res in rows],
-            "cluster": [{"run": label, **res} for label, res in cluster_rows],
-            "cluster_put_cpu": cpu, "loadavg_before": load_before, "loadavg_after": load_after}
-        print(json.dumps(out, indent=2))
-        return 0
-    print(f"\n{args.concurrency} in flight, {args.ops} ops per run, "
-          f"{args.value_size}-byte values, engine {args.engine} ({args.durability})\n")
-    print(table(rows, ceiling))
-    if cluster_rows:
-        n, r, w = CLUSTER_NRW
-        per = cluster_rows[0][1].get("per_server", {})
-        print(f"\n{CLUSTER_NODES}-node loopback cluster, N={n} R={r} W={w}, owner routing "
-              f"(put requests per node: {', '.join(str(v) for v in per.values())})\n")
-        print(table(cluster_rows, ceiling))
-    if cpu is not None:
-        print("\nstage CPU during the cluster put run (closed loop, `stats` cpu_percent, "
-              "mean of 1-s samples)\n")
-        print(cpu_table(cpu))
-    print(f"\nload average (1/5/15 min): before {_load(load_before)}, "
-          f"after {_load(load_after)}, on {os.cpu_count()} cores")
-    return 0
+            with sampler:
+                put = self.phase("cluster", "put", "cluster put", servers, "put",
+                                 keys=p.ops, **route)
+            self.sections["cluster"]["cpu"] = sampler.summary()
+            written = max(1, put["sent"])
+            get = self.phase("cluster", "get", "cluster get", servers, "get", keys=written,
+                             **route)
+            self.mix("cluster", "mix50", "cluster 50/50 mix", servers, 0.5, written, **route)
+            self.mix("cluster", "mix95", "cluster 95/5 mix", servers, 0.95, written, **route)
+            fresh = written + self.half("cluster", "cluster", servers, "put",
+                                        put["ops_per_sec"], FRESH, written, **route)["sent"]
+            self.half("cluster", "cluster", servers, "get", get["ops_per_sec"], written,
+                      **route)
+            self.sweep("cluster", "cluster", servers, fresh, **route)
+
+    def peer(self, section: str, prefix: str, target: str, get_label: str) -> None:
+        put = self.phase(section, "put", f"{prefix} {'set' if section == 'redis' else 'put'}",
+                         target, "put", keys=self.profile.ops)
+        written = max(1, put["sent"])
+        self.phase(section, "get", f"{prefix} {get_label}", target, "get", keys=written)
+        self.mix(section, "mix50", f"{prefix} 50/50 mix", target, 0.5, written)
+        self.sweep(section, prefix, target, written)
+
+    def etcd(self) -> None:
+        with etcd_cluster(3) as urls:
+            self.peer("etcd", "etcd", urls.target, "get (serializable)")
+
+    def redis(self) -> None:
+        with redis_server() as url:
+            self.peer("redis", "redis", url.target, "get")
+
+    # running them ---------------------------------------------------------------------
+    def section(self, name: str, body: Callable[[], None]) -> None:
+        """Run one section; a missing binary skips it, a failure is noted (and printed)."""
+        t0 = time.monotonic()
+        try:
+            body()
+        except MissingBinary as exc:
+            self.status[name] = f"skipped: {exc}"
+        except Exception as exc:  # noqa: BLE001 - the report says what failed, and goes on
+            traceback.print_exc()
+            self.status[name] = f"failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        print(f"-- {name}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+
+    def measure(self) -> dict[str, Any]:
+        a = self.args
+        t0, load_before = time.monotonic(), os.getloadavg()
+        self.section("ceiling", self.ceiling)
+        if not a.skip_node:
+            self.section("node", lambda: self.node("node", "node", [], full=True))
+            self.section("node_lt", lambda: self.node(
+                "node_lt", "node (latency target)",
+                ["--latency-target-ms", str(LATENCY_TARGET_MS)], full=False))
+        if not a.skip_cluster:
+            self.section("cluster", self.cluster)
+        if not a.skip_peers:
+            self.section("etcd", self.etcd)
+            self.section("redis", self.redis)
+        settings = {"concurrency": a.concurrency, "value_size": a.value_size,
+                    "engine": a.engine, "durability": a.durability, "quick": a.quick,
+                    "command": self.command,
+                    **asdict(self.profile)}
+        return {"machine": machine_info(), "settings": settings, "sections": self.sections,
+                "status": self.status, "seconds": round(time.monotonic() - t0, 1),
+                "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
 
 
-def _load(avg: tuple[float, float, float]) -> str:
-    return " / ".join(f"{x:.2f}" for x in avg)
+TITLES_OVERLOAD = {"node": "defaults",
+                   "node_lt": f"--latency-target-ms {LATENCY_TARGET_MS}"}
+
+
+def write_report(data: dict[str, Any], out: str) -> str:
+    """``out/report.md``, ``out/report/*.png`` and ``out/report/results.json``: the
+    markdown."""
+    fig_dir = os.path.join(out, "report")
+    os.makedirs(fig_dir, exist_ok=True)
+    try:
+        made, skipped = make_plots(plot_data(data), fig_dir)
+    except Exception as exc:  # noqa: BLE001 - plots are optional: the tables still count
+        traceback.print_exc()
+        made, skipped = [], f"plotting failed: {type(exc).__name__}: {exc}"
+    markdown = render(data, [(title, f"report/{name}") for title, name in made], skipped)
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write(markdown)
+    with open(os.path.join(fig_dir, "results.json"), "w") as f:
+        json.dump(data, f, indent=1)
+    return markdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ops", type=int, help="cap of requests per closed-loop peak run "
+                   "(default 1,000,000; --quick: 100,000)")
+    p.add_argument("--max-seconds", type=float, help="seconds per closed-loop peak run "
+                   "(default 5; --quick: 1.5)")
+    p.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    p.add_argument("--value-size", type=int, default=100)
+    p.add_argument("--engine", choices=["bdb", "memory"], default="bdb")
+    p.add_argument("--durability", choices=["fsync", "nosync"], default="fsync")
+    p.add_argument("--quick", action="store_true", help="short runs, to try it out")
+    p.add_argument("--skip-node", action="store_true", help="no single-node runs")
+    p.add_argument("--skip-cluster", action="store_true", help="no 3-node cluster runs")
+    p.add_argument("--skip-peers", action="store_true", help="no etcd and Redis runs")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help="where report.md and report/ go (default: bench/)")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    if args.ops or args.max_seconds:
+        profile = Profile(**{**asdict(profile), "ops": args.ops or profile.ops,
+                             "max_seconds": args.max_seconds or profile.max_seconds})
+    command = " ".join(["python -m bench.report", *argv])
+    data = Bench(args, profile, command).measure()
+    markdown = write_report(data, args.out)
+    print(f"wrote {os.path.join(args.out, 'report.md')} in {data['seconds']:.0f} s",
+          file=sys.stderr)
+    print(json.dumps(data, indent=2) if args.json else markdown)
+    return 1 if any(v.startswith("failed") for v in data["status"].values()) else 0
 
 
 if __name__ == "__main__":

@@ -207,6 +207,7 @@ def _drive(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any]
     always_get = mode == "get"
     mixed = mode == "mix"
     hists = {True: new_histogram(), False: new_histogram()}  # is_get -> latencies
+    err_hist = new_histogram()  # latency of the error replies (a shed request's, ...)
     n_ok = {True: 0, False: 0}
     errors: dict[str, int] = {}
     op_errors: dict[bool, dict[str, int]] = {True: {}, False: {}}
@@ -271,6 +272,8 @@ def _drive(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any]
                 else:
                     n_err += 1
                     errors[code] = errors.get(code, 0) + 1
+                    us = (end - started[0]) // 1000
+                    err_hist.record_value(min(max(us, LOWEST_US), HIGHEST_US))
                     by_op = op_errors[started[2]]
                     by_op[code] = by_op.get(code, 0) + 1
             done.clear()
@@ -293,6 +296,7 @@ def _drive(spec: dict[str, Any], report: Report | None = None) -> dict[str, Any]
     if report is not None:
         report(sent, n_ok[True] + n_ok[False], n_err)
     return {"hist": {"get": hists[True].encode(), "put": hists[False].encode()},
+            "err_hist": err_hist.encode(),
             "ok": {"get": n_ok[True], "put": n_ok[False]}, "errors": errors,
             "op_errors": {"get": op_errors[True], "put": op_errors[False]}, "sent": sent,
             "per_server": per_server, "backlogged": backlogged, "t0": t0,
@@ -516,7 +520,12 @@ def _summarise(parts: list[dict[str, Any]], phase: str, targets: list[str]
               "backlogged": sum(p["backlogged"] for p in parts),
               "servers": len(targets),
               "per_server": {t: sum(p["per_server"][j] for p in parts)
-                             for j, t in enumerate(targets)}}
+                             for j, t in enumerate(targets)},
+              "cdf": [[pct, _ms(merged, pct) if n_ok else 0.0] for pct in CDF_PERCENTILES]}
+    # error replies (not no_reply, which never came back): how long e.g. a shed took
+    err_hist = merge_histograms([p["err_hist"] for p in parts if "err_hist" in p])
+    n_replied = err_hist.get_total_count()
+    result["error_ms"] = {"replies": n_replied, **_latency(err_hist, n_replied)}
     if phase == "mix":
         result["mean_ms"] = lat["mean_ms"]
         result["by_op"] = {}
@@ -529,7 +538,6 @@ def _summarise(parts: list[dict[str, Any]], phase: str, targets: list[str]
             result["by_op"][op] = {"ops": ok, "errors": op_errors,
                                    "ops_per_sec": round(ok / seconds, 1),
                                    **_latency(hists[op], ok)}
-        result["cdf"] = [[pct, _ms(merged, pct) if n_ok else 0.0] for pct in CDF_PERCENTILES]
     return result, hists
 
 
@@ -667,8 +675,11 @@ def run_phases(server: str | Sequence[str], ops: int, concurrency: int = 64,
     Each result: ``{"phase", "ops" (successful), "errors" ({code: n}, with "no_reply"),
     "seconds", "ops_per_sec", "p50_ms", "p99_ms", "p999_ms", "max_ms", "concurrency"}``
     plus ``processes``, ``rate``, ``sent``, ``backlogged``, ``servers`` (how many got
-    traffic), ``routing`` and ``per_server`` (requests sent to each). With owner routing
-    the ring is fetched once, before the put phase.
+    traffic), ``routing`` and ``per_server`` (requests sent to each); ``cdf``:
+    ``[[percentile, ms], ...]`` at ``CDF_PERCENTILES`` over every successful request;
+    ``error_ms``: ``{replies, p50_ms, p99_ms, p999_ms, max_ms, mean_ms}`` over the error
+    replies that came back (e.g. how fast a shed ``overloaded`` was answered; ``no_reply``
+    is not among them). With owner routing the ring is fetched once, before the put phase.
     """
     ring = fetch_ring(parse_target(server)[1]) if routing == "owner" else None
     return [run_phase(server, op, ops, concurrency, value_size, keys, processes, max_seconds,
@@ -695,11 +706,10 @@ def run_mix(target: str | Sequence[str], ops: int, concurrency: int = 64,
     The result has the keys of ``run_phase`` (``phase`` is ``"mix"``; ``ops``,
     ``errors``, ``seconds``, ``ops_per_sec``, ``p50_ms``, ``p99_ms``, ``p999_ms``,
     ``max_ms``, ``concurrency``, ``processes``, ``rate``, ``sent``, ``backlogged``,
-    ``servers``, ``routing``, ``per_server``) and ``mean_ms``; ``by_op``: for ``get`` and
-    ``put`` each ``{ops, errors, ops_per_sec, p50_ms, p99_ms, p999_ms, max_ms, mean_ms}``;
-    ``cdf``: ``[[percentile, ms], ...]`` at ``CDF_PERCENTILES`` over every successful
-    request; ``target``, ``kind``, ``get_ratio``, ``distribution``, ``keys``,
-    ``value_size``, ``connections``, ``seed``; ``prefill`` (None, or the put run's
+    ``servers``, ``routing``, ``per_server``, ``cdf``, ``error_ms``) and ``mean_ms``;
+    ``by_op``: for ``get`` and ``put`` each ``{ops, errors, ops_per_sec, p50_ms, p99_ms,
+    p999_ms, max_ms, mean_ms}``; ``target``, ``kind``, ``get_ratio``, ``distribution``,
+    ``keys``, ``value_size``, ``connections``, ``seed``; ``prefill`` (None, or the put run's
     ``{ops, errors, seconds, ops_per_sec}``).
     """
     if not 0.0 <= get_ratio <= 1.0:
