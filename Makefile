@@ -8,17 +8,26 @@ APT_PACKAGES := libdb5.3-dev gcc make
 
 .PHONY: install serve test bench lint clean
 
-install: $(STAMP)
-
-$(STAMP): setup.cfg pyproject.toml
-	@missing=""; for p in $(APT_PACKAGES); do \
+# Install those of the Debian packages $(1) that are missing (apt-get update first), then
+# stop and disable the system services $(2) their install may have started.
+define apt_ensure
+	@missing=""; for p in $(1); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing || exit 1; \
+	  for s in $(2); do \
+	    $$SUDO systemctl disable -q $$s >/dev/null 2>&1 || true; \
+	    $$SUDO systemctl stop $$s >/dev/null 2>&1 || true; done; \
 	fi
+endef
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(call apt_ensure,$(APT_PACKAGES),)
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	BERKELEYDB_DIR=/usr $(BIN)/python -m pip install -q -e '.[test,bench]'
@@ -36,17 +45,7 @@ test: install
 BENCH_APT_PACKAGES := etcd-server redis-server
 
 bench: install
-	@missing=""; for p in $(BENCH_APT_PACKAGES); do \
-	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing system packages:$$missing"; \
-	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing || exit 1; \
-	  for s in etcd redis-server; do \
-	    $$SUDO systemctl disable -q $$s >/dev/null 2>&1 || true; \
-	    $$SUDO systemctl stop $$s >/dev/null 2>&1 || true; done; \
-	fi
+	$(call apt_ensure,$(BENCH_APT_PACKAGES),etcd redis-server)
 	BERKELEYDB_DIR=/usr $(BIN)/python -m pip install -q -e '.[bench,plots]'
 	$(BIN)/python -m bench.report
 

@@ -34,6 +34,16 @@ NODE_READY_TIMEOUT = 20.0
 NODE_STOP_GRACE = 10.0
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so a stopped benchmark still runs its ``with`` blocks
+    and stops the nodes and peers it started (they run in their own sessions)."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

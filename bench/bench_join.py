@@ -23,6 +23,7 @@ import tempfile
 import time
 from typing import Any
 
+from bench import exit_on_sigterm
 from seda_dynamo.client import Client, DynamoError
 from seda_dynamo.loadgen import CLUSTER_ARGS, local_cluster, run_phase
 
@@ -71,6 +72,7 @@ def wait(predicate, seconds: float, what: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    exit_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--keys", type=int, default=100_000)
     p.add_argument("--differ", type=int, default=1_000)

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import call, cluster_servers, free_port, start_node
+from bench import call, cluster_servers, exit_on_sigterm, free_port, start_node
 from bench.echo_chain import start_echo_chain
 from bench.peers import MissingBinary, etcd_cluster, redis_server
 from bench.plots import make_plots
@@ -337,6 +337,7 @@ def write_report(data: dict[str, Any], out: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    exit_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ops", type=int, help="cap of requests per closed-loop peak run "
                    "(default 1,000,000; --quick: 100,000)")

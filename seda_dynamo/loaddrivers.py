@@ -106,9 +106,17 @@ def _wait(socks: list[zmq.Socket], seconds: float) -> list[zmq.Socket]:
 
 
 class SedaDriver:
-    """seda-dynamo's wire protocol: one DEALER per server, replies matched by ``id``."""
+    """seda-dynamo's wire protocol: one DEALER per server, replies matched by ``id``.
 
-    def __init__(self, servers: list[str], route: list[int] | None) -> None:
+    With ``contexts``, a put carries the context of the last reply this client got for
+    its key (Dynamo's read-modify-write: the new value supersedes what was read), so a
+    long run over a fixed key space does not pile up siblings as blind puts would.
+    """
+
+    def __init__(self, servers: list[str], route: list[int] | None,
+                 contexts: bool = False) -> None:
+        self.contexts: dict[bytes, bytes] | None = {} if contexts else None
+        self.keys: dict[int, bytes] = {}  # in flight, when contexts are kept
         self.targets = servers
         self.route = route
         self.q = len(route) if route else 0
@@ -127,6 +135,11 @@ class SedaDriver:
         target = self.route[partition_of(key, self.q)] if self.route else rid % len(self.socks)
         body: dict[str, Any] = ({"op": "get", "id": rid, "key": key} if is_get else
                                 {"op": "put", "id": rid, "key": key, "value": value})
+        if self.contexts is not None:
+            self.keys[rid] = key
+            context = self.contexts.get(key)
+            if context is not None and not is_get:
+                body["context"] = context
         self.socks[target].send_multipart([b"", msgpack.packb(body, use_bin_type=True)],
                                           copy=False)
         return target
@@ -147,6 +160,10 @@ class SedaDriver:
                 reply = msgpack.unpackb(frames[-1], raw=False)
                 if isinstance(reply, dict):
                     rid = reply.get("id")
+                    if self.contexts is not None:
+                        key = self.keys.pop(rid, None)
+                        if key is not None and reply.get("context"):
+                            self.contexts[key] = reply["context"]
                     if reply.get("ok"):
                         done.append((rid, None))
                     else:
@@ -154,7 +171,7 @@ class SedaDriver:
         self.ready = []
 
     def abandon(self, rid: int) -> None:
-        pass  # a late reply is ignored: its id is no longer pending
+        self.keys.pop(rid, None)  # a late reply is ignored: its id is no longer pending
 
     def close(self) -> None:
         for sock in self.socks:
@@ -500,6 +517,6 @@ def parse_http_response(buf: bytes | bytearray, pos: int) -> Parsed:
 def make_driver(spec: dict[str, Any]) -> SedaDriver | FifoTcpDriver:
     kind = spec["kind"]
     if kind == "seda":
-        return SedaDriver(spec["endpoints"], spec["route"])
+        return SedaDriver(spec["endpoints"], spec["route"], spec.get("contexts", False))
     cls = RedisDriver if kind == "redis" else EtcdDriver
     return cls(spec["endpoints"], spec["connections"], spec["concurrency"])

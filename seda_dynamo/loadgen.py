@@ -692,7 +692,7 @@ def run_mix(target: str | Sequence[str], ops: int, concurrency: int = 64,
             max_seconds: float = 60.0, timeout: float = 5.0, progress: bool = False,
             routing: str = "round-robin", connections: int | None = None,
             prefill: bool = False, seed: int | None = None,
-            ring: dict[str, Any] | None = None) -> dict[str, Any]:
+            ring: dict[str, Any] | None = None, contexts: bool = True) -> dict[str, Any]:
     """Gets and puts mixed at random, against any target; returns the result dict.
 
     Each request is a get with probability ``get_ratio`` (else a put of ``value_size``
@@ -701,7 +701,9 @@ def run_mix(target: str | Sequence[str], ops: int, concurrency: int = 64,
     None is the closed loop, else the open loop at that many ops/s. ``connections``
     (TCP targets) overrides the target's ``?connections=``. ``prefill`` first writes every
     key once (closed loop, not measured) so that gets find values. ``seed`` makes the
-    choice of ops and keys repeatable.
+    choice of ops and keys repeatable. ``contexts`` (seda targets): each put carries the
+    context of the last reply for its key, as a read-modify-write client does, so the
+    key space does not fill with siblings (Redis and etcd simply overwrite).
 
     The result has the keys of ``run_phase`` (``phase`` is ``"mix"``; ``ops``,
     ``errors``, ``seconds``, ``ops_per_sec``, ``p50_ms``, ``p99_ms``, ``p999_ms``,
@@ -733,7 +735,8 @@ def run_mix(target: str | Sequence[str], ops: int, concurrency: int = 64,
     processes = min(processes, concurrency, ops)
     base = {"op": "mix", "get_ratio": get_ratio, "distribution": distribution, "first": 0,
             "ops": ops, "concurrency": concurrency, "value_size": value_size, "keys": keys,
-            "rate": rate, "max_seconds": max_seconds, "timeout": timeout, "seed": seed}
+            "rate": rate, "max_seconds": max_seconds, "timeout": timeout, "seed": seed,
+            "contexts": contexts}
     specs = _specs(kind, targets, route, connections, processes, base)
     parts = _execute(specs, max_seconds, timeout, f"{kind} mix", progress)
     result, _ = _summarise(parts, "mix", targets)

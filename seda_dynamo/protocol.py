@@ -71,31 +71,23 @@ def unpack_body(body: bytes, limits: Limits) -> Any:
     if len(body) > limits.max_body_bytes:
         raise ProtocolError("too_large", f"request of {len(body)} bytes exceeds the limit of "
                             f"{limits.max_body_bytes} bytes")
-    unpacker = msgpack.Unpacker(
-        raw=False,
-        max_buffer_size=max(len(body), 1),
-        max_bin_len=limits.max_value_bytes + limits.max_key_bytes,
-        max_str_len=limits.max_key_bytes + 1024,
-        max_array_len=64,
-        max_map_len=64,
-        max_ext_len=0,
-    )
     try:
-        unpacker.feed(body)
-        obj = unpacker.unpack()
+        # One call, every length capped (the body's own size is checked above).
+        return msgpack.unpackb(
+            body, raw=False, max_bin_len=limits.max_value_bytes + limits.max_key_bytes,
+            max_str_len=limits.max_key_bytes + 1024, max_array_len=64, max_map_len=64,
+            max_ext_len=0)
+    except msgpack.ExtraData:
+        raise ProtocolError("bad_request", "body holds more than one msgpack object") from None
     except msgpack.OutOfData:
         raise ProtocolError("bad_request",
                             "body is truncated: not one complete msgpack object") from None
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
-            msgpack.StackError) as exc:
-        raise ProtocolError("bad_request", f"body is not valid msgpack: {exc}") from None
-    try:
-        unpacker.unpack()
-    except msgpack.OutOfData:
-        return obj
-    except Exception:  # noqa: BLE001 - anything after the first object is an error
-        pass
-    raise ProtocolError("bad_request", "body holds more than one msgpack object")
+    except (ValueError, TypeError, msgpack.FormatError, msgpack.StackError) as exc:
+        if "incomplete" in str(exc):
+            raise ProtocolError("bad_request", "body is truncated: not one complete msgpack "
+                                "object") from None
+        raise ProtocolError("bad_request", "body is not valid msgpack: "
+                            f"{str(exc) or type(exc).__name__}") from None
 
 
 def _int_field(msg: dict[str, Any], name: str, lo: int, hi: int, rid: Any) -> int | None:

@@ -37,6 +37,7 @@ BLOCK_SEND_MS = 1000
 STATS_SINK = "network"
 GC_THRESHOLD = 50_000
 PEER_HWM = 10_000
+PROFILE_ENV = "SEDA_PROFILE_DIR"  # set: each stage writes cProfile stats there on exit
 PRESSURE_EVERY = 0.05  # seconds between queue-delay reports to admission control
 WORKERS_FILE = "workers.json"  # stage -> worker processes running, kept by the supervisor
 WORKERS_CHECK = 0.5  # seconds between looks at it
@@ -406,9 +407,19 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
+    profile_dir = os.environ.get(PROFILE_ENV)
+    profiler = None
+    if profile_dir:  # bench/profile.py: where this stage's time goes
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         runtime.run()
     finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile_dir, f"{stage_name}.prof"))
         runtime.close()
     return 0
 

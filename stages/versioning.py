@@ -113,7 +113,8 @@ class Handler(Stage):
         for key, raw in zip(keys, found, strict=True):
             work = self.inflight[key]
             try:
-                stored = causality.decode(raw) if raw is not None else causality.EMPTY
+                stored = (causality.decode(raw, trusted=True) if raw is not None
+                          else causality.EMPTY)
             except ValueError as exc:
                 self.log.error("stored versions of key %r are unreadable: %s", key[:40], exc)
                 self._fail([key], f"stored versions are unreadable: {exc}")
@@ -167,7 +168,7 @@ class Handler(Stage):
         waiting = self.queued.pop(key, None)
         if not waiting or work.state is None:
             return None
-        follow = KeyWork(waiting, base=object_hash(causality.encode(work.state)))
+        follow = KeyWork(waiting, base=object_hash(causality.encode(work.state, trusted=True)))
         self.inflight[key] = follow
         return key, self._apply(follow, work.state), follow.base
 
@@ -196,7 +197,7 @@ class Handler(Stage):
             else:
                 assert op.clock is not None
                 state = causality.sync(state, op.clock)
-            encoded = causality.encode(state)
+            encoded = causality.encode(state, trusted=True)
             work.results.append((causality.encode_context(causality.join(state)), encoded))
         work.state = state
         return encoded

@@ -151,6 +151,12 @@ def test_sync_of_inconsistent_replicas_still_converges() -> None:
     assert c.sync(a, b) == c.sync(b, a) == DVVSet((("a", 2, (b"p",)),))
 
 
+def test_a_trusted_decode_of_damaged_bytes_still_raises_only_value_error() -> None:
+    for obj in ([[["a", 1]], []], [[5], []], [None, []], [[["a", 1, None]], []]):
+        with pytest.raises(ValueError):
+            c.decode(msgpack.packb(obj), trusted=True)
+
+
 def test_encoding_examples() -> None:
     assert c.encode(EMPTY) == b"\x92\x90\x90"
     assert c.decode(b"\x92\x90\x90") == EMPTY
@@ -294,6 +300,8 @@ def test_encode_round_trip(s: DVVSet) -> None:
     data = c.encode(s)
     assert c.decode(data) == s
     assert c.encode(c.decode(data)) == data
+    assert c.decode(data, trusted=True) == s  # our own stored bytes: the fast path
+    assert c.encode(s, trusted=True) == data
     vv = c.join(s)
     assert c.decode_context(c.encode_context(vv)) == vv
 
