@@ -38,6 +38,7 @@ STATS_SINK = "network"
 GC_THRESHOLD = 50_000
 PEER_HWM = 10_000
 PROFILE_ENV = "SEDA_PROFILE_DIR"  # set: each stage writes cProfile stats there on exit
+TRACEMALLOC_ENV = "SEDA_TRACEMALLOC_DIR"  # set: each stage writes a heap snapshot a minute
 PRESSURE_EVERY = 0.05  # seconds between queue-delay reports to admission control
 WORKERS_FILE = "workers.json"  # stage -> worker processes running, kept by the supervisor
 WORKERS_CHECK = 0.5  # seconds between looks at it
@@ -365,10 +366,28 @@ class Runtime:
                 if now >= next_report:
                     next_report = now + STATS_INTERVAL
                     self._report()
+                    self._snapshot(now)
                     if os.getppid() != self.parent:
                         h.log.warning("supervisor is gone: exiting")
                         self.stopping = True
                 self.flush()
+
+    def _snapshot(self, now: float) -> None:
+        """With SEDA_TRACEMALLOC_DIR set: a tracemalloc snapshot each minute (a leak hunt:
+        compare two with ``Snapshot.compare_to``)."""
+        out = os.environ.get(TRACEMALLOC_ENV)
+        if not out:
+            return
+        import tracemalloc
+
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(8)
+            self.snapshot_at = now
+            return
+        if now - getattr(self, "snapshot_at", now) >= 60.0:
+            self.snapshot_at = now
+            path = os.path.join(out, f"{self.handler.name}-{int(now)}.snap")
+            tracemalloc.take_snapshot().dump(path)
 
     def close(self) -> None:
         try:
