@@ -49,6 +49,15 @@ def _pyplot() -> Any:
     return plt
 
 
+def _finish(fig: Any, ax: Any, title: str, path: str, **grid: str) -> None:
+    """Title, grid, legend and the PNG of a one-panel figure."""
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3, **grid)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+
+
 def plot_sweep(sweeps: Mapping[str, Sequence[tuple[int, float]]], path: str,
                title: str = "Throughput vs requests in flight") -> str:
     """``sweeps``: system -> ``[(in flight, ops/s), ...]``. Writes ``path``; returns it."""
@@ -67,11 +76,7 @@ def plot_sweep(sweeps: Mapping[str, Sequence[tuple[int, float]]], path: str,
             ax.set_xticks(levels, [str(c) for c in levels])
         ax.set_xlabel("requests in flight (closed loop)")
         ax.set_ylabel("ops/s (log)")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=DPI)
+        _finish(fig, ax, title, path, which="both")
     finally:
         plt.close(fig)
     return path
@@ -134,11 +139,7 @@ def plot_cpu(cpu: Mapping[str, Mapping[str, float]], path: str,
             ax.bar(xs, [cpu[node].get(stage, 0.0) for stage in stages], width, label=node)
         ax.set_xticks(range(len(stages)), stages)
         ax.set_ylabel("CPU % (100 = one core)")
-        ax.set_title(title)
-        ax.grid(True, axis="y", alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=DPI)
+        _finish(fig, ax, title, path, axis="y")
     finally:
         plt.close(fig)
     return path
