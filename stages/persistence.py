@@ -116,7 +116,7 @@ class Handler(Stage):
                 self.log.exception("group commit of %d writes failed", len(writes))
                 error = f"write failed: {exc}"
             if error is None:
-                self._index(writes)
+                self._index(writes, batch)
             for reply_to, tag, conflicts in acks:
                 self.conflicts += len(conflicts)
                 self.emit(reply_to, ["written", tag, error, conflicts])
@@ -134,7 +134,10 @@ class Handler(Stage):
         return object_hash(raw) if raw is not None else None
 
     # Merkle trees ----------------------------------------------------------------------
-    def _index(self, pairs: list[tuple[bytes, bytes | None]]) -> None:
+    def _index(self, pairs: list[tuple[bytes, bytes | None]],
+               hashes: dict[bytes, bytes | None] | None = None) -> None:
+        """Bring the Merkle trees up to ``pairs`` (``hashes``: their object hashes, when
+        the caller has them already)."""
         q = self.config.partitions
         for key, value in pairs:
             p = partition_of(key, q)
@@ -144,7 +147,8 @@ class Handler(Stage):
             if value is None:
                 tree.delete(key)
             else:
-                tree.insert(key, object_hash(value))
+                known = hashes.get(key) if hashes is not None else None
+                tree.insert(key, known if known is not None else object_hash(value))
 
     def tick(self, now: float) -> None:
         if self.building is None:
