@@ -266,7 +266,10 @@ def test_a_leaving_node_hands_everything_over_and_nothing_is_lost(cluster_factor
 
 
 def test_hand_overs_survive_restarts_of_either_side(cluster_factory, node_factory):
-    slow = ("--transfer-keys-per-sec", "150", "--anti-entropy-every", "0")
+    # About 225 keys move to n4 from each node: at 40 keys/s (after a first second's
+    # burst) that takes ~5 s, long enough to restart both sides mid-stream. (At 150/s
+    # it took under a second and the test could miss it.)
+    slow = ("--transfer-keys-per-sec", "40", "--anti-entropy-every", "0")
     nodes = cluster_factory(3, extra=slow)
     keys = [f"t{i}" for i in range(900)]
     with nodes[0].client() as c:
