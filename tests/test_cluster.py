@@ -161,8 +161,15 @@ def test_hints_survive_a_restart_of_the_node_holding_them(cluster_factory):
     with holder.client() as c:
         for i in range(40):
             c.put(f"s{i}", b"%d" % i)
-    wait_until(lambda: holder.stats()["persistence"]["hints"] > 0, 10, "hints on n1")
-    held = holder.stats()["persistence"]["hints"]
+
+    def settled() -> int:
+        # Writes are acknowledged at W=2: the hinted third copies may land a moment
+        # later, and stats are reported once a second; wait for two equal reports.
+        first = holder.stats()["persistence"]["hints"]
+        time.sleep(1.2)
+        return first if first > 0 and holder.stats()["persistence"]["hints"] == first else 0
+
+    held = wait_until(settled, 20, "the hints on n1 to settle")
     holder.kill9()
     holder.start()
     assert holder.stats()["persistence"]["hints"] == held
