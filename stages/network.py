@@ -38,7 +38,8 @@ class Handler(Stage):
     def __init__(self, config: NodeConfig) -> None:
         super().__init__(config)
         self.limits = Limits(config.max_key_bytes, config.max_value_bytes, config.n)
-        self.pending: dict[int, tuple[list[bytes], Any]] = {}
+        # rid -> (where the reply goes, when a coordinated request was admitted or None)
+        self.pending: dict[int, tuple[Any, float | None]] = {}
         self.deadlines: list[tuple[float, int]] = []
         self.next_rid = 0
         self.stage_stats: dict[str, dict[str, Any]] = {}
@@ -52,7 +53,6 @@ class Handler(Stage):
         # SEDA admission control: shed at the door rather than queue without bound.
         self.gate = Gate(config.overload_delay_ms / 1000.0, config.max_in_flight,
                          config.latency_target_ms / 1000.0)
-        self.admitted: dict[int, float] = {}  # rid -> when, for the gate's latency
 
     def ports(self) -> list[Port]:
         max_msg = 2 * self.limits.max_body_bytes
@@ -95,7 +95,7 @@ class Handler(Stage):
             self._reply(envelope, _with_id({"ok": True, "node": self.config.node_id,
                                             "stages": self._stats()}, req.id))
         elif req.op == "admin":
-            rid = self._pending((envelope, req.id), now, None)
+            rid = self._pending((envelope, req.id), now, None, measured=False)
             self.emit("gossip", ["admin", rid, req.command, req.seed])
         else:
             shed = self.gate.admit(len(self.pending), now)
@@ -110,15 +110,16 @@ class Handler(Stage):
                     forwarded: bool) -> None:
         """Hand a request to coordination; ``origin`` says where its reply goes."""
         rid = self._pending(origin, now, timeout_ms)
-        self.admitted[rid] = now
         self.emit("coordination", ["req", rid, op, key, value, context, r, w, timeout_ms,
                                    forwarded])
 
-    def _pending(self, origin: Any, now: float, timeout_ms: int | None) -> int:
-        """Remember where the reply to a new request goes, until its deadline."""
+    def _pending(self, origin: Any, now: float, timeout_ms: int | None,
+                 measured: bool = True) -> int:
+        """Remember where the reply to a new request goes, until its deadline (and, for
+        requests the gate admitted, since when: their latency steers it)."""
         self.next_rid += 1
         rid = self.next_rid
-        self.pending[rid] = origin
+        self.pending[rid] = (origin, now if measured else None)
         timeout = (timeout_ms or self.config.timeout_ms) / 1000.0
         heapq.heappush(self.deadlines, (now + timeout + GRACE, rid))
         return rid
@@ -212,10 +213,11 @@ class Handler(Stage):
 
     # Events from other stages ----------------------------------------------------------
     def on_reply(self, now: float, rid: int, reply: dict[str, Any]) -> None:
-        origin = self.pending.pop(rid, None)
-        if origin is not None:
-            self._answer(origin, reply)
-        admitted = self.admitted.pop(rid, None)
+        entry = self.pending.pop(rid, None)
+        if entry is None:
+            return
+        origin, admitted = entry
+        self._answer(origin, reply)
         if admitted is not None:
             self.gate.answered(now - admitted, now)
 
@@ -253,10 +255,9 @@ class Handler(Stage):
     def tick(self, now: float) -> None:
         while self.deadlines and self.deadlines[0][0] <= now:
             _, rid = heapq.heappop(self.deadlines)
-            origin = self.pending.pop(rid, None)
-            self.admitted.pop(rid, None)
-            if origin is not None:
-                self._answer(origin, {"ok": False, "error": "timeout",
+            entry = self.pending.pop(rid, None)
+            if entry is not None:
+                self._answer(entry[0], {"ok": False, "error": "timeout",
                                       "message": "the coordinator did not answer in time"})
 
     def gauges(self) -> dict[str, Any]:
