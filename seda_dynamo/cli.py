@@ -8,13 +8,14 @@ to ``--server``; ``bench`` runs the load generator of ``bench/``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 from typing import Any
 
 from seda_dynamo.client import DEFAULT_SERVER, Client, DynamoError
-from seda_dynamo.config import ConfigError, load
+from seda_dynamo.config import ConfigError, NodeConfig, load
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,20 +23,9 @@ def _serve(args: argparse.Namespace) -> int:
     from seda_dynamo.supervisor import Supervisor
 
     try:
-        config = load(args.config, node_id=args.node_id, client=args.client, peer=args.peer,
-                      data_dir=args.data_dir, n=args.n, r=args.r, w=args.w, join=args.join,
-                      weight=args.weight, partitions=args.partitions,
-                      anti_entropy_every=args.anti_entropy_every,
-                      background_p99_ms=args.background_p99_ms,
-                      max_in_flight=args.max_in_flight,
-                      versioning_workers=args.versioning_workers,
-                      versioning_max_workers=args.versioning_max_workers,
-                      latency_target_ms=args.latency_target_ms,
-                      overload_delay_ms=args.overload_delay_ms,
-                      transfer_keys_per_sec=args.transfer_keys_per_sec,
-                      tombstone_reap_after=args.tombstone_reap_after,
-                      engine=args.engine, durability=args.durability,
-                      log_level=args.log_level, run_dir=args.run_dir)
+        # Every NodeConfig key has a flag of the same name (--node-id: node_id ...).
+        config = load(args.config, **{f.name: getattr(args, f.name, None)
+                                      for f in dataclasses.fields(NodeConfig)})
     except ConfigError as exc:
         print(f"seda-dynamo: bad configuration: {exc}", file=sys.stderr)
         return 2

@@ -91,6 +91,18 @@ def _check_endpoint(name: str, value: str) -> None:
         raise ConfigError(f"{name} = {value!r}: expected HOST:PORT, e.g. 127.0.0.1:7000")
 
 
+#: Keys that must be >= 0, and what 0 means for each.
+NON_NEGATIVE = {
+    "tombstone_reap_after": "0: keep tombstones",
+    "transfer_keys_per_sec": "0: no limit",
+    "overload_delay_ms": "0: no shedding on queue delay",
+    "latency_target_ms": "0: a fixed in-flight limit",
+    "max_in_flight": "0: no limit",
+    "background_p99_ms": "0: background work never yields",
+    "anti_entropy_every": "0: no anti-entropy",
+}
+
+
 def validate(cfg: NodeConfig) -> NodeConfig:
     """Raise ``ConfigError`` naming the first bad key and what it allows."""
     if not cfg.node_id or any(c in cfg.node_id for c in " #/\\:"):
@@ -119,28 +131,13 @@ def validate(cfg: NodeConfig) -> NodeConfig:
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level = {cfg.log_level!r}: must be one of "
                           f"{', '.join(LOG_LEVELS)}")
-    if cfg.tombstone_reap_after < 0:
-        raise ConfigError(f"tombstone_reap_after = {cfg.tombstone_reap_after}: must be >= 0")
-    if cfg.transfer_keys_per_sec < 0:
-        raise ConfigError(f"transfer_keys_per_sec = {cfg.transfer_keys_per_sec}: "
-                          "must be >= 0 (0: no limit)")
-    if cfg.overload_delay_ms < 0:
-        raise ConfigError(f"overload_delay_ms = {cfg.overload_delay_ms}: must be >= 0 "
-                          "(0: no shedding on queue delay)")
+    for name, zero in NON_NEGATIVE.items():
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name} = {getattr(cfg, name)}: must be >= 0 ({zero})")
     if not 1 <= cfg.versioning_workers <= cfg.versioning_max_workers <= 16:
         raise ConfigError(f"versioning_workers = {cfg.versioning_workers}, "
                           f"versioning_max_workers = {cfg.versioning_max_workers}: need "
                           "1 <= versioning_workers <= versioning_max_workers <= 16")
-    if cfg.latency_target_ms < 0:
-        raise ConfigError(f"latency_target_ms = {cfg.latency_target_ms}: must be >= 0 "
-                          "(0: a fixed in-flight limit)")
-    if cfg.max_in_flight < 0:
-        raise ConfigError(f"max_in_flight = {cfg.max_in_flight}: must be >= 0 (0: no limit)")
-    if cfg.background_p99_ms < 0:
-        raise ConfigError(f"background_p99_ms = {cfg.background_p99_ms}: must be >= 0 "
-                          "(0: background work never yields)")
-    if cfg.anti_entropy_every < 0:
-        raise ConfigError(f"anti_entropy_every = {cfg.anti_entropy_every}: must be >= 0")
     if not 1 <= cfg.weight <= 64:
         raise ConfigError(f"weight = {cfg.weight}: must be in 1..64")
     for name in ("max_key_bytes", "max_value_bytes", "timeout_ms", "batch_max", "queue_hwm",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from seda_dynamo.config import ConfigError, NodeConfig, load
+from seda_dynamo.cli import parser
+from seda_dynamo.config import NON_NEGATIVE, ConfigError, NodeConfig, load
 
 DEFAULT_TOML = Path(__file__).parent.parent / "conf" / "default.toml"
 
@@ -47,3 +50,19 @@ def test_unknown_keys_and_bad_files(tmp_path):
         load(str(f))
     with pytest.raises(ConfigError, match="cannot read"):
         load(str(tmp_path / "missing.toml"))
+
+
+@pytest.mark.parametrize("key", sorted(NON_NEGATIVE))
+def test_negative_values_are_refused_naming_the_key(key):
+    with pytest.raises(ConfigError, match=f"^{key} = -1"):
+        load(None, **{key: -1 if key in ("transfer_keys_per_sec", "max_in_flight") else -1.0})
+
+
+def test_every_serve_flag_is_a_config_key():
+    """`serve` hands its flags to the config by name: a flag whose name is not a key
+    would be silently ignored."""
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    dests = {a.dest for a in sub.choices["serve"]._actions} - {"help", "config"}
+    keys = {f.name for f in dataclasses.fields(NodeConfig)}
+    assert dests <= keys, dests - keys
+    assert {"max_in_flight", "versioning_workers", "tombstone_reap_after"} <= dests
