@@ -26,6 +26,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from seda_dynamo.admission import p99
+
 
 @dataclass(slots=True)
 class BatchController:
@@ -56,7 +58,6 @@ class QueueDelay:
     """
 
     interval: float = 0.1
-    last: float = 0.0
     smoothed: float = 0.0
     standing: float = 0.0
     window_min: float = math.inf
@@ -65,7 +66,7 @@ class QueueDelay:
 
     def observe(self, sent_at: float, now: float) -> float:
         """The wait of the oldest message of a batch (``sent_at`` on the same clock)."""
-        delay = self.last = max(0.0, now - sent_at)
+        delay = max(0.0, now - sent_at)
         self.smoothed = 0.8 * self.smoothed + 0.2 * delay
         if now - self.last_at > self.interval:  # idle before this batch: a new window
             self.window_min, self.window_started = delay, now
@@ -162,14 +163,15 @@ class Gate:
 
     def answered(self, latency: float, now: float) -> None:
         """An admitted request was answered after ``latency`` seconds."""
+        if not self.target or not self.high:
+            return  # a fixed limit: nothing to measure on every reply
         self.samples.append(latency)
         if now - self.window_started < self.window:
             return
-        if self.target and self.high and len(self.samples) >= self.min_samples:
-            ordered = sorted(self.samples)
-            p99 = ordered[min(len(ordered) - 1, (99 * len(ordered)) // 100)]
-            if p99 > self.target:  # in proportion, so a burst is cut in one window or two
-                cut = max(0.25, min(0.9, self.target / p99))
+        if len(self.samples) >= self.min_samples:
+            tail = p99(self.samples)
+            if tail > self.target:  # in proportion, so a burst is cut in one window or two
+                cut = max(0.25, min(0.9, self.target / tail))
                 # Never below what this throughput needs at half the target latency
                 # (Little's law): when the latency does not come from our queues (a busy
                 # machine), fewer requests in flight would only lower the throughput.

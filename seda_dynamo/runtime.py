@@ -181,8 +181,8 @@ class Runtime:
             batches.setdefault(dest, []).append(event)
         for dest, events in list(batches.items()):
             count = self.workers.get(dest, 1)
-            if count > 1 and spec(dest).shard_at is not None:
-                at = spec(dest).shard_at
+            at = spec(dest).shard_at if count > 1 else None
+            if at is not None:
                 del batches[dest]
                 for event in events:
                     name = worker_name(dest, shard(event[at] if len(event) > at else None,

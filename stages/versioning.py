@@ -52,6 +52,7 @@ class KeyWork:
     results: list[tuple[bytes, bytes]] = field(default_factory=list)  # (context, clock)
     state: DVVSet | None = None
     base: bytes = b""  # object hash of the stored versions the merge started from ("": none)
+    encoded: bytes = b""  # ``state`` encoded: what is written
 
 
 class Handler(Stage):
@@ -168,7 +169,7 @@ class Handler(Stage):
         waiting = self.queued.pop(key, None)
         if not waiting or work.state is None:
             return None
-        follow = KeyWork(waiting, base=object_hash(causality.encode(work.state, trusted=True)))
+        follow = KeyWork(waiting, base=object_hash(work.encoded))
         self.inflight[key] = follow
         return key, self._apply(follow, work.state), follow.base
 
@@ -199,7 +200,7 @@ class Handler(Stage):
                 state = causality.sync(state, op.clock)
             encoded = causality.encode(state, trusted=True)
             work.results.append((causality.encode_context(causality.join(state)), encoded))
-        work.state = state
+        work.state, work.encoded = state, encoded
         return encoded
 
     def _fresh_actor(self) -> str:
