@@ -77,9 +77,14 @@ class BackgroundShare:
         self.tokens -= items
 
 
-def p99(samples: list[float]) -> float:
-    """The 99th percentile of ``samples`` (nearest rank), 0.0 when there are none."""
+def percentile(samples: list[float], q: float) -> float:
+    """The ``q`` quantile (0 < q <= 1) of ``samples`` by nearest rank, 0.0 when empty."""
     if not samples:
         return 0.0
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
+
+
+def p99(samples: list[float]) -> float:
+    """The 99th percentile of ``samples`` (nearest rank), 0.0 when there are none."""
+    return percentile(samples, 0.99)

@@ -2,7 +2,8 @@
 
 ``serve`` starts a node (the supervisor and its stage processes); ``put``, ``get``,
 ``delete``, ``ping``, ``ring`` and ``stats`` speak the wire protocol (docs/protocol.md)
-to ``--server``; ``bench`` runs the load generator of ``bench/``.
+to ``--server``; ``admin`` and ``top`` are the operator's views; ``bench`` runs the load
+generator of ``bench/``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -27,15 +29,31 @@ def _serve(args: argparse.Namespace) -> int:
         config = load(args.config, **{f.name: getattr(args, f.name, None)
                                       for f in dataclasses.fields(NodeConfig)})
     except ConfigError as exc:
-        print(f"seda-dynamo: bad configuration: {exc}", file=sys.stderr)
+        logging.basicConfig(format="seda-dynamo: %(message)s", stream=sys.stderr)
+        logging.getLogger("seda_dynamo.supervisor").error("bad configuration: %s", exc)
         return 2
     setup_logging(config, "supervisor")
     try:
         supervisor = Supervisor(config)
     except OSError as exc:
-        print(f"seda-dynamo: cannot start node {config.node_id}: {exc}", file=sys.stderr)
+        logging.getLogger("seda_dynamo.supervisor").error("cannot start node %s: %s",
+                                                          config.node_id, exc)
         return 1
     return supervisor.run()
+
+
+def _config(args: argparse.Namespace) -> int:
+    """``config check FILE``: load and validate it as ``serve`` would; say what is wrong,
+    naming the key, or print the resolved settings."""
+    try:
+        config = load(args.file)
+    except ConfigError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: ok")
+    for f in dataclasses.fields(NodeConfig):
+        print(f"  {f.name} = {json.dumps(getattr(config, f.name))}")
+    return 0
 
 
 def _show(value: bytes) -> str:
@@ -49,8 +67,40 @@ def _context(text: str | None) -> bytes | None:
     return bytes.fromhex(text) if text else None
 
 
+CURVE_KEY_ENV = "SEDA_CURVE_KEY"  # default of --curve-key
+CURVE_SERVER_KEY_ENV = "SEDA_CURVE_SERVER_KEY"  # default of --curve-server-key
+
+
+def _client_keys(args: argparse.Namespace) -> dict[str, Any]:
+    """``Client`` keyword arguments for the CURVE flags (or their environment variables):
+    both or neither."""
+    from seda_dynamo.security import ClientKeys, KeyFileError
+
+    own = args.curve_key or os.environ.get(CURVE_KEY_ENV)
+    server = args.curve_server_key or os.environ.get(CURVE_SERVER_KEY_ENV)
+    if not own and not server:
+        return {}
+    if not own or not server:
+        raise ValueError("CURVE needs both --curve-key (your .key_secret file) and "
+                         "--curve-server-key (the cluster's public .key file)")
+    try:
+        return {"keys": ClientKeys.from_files(own, server)}
+    except KeyFileError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _add_client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of any node")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds")
+    p.add_argument("--curve-key", metavar="FILE",
+                   help=f"CURVE: your secret key file (default: ${CURVE_KEY_ENV})")
+    p.add_argument("--curve-server-key", metavar="FILE",
+                   help=f"CURVE: the cluster's public server key file (default: "
+                        f"${CURVE_SERVER_KEY_ENV})")
+
+
 def _client_command(args: argparse.Namespace) -> int:
-    with Client(args.server, timeout=args.timeout) as client:
+    with Client(args.server, timeout=args.timeout, **_client_keys(args)) as client:
         if args.command == "put":
             ctx = client.put(args.key, args.value.encode("utf-8"), _context(args.context),
                              w=args.w)
@@ -111,12 +161,39 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=["bdb", "memory"])
     s.add_argument("--durability", choices=["fsync", "nosync"])
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    s.add_argument("--log-file", metavar="PATH",
+                   help="append the node's log lines here instead of stderr")
+    s.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics over HTTP at /metrics (default: off)")
+    s.add_argument("--seeds", action="append", metavar="HOST:PORT",
+                   help="another member to try when joining (repeat for more)")
+    s.add_argument("--transfers-at-once", type=int, metavar="N",
+                   help="partitions streamed to new owners at the same time")
+    s.add_argument("--max-key-bytes", type=int, metavar="BYTES")
+    s.add_argument("--max-value-bytes", type=int, metavar="BYTES")
+    s.add_argument("--timeout-ms", type=int, metavar="MS",
+                   help="default coordinator deadline of a request")
+    s.add_argument("--batch-max", type=int, metavar="N",
+                   help="most queued messages a stage takes per wake-up")
+    s.add_argument("--queue-hwm", type=int, metavar="N",
+                   help="high-water mark of a stage's queue, in messages")
+    s.add_argument("--curve-server-key", metavar="FILE",
+                   help="CURVE on: the cluster's shared server .key_secret file")
+    s.add_argument("--curve-node-key", metavar="FILE", help="CURVE: this node's .key_secret")
+    s.add_argument("--curve-client-keys", metavar="DIR",
+                   help="CURVE: directory of the public keys of allowed clients")
+    s.add_argument("--curve-peer-keys", metavar="DIR",
+                   help="CURVE: directory of the public keys of allowed nodes")
     s.set_defaults(func=_serve)
+
+    f = sub.add_parser("config", help="check a configuration file (docs/configuration.md)")
+    f.add_argument("action", choices=["check"])
+    f.add_argument("file", help="a TOML file such as conf/default.toml")
+    f.set_defaults(func=_config)
 
     def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_text)
-        c.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of any node")
-        c.add_argument("--timeout", type=float, default=5.0, help="seconds")
+        _add_client_flags(c)
         c.set_defaults(func=_client_command)
         return c
 
@@ -136,13 +213,28 @@ def parser() -> argparse.ArgumentParser:
     client_parser("ring", "print the ring as JSON")
     client_parser("stats", "print per-stage counters as JSON")
 
-    a = sub.add_parser("admin", help="status, ring, transfers, leave, join SEED")
-    a.add_argument("command", choices=["status", "ring", "transfers", "leave", "join"])
+    a = sub.add_parser("admin", help="status, tpstats, ring, transfers, leave, join SEED")
+    a.add_argument("command",
+                   choices=["status", "tpstats", "ring", "transfers", "leave", "join"])
     a.add_argument("seed", nargs="?", help="join: a member's peer HOST:PORT")
-    a.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of the node")
-    a.add_argument("--timeout", type=float, default=5.0)
+    _add_client_flags(a)
     a.add_argument("--wait", action="store_true", help="leave: return once it has left")
     a.set_defaults(func=_admin)
+
+    g = sub.add_parser("keys", help="generate CURVE key pairs (docs/configuration.md)")
+    g.add_argument("action", choices=["generate"])
+    g.add_argument("names", nargs="+", metavar="NAME",
+                   help="one pair each: NAME.key (public) and NAME.key_secret")
+    g.add_argument("--dir", default="keys", help="where to write them (default: keys)")
+    g.set_defaults(func=_keys)
+
+    t = sub.add_parser("top", help="the stages of a node (or --cluster) live, redrawn "
+                                   "every --every seconds until Ctrl-C")
+    _add_client_flags(t)
+    t.add_argument("--every", type=float, default=2.0, help="seconds between frames")
+    t.add_argument("--frames", type=int, help="stop after this many frames")
+    t.add_argument("--cluster", action="store_true", help="every member of its cluster")
+    t.set_defaults(func=_top)
 
     k = sub.add_parser("cluster", help="start or stop a local cluster on loopback")
     k.add_argument("action", choices=["start", "stop"])
@@ -204,8 +296,30 @@ def _admin(args: argparse.Namespace) -> int:
     if args.command == "join" and not args.seed:
         print("seda-dynamo: admin join needs SEED, a member's peer HOST:PORT", file=sys.stderr)
         return 2
-    print(admin.run(args.server, args.command, args.seed, args.wait, args.timeout))
+    print(admin.run(args.server, args.command, args.seed, args.wait, args.timeout,
+                    _client_keys(args)))
     return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from seda_dynamo.security import KeyFileError, generate
+
+    for name in args.names:
+        try:
+            public, secret = generate(args.dir, name)
+        except KeyFileError as exc:
+            raise ValueError(str(exc)) from None
+        print(f"{name}: public {public}  secret {secret}")
+    return 0
+
+
+def _top(args: argparse.Namespace) -> int:
+    from seda_dynamo import admin
+
+    if args.every <= 0 or (args.frames is not None and args.frames < 1):
+        raise ValueError("--every must be > 0 and --frames >= 1")
+    return admin.top(args.server, args.every, args.frames, args.cluster, args.timeout,
+                     _client_keys(args))
 
 
 def _cluster(args: argparse.Namespace) -> int:

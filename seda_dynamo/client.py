@@ -2,7 +2,8 @@
 
 Dynamo paper section 4.1: ``get(key) -> (values, context)`` and ``put(key, value,
 context)``. Both clients speak only the documented protocol over a ZeroMQ DEALER socket
-and turn every error code into its own exception class.
+and turn every error code into its own exception class. With ``keys``
+(``security.ClientKeys``) they connect with CURVE, to a node that has it on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import zmq.asyncio
 
 from seda_dynamo.protocol import build_request
 from seda_dynamo.ring import partition_of
+from seda_dynamo.security import ClientKeys
 
 DEFAULT_SERVER = "127.0.0.1:7000"
 
@@ -118,10 +120,12 @@ class Client:
     """
 
     def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 5.0,
-                 context: zmq.Context | None = None, route: bool = False) -> None:
+                 context: zmq.Context | None = None, route: bool = False,
+                 keys: ClientKeys | None = None) -> None:
         self.server = server
         self.timeout = timeout
         self.route = route
+        self.keys = keys  # CURVE: this client's key pair and the cluster's server key
         self._ctx = context or zmq.Context.instance()
         self._socks: dict[str, zmq.Socket] = {}
         self._requests = _Requests()
@@ -133,6 +137,8 @@ class Client:
         if sock is None:
             sock = self._socks[server] = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            if self.keys is not None:
+                self.keys.apply(sock)
             sock.connect(_endpoint(server))
         return sock
 
@@ -219,12 +225,15 @@ class AsyncClient:
     """An asyncio client; many requests may be in flight on its one DEALER socket."""
 
     def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 5.0,
-                 context: zmq.asyncio.Context | None = None) -> None:
+                 context: zmq.asyncio.Context | None = None,
+                 keys: ClientKeys | None = None) -> None:
         self.server = server
         self.timeout = timeout
         self._ctx = context or zmq.asyncio.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            keys.apply(self._sock)
         self._sock.connect(_endpoint(server))
         self._requests = _Requests()
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}

@@ -65,6 +65,15 @@ class NodeConfig:
     # default: a target below what the node gives at its peak sheds load it could carry.
     latency_target_ms: float = 0.0
     log_level: str = "info"
+    log_file: str = ""  # "": stderr; else every process of the node appends its lines here
+    metrics: str = ""  # HOST:PORT of the Prometheus endpoint (GET /metrics); "": off
+    # CURVE (seda_dynamo.security): the cluster's shared server key (a ".key_secret"
+    # file; setting it turns CURVE on for the client and peer ports), this node's own
+    # key, and the directories of public keys let in on each port.
+    curve_server_key: str = ""
+    curve_node_key: str = ""
+    curve_client_keys: str = ""
+    curve_peer_keys: str = ""
 
     def workers(self, stage: str) -> tuple[int, int]:
         """(workers at start, most workers) of ``stage``: the table's, or this config's."""
@@ -112,6 +121,8 @@ def validate(cfg: NodeConfig) -> NodeConfig:
     _check_endpoint("peer", cfg.peer)
     if cfg.join:
         _check_endpoint("join", cfg.join)
+    if cfg.metrics:
+        _check_endpoint("metrics", cfg.metrics)
     for seed in cfg.seeds:
         _check_endpoint("seeds", seed)
     if not 1 <= cfg.n <= 16:
@@ -144,7 +155,36 @@ def validate(cfg: NodeConfig) -> NodeConfig:
                  "transfers_at_once"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} = {getattr(cfg, name)}: must be a positive integer")
+    _check_curve(cfg)
     return cfg
+
+
+CURVE_KEYS = ("curve_server_key", "curve_node_key", "curve_client_keys", "curve_peer_keys")
+
+
+def _check_curve(cfg: NodeConfig) -> None:
+    """CURVE is all or nothing: each of its four keys, and each file they name, usable."""
+    given = [name for name in CURVE_KEYS if getattr(cfg, name)]
+    if not given:
+        return
+    missing = [name for name in CURVE_KEYS if not getattr(cfg, name)]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: must be set too when {given[0]} is "
+                          f"(CURVE needs all of {', '.join(CURVE_KEYS)})")
+    from seda_dynamo import security
+
+    try:
+        security.load(cfg.curve_server_key, True, "curve_server_key")
+        security.load(cfg.curve_node_key, True, "curve_node_key")
+        security.allowed(cfg.curve_client_keys, "curve_client_keys")
+        peers = security.allowed(cfg.curve_peer_keys, "curve_peer_keys")
+    except security.KeyFileError as exc:
+        raise ConfigError(str(exc)) from None
+    own = security.load(cfg.curve_node_key, True, "curve_node_key").public
+    if own not in peers:
+        raise ConfigError(f"curve_peer_keys = {cfg.curve_peer_keys!r}: lacks this node's own "
+                          f"public key ({cfg.curve_node_key!r} without '_secret'); its peers "
+                          "would refuse it")
 
 
 def load(path: str | None = None, **overrides: Any) -> NodeConfig:

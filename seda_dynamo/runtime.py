@@ -27,6 +27,8 @@ import msgpack
 import psutil
 import zmq
 
+from seda_dynamo import security
+from seda_dynamo.admission import percentile
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.controllers import BatchController, QueueDelay, should_grow
 from seda_dynamo.stage import PEER_PREFIX, Stage, is_stage, spec, stage_of, worker_name
@@ -43,6 +45,8 @@ PRESSURE_EVERY = 0.05  # seconds between queue-delay reports to admission contro
 WORKERS_FILE = "workers.json"  # stage -> worker processes running, kept by the supervisor
 WORKERS_CHECK = 0.5  # seconds between looks at it
 GROW_WINDOW = 5.0  # seconds of load over which a stage judges whether it needs a worker
+SERVICE_SAMPLES = 4096  # batch service times kept per report for its p50/p99
+TRIM_EVERY = 30.0  # seconds between handing freed heap pages back to the OS (malloc_trim)
 
 
 def endpoint(run_dir: str, stage: str) -> str:
@@ -73,11 +77,30 @@ def shard(key: Any, workers: int) -> int:
 
 
 def setup_logging(config: NodeConfig, stage: str) -> None:
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s [{config.node_id} {stage}] %(message)s",
-    )
+    """One line per event, naming the node and the stage, to stderr or ``log_file``
+    (every process of the node appends whole lines to the same file)."""
+    fmt = f"%(asctime)s %(levelname)s [{config.node_id} {stage}] %(name)s: %(message)s"
+    if config.log_file:
+        Path(config.log_file).parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(config.log_file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(config.log_level.upper())
+
+
+def _libc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None elsewhere. A stage frees and reallocates message
+    buffers all day; without a trim now and then, freed pages in the middle of the heap
+    stay in the process and its RSS creeps up although its live data does not."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def _die_with_parent() -> None:
@@ -106,14 +129,33 @@ class Runtime:
         self.inbound.bind(endpoint(run_dir, handler.name))
         self.outbound: dict[str, zmq.Socket] = {}
         self.ports: dict[str, zmq.Socket] = {}
-        for port in handler.ports():
-            sock = self.ctx.socket(zmq.ROUTER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
-            sock.setsockopt(zmq.SNDHWM, 100_000)
-            sock.setsockopt(zmq.RCVHWM, 100_000)
-            if port.max_msg_bytes > 0:
-                sock.setsockopt(zmq.MAXMSGSIZE, port.max_msg_bytes)
+        self.auth = None
+        self.curve_server: security.KeyPair | None = None
+        self.curve_node: security.KeyPair | None = None
+        if config.curve_server_key:  # validated at start-up: the files are there
+            self.curve_server = security.load(config.curve_server_key, True,
+                                              "curve_server_key")
+            self.curve_node = security.load(config.curve_node_key, True, "curve_node_key")
+        ports = handler.ports()
+        if any(port.curve for port in ports):  # the ZAP handler first, or all get in
+            self.auth = security.start_authenticator(self.ctx, {
+                security.CLIENT_DOMAIN: config.curve_client_keys,
+                security.PEER_DOMAIN: config.curve_peer_keys})
+        for port in ports:
+            if port.kind == "stream":  # raw TCP (the metrics listener's HTTP)
+                sock = self.ctx.socket(zmq.STREAM)
+                sock.setsockopt(zmq.LINGER, 0)
+            else:
+                sock = self.ctx.socket(zmq.ROUTER)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+                sock.setsockopt(zmq.SNDHWM, 100_000)
+                sock.setsockopt(zmq.RCVHWM, 100_000)
+                if port.max_msg_bytes > 0:
+                    sock.setsockopt(zmq.MAXMSGSIZE, port.max_msg_bytes)
+                if port.curve:
+                    assert self.curve_server is not None
+                    security.serve(sock, self.curve_server, port.curve)
             sock.bind(port.bind)
             self.ports[port.name] = sock
         self.poller = zmq.Poller()
@@ -127,8 +169,9 @@ class Runtime:
             "processed": 0, "batches": 0, "dropped": 0, "sent": 0, "queue_depth": 0,
             "batch_size": 0.0, "service_time_ms": 0.0, "pid": os.getpid(),
             "started": time.time(), "batch_limit": 0, "queue_delay_ms": 0.0,
-            "queue_delay_max_ms": 0.0,
+            "queue_delay_max_ms": 0.0, "service_p50_ms": 0.0, "service_p99_ms": 0.0,
         }
+        self.service_times: list[float] = []  # of the batches handled since the last report
         self.batch = BatchController(self.spec.batch_target, high=max(config.batch_max * 8, 16),
                                      limit=min(256, config.batch_max * 8))
         self.counters["batch_limit"] = self.batch.limit
@@ -142,6 +185,8 @@ class Runtime:
         self.busy_since = time.monotonic()
         self.grow_asked = -math.inf
         self.max_workers = config.workers(stage_of(handler.name))[1]
+        self.trim = _libc_trim()
+        self.trimmed_at = time.monotonic()
         psutil.cpu_percent()  # the first call only starts the measurement
 
     # Sending ------------------------------------------------------------------------
@@ -156,6 +201,8 @@ class Runtime:
                 sock.setsockopt(zmq.IMMEDIATE, 1)
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+                if self.curve_node is not None and self.curve_server is not None:
+                    security.connect_as(sock, self.curve_node, self.curve_server.public)
                 sock.connect(f"tcp://{dest.removeprefix(PEER_PREFIX)}")
             else:
                 sock = self.ctx.socket(zmq.PUSH)
@@ -272,6 +319,10 @@ class Runtime:
         c["errors"] = self.handler.errors
         c["cpu_percent"] = self.proc.cpu_percent()
         c["rss_bytes"] = self.proc.memory_info().rss
+        if self.service_times:
+            c["service_p50_ms"] = round(1000.0 * percentile(self.service_times, 0.5), 3)
+            c["service_p99_ms"] = round(1000.0 * percentile(self.service_times, 0.99), 3)
+            self.service_times = []
         c.update(self.handler.gauges())
         self.handler.emit(STATS_SINK, ["stats", self.handler.name, dict(c)])
         c["queue_delay_max_ms"] = 0.0  # the worst wait since the last report
@@ -283,6 +334,8 @@ class Runtime:
         c["batch_size"] = 0.9 * c["batch_size"] + 0.1 * count
         elapsed = time.monotonic() - started
         c["service_time_ms"] = 0.9 * c["service_time_ms"] + 0.1 * elapsed * 1000.0
+        if len(self.service_times) < SERVICE_SAMPLES:
+            self.service_times.append(elapsed)
         self.busy += elapsed
         return elapsed
 
@@ -317,8 +370,8 @@ class Runtime:
         delay = self.delay.observe(oldest, started)
         c["queue_delay_ms"] = round(self.delay.smoothed * 1000.0, 3)
         c["queue_delay_max_ms"] = max(c["queue_delay_max_ms"], round(delay * 1000.0, 3))
-        # Little's law: what waits is the arrival rate times the wait.
-        c["queue_depth"] = count if not more else max(count, int(
+        # Drained: nothing waits. Else Little's law: the arrival rate times the wait.
+        c["queue_depth"] = 0 if not more else max(count, int(
             delay * count / max(elapsed, 1e-6)))
         standing = self.delay.standing
         pressed = self.high_water > 0 and standing > self.high_water
@@ -367,6 +420,9 @@ class Runtime:
                     next_report = now + STATS_INTERVAL
                     self._report()
                     self._snapshot(now)
+                    if self.trim is not None and now - self.trimmed_at >= TRIM_EVERY:
+                        self.trimmed_at = now
+                        self.trim(0)
                     if os.getppid() != self.parent:
                         h.log.warning("supervisor is gone: exiting")
                         self.stopping = True
@@ -395,6 +451,8 @@ class Runtime:
         finally:
             for sock in [self.inbound, *self.outbound.values(), *self.ports.values()]:
                 sock.close(linger=0)
+            if self.auth is not None:
+                self.auth.stop()
             self.ctx.term()
 
 

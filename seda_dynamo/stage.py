@@ -85,9 +85,10 @@ class Port:
     """A socket a stage owns besides its inbound queue (the network stage's ROUTERs)."""
 
     name: str
-    kind: str  # "router"
+    kind: str  # "router", or "stream": raw TCP, [connection id, bytes] per message
     bind: str  # a ZeroMQ endpoint
     max_msg_bytes: int = -1
+    curve: str = ""  # a ZAP domain: CURVE on, and only that domain's allowed keys get in
 
 
 class Stage:

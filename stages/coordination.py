@@ -20,6 +20,7 @@ from seda_dynamo import causality
 from seda_dynamo.admission import p99
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.membership import VIEW_FILE, View
+from seda_dynamo.metrics import OpMetrics
 from seda_dynamo.requests import Outcome, QuorumRequest
 from seda_dynamo.ring import Ring, partition_of
 from seda_dynamo.routing import Target, targets
@@ -64,6 +65,7 @@ class Handler(Stage):
         self.counts = {"unavailable": 0, "timeouts": 0, "forwarded": 0, "read_repairs": 0}
         self.now = 0.0
         self.latencies: list[float] = []  # of requests answered since the last report
+        self.metrics = OpMetrics()  # by operation, since start: the metrics endpoint's
         self.reported_at = 0.0
 
     def start(self, now: float) -> None:
@@ -207,8 +209,12 @@ class Handler(Stage):
         kind = payload[0]
         if kind == "reply":  # a forwarded request's answer: pass it on as it is
             self.requests.pop(cid)
-            self._reply(pending.rid, payload[1])
+            reply = payload[1]
+            self._reply(pending.rid, reply)
             self.latencies.append(now - pending.started)
+            self.metrics.answered(pending.op, now - pending.started,
+                                  None if not isinstance(reply, dict) or reply.get("ok")
+                                  else str(reply.get("error")))
         elif kind == "updated":
             self._feed(cid, "fail" if payload[1] else "ok", node, payload[1])
         elif kind == "got":
@@ -264,6 +270,8 @@ class Handler(Stage):
                                           f"{len(quorum.asked) - len(quorum.failed)} could answer")
         self._reply(pending.rid, reply)
         self.latencies.append(self.now - pending.started)
+        self.metrics.answered(pending.op, self.now - pending.started,
+                              None if reply["ok"] else reply["error"])
         pending.replied = True
         if pending.op == "delete" and quorum.outcome is Outcome.OK:
             self.emit("gossip", ["deleted", pending.key])  # its tombstone may be reaped later
@@ -313,6 +321,7 @@ class Handler(Stage):
 
     def gauges(self) -> dict[str, Any]:
         return {"requests_in_flight": len(self.requests), **self.counts,
+                "ops": self.metrics.to_wire(),
                 "epoch": self.ring.epoch if self.ring else 0, "down": sorted(self.down)}
 
     def _ok_reply(self, op: str, replies: dict[str, Any]) -> dict[str, Any]:
@@ -321,9 +330,11 @@ class Handler(Stage):
             return {"ok": True, "context": replies[self.me], "epoch": epoch}
         clocks = [causality.decode(raw) for raw in replies.values() if raw is not None]
         if not clocks:
+            self.metrics.read(0)
             return {"ok": True, "values": [], "context": None, "epoch": epoch}
         merged = causality.sync_all(clocks)
         values = [v for v in causality.values(merged) if v is not None]
+        self.metrics.read(len(values))
         return {"ok": True, "values": values, "epoch": epoch,
                 "context": causality.encode_context(causality.join(merged))}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,8 @@ class Handler(Stage):
         self.exchange_id = 0
         self.next_partition = 0
         self.pushes: dict[int, tuple[str, list[bytes]]] = {}
-        self.ae = {"exchanges": 0, "aborted": 0, "keys_pushed": 0, "keys_pulled": 0}
+        self.ae: dict[str, Any] = {"exchanges": 0, "aborted": 0, "keys_pushed": 0,
+                                   "keys_pulled": 0, "sweeps": 0, "last_sweep_at": None}
         self.hints_in_flight = 0
         self.delivered = 0
         self.unsaved = False
@@ -479,6 +481,9 @@ class Handler(Stage):
         n = min(self.config.n, len(ring.members))
         q = ring.partitions
         if self.next_partition >= q:
+            if self.next_partition != 0:
+                self.ae["sweeps"] += 1
+                self.ae["last_sweep_at"] = round(time.time(), 1)
             self.next_partition = 0  # a new sweep
         for step in range(q - self.next_partition):
             p = self.next_partition + step
@@ -577,6 +582,7 @@ class Handler(Stage):
     def gauges(self) -> dict[str, Any]:
         ring = self.view.ring
         return {**self.ae, "transfers_active": len(self.transfers),
+                "sweep_position": min(self.next_partition, self.config.partitions),
                 "tombstones_reaped": self.tombstones_reaped,
                 "transfer_bytes": self.transfer_bytes,
                 "tombstones_waiting": len(self.reap_queue),

@@ -20,10 +20,11 @@ from typing import Any
 
 import msgpack
 
-from seda_dynamo import protocol
+from seda_dynamo import metrics, protocol
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.controllers import Gate
 from seda_dynamo.protocol import Limits, ProtocolError
+from seda_dynamo.security import CLIENT_DOMAIN, PEER_DOMAIN
 from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Port, Stage
 
 #: How long past a request's own deadline we wait for coordination before answering.
@@ -50,6 +51,7 @@ class Handler(Stage):
         self.remote_reads: dict[int, list[tuple[str, Any]]] = {}
         self.next_tag = 0
         self.me = config.peer
+        self.http: dict[bytes, bytes] = {}  # metrics connections: the request so far
         # SEDA admission control: shed at the door rather than queue without bound.
         self.gate = Gate(config.overload_delay_ms / 1000.0, config.max_in_flight,
                          config.latency_target_ms / 1000.0)
@@ -57,13 +59,22 @@ class Handler(Stage):
     def ports(self) -> list[Port]:
         max_msg = 2 * self.limits.max_body_bytes
         # Peers carry repairs, handoff and transfers, which no size limit may refuse.
-        return [Port("client", "router", f"tcp://{self.config.client}", max_msg),
-                Port("peer", "router", f"tcp://{self.config.peer}")]
+        curve = bool(self.config.curve_server_key)
+        ports = [Port("client", "router", f"tcp://{self.config.client}", max_msg,
+                      CLIENT_DOMAIN if curve else ""),
+                 Port("peer", "router", f"tcp://{self.config.peer}",
+                      curve=PEER_DOMAIN if curve else "")]
+        if self.config.metrics:  # Prometheus scrapes plain HTTP
+            ports.append(Port("metrics", "stream", f"tcp://{self.config.metrics}"))
+        return ports
 
     # Client frames ---------------------------------------------------------------------
     def handle_frames(self, port: str, messages: list[list[bytes]], now: float) -> None:
         if port == "peer":
             self._peer_frames(messages, now)
+            return
+        if port == "metrics":
+            self._scrapes(messages)
             return
         for frames in messages:
             self.requests += 1
@@ -132,6 +143,33 @@ class Handler(Stage):
             self._respond(origin.peer, origin.rtag, ["reply", reply])
         else:
             self._reply(origin[0], _with_id(reply, origin[1]))
+
+    # The metrics listener ------------------------------------------------------------
+    def _scrapes(self, messages: list[list[bytes]]) -> None:
+        """HTTP on a raw TCP port: gather each connection's bytes until its request head
+        is complete, answer, close. An empty message is a connect or a disconnect."""
+        for frames in messages:
+            if len(frames) != 2:
+                continue
+            conn, data = frames
+            if not data:
+                self.http.pop(conn, None)
+                continue
+            request = self.http.get(conn, b"") + data
+            try:
+                response = metrics.http_reply(request, lambda: metrics.render(
+                    self.config.node_id, self._stats()))
+            except Exception:  # noqa: BLE001 - a scrape never stops the node
+                self.errors += 1
+                self.log.exception("metrics page failed")
+                response = metrics.response(500, "Internal Server Error",
+                                            "the metrics page failed; see the node's log\n")
+            if response is None:
+                self.http[conn] = request
+                continue
+            self.http.pop(conn, None)
+            self.emit("metrics", [conn, response])
+            self.emit("metrics", [conn, b""])  # close the connection
 
     # Between nodes ---------------------------------------------------------------------
     def on_call(self, now: float, peer: str, reply_stage: str, tag: Any, request: list) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 
 from seda_dynamo.client import Client, DynamoError
+from seda_dynamo.security import ClientKeys
 
 READY_SECONDS = 30.0
 
@@ -43,8 +44,9 @@ class Node:
 
     def __init__(self, data_dir: Path, node_id: str = "n1", engine: str = "bdb",
                  durability: str = "fsync", extra: tuple[str, ...] = (),
-                 join: Node | None = None) -> None:
+                 join: Node | None = None, keys: ClientKeys | None = None) -> None:
         self.data_dir = data_dir
+        self.keys = keys  # CURVE: the key pair this test's clients present
         self.node_id = node_id
         self.engine = engine
         self.durability = durability
@@ -96,7 +98,7 @@ class Node:
         wait_until(ready, READY_SECONDS, f"node {self.node_id} to answer ping")
 
     def client(self, timeout: float = 5.0) -> Client:
-        return Client(self.server, timeout=timeout)
+        return Client(self.server, timeout=timeout, keys=self.keys)
 
     def stage_pids(self) -> dict[str, int]:
         """Stage name -> pid, read from the process titles."""

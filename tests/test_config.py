@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +70,42 @@ def test_every_serve_flag_is_a_config_key():
     keys = {f.name for f in dataclasses.fields(NodeConfig)}
     assert dests <= keys, dests - keys
     assert {"max_in_flight", "versioning_workers", "tombstone_reap_after"} <= dests
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_key_is_documented_with_its_default_and_in_the_commented_file():
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    toml_text = (ROOT / "conf" / "default.toml").read_text()
+    defaults = NodeConfig()
+    for f in dataclasses.fields(NodeConfig):
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{f.name}` |")),
+                   None)
+        assert row is not None, f"docs/configuration.md has no row for {f.name}"
+        value = getattr(defaults, f.name)
+        shown = "[]" if value == () else json.dumps(value) if f.name != "data_dir" \
+            else '"data/NODE_ID"'
+        assert f"`{shown}`" in row, f"{f.name}: default {shown} not in {row!r}"
+        assert re.search(rf"^#? ?{f.name} = ", toml_text, re.M), \
+            f"conf/default.toml does not mention {f.name}"
+
+
+def test_config_check_validates_a_file_naming_the_bad_key(tmp_path):
+    def check(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "seda_dynamo.cli", "config", "check",
+                               str(path)], text=True, capture_output=True, timeout=30)
+
+    good = check(ROOT / "conf" / "default.toml")
+    assert good.returncode == 0 and "ok" in good.stdout and "  n = 3" in good.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('node_id = "a"\nmax_in_flight = -5\n')
+    result = check(bad)
+    assert result.returncode == 2
+    assert "max_in_flight = -5: must be >= 0 (0: no limit)" in result.stderr
+    bad.write_text('metrics = "nowhere"\n')
+    assert "metrics = 'nowhere': expected HOST:PORT" in check(bad).stderr
+    bad.write_text('engine = "leveldb"\n')
+    assert "engine = 'leveldb': must be one of bdb, memory" in check(bad).stderr
+    bad.write_text('log_levle = "debug"\n')
+    assert "unknown key 'log_levle'" in check(bad).stderr
