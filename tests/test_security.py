@@ -12,11 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import msgpack
 import pytest
 import zmq
 from support import wait_for_ring, wait_until
 from zmq.utils.monitor import recv_monitor_message
 
+from seda_dynamo import causality
 from seda_dynamo.client import Client, NoReply, Unavailable
 from seda_dynamo.config import ConfigError, load
 from seda_dynamo.security import ClientKeys, KeyFileError, generate
@@ -165,3 +167,33 @@ def test_allowed_nodes_form_a_cluster_and_an_unknown_node_cannot_join(node_facto
     assert learnt in (["n3"], []), f"n3 learnt of {learnt}"
     with n1.client() as c:
         assert c.get("shared", r=2).values == [b"v"]
+
+    # Nor can it write a replica straight to a member's peer port with its own key.
+    forged = causality.encode(causality.update(causality.new(b"forged"), causality.EMPTY,
+                                               "n3#x"))
+    event = ["req", n3.peer, ["coordination", 1], ["rput", b"planted", forged, None]]
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    ClientKeys.from_files(str(keys / "n3.key_secret"), str(keys / "cluster.key")).apply(sock)
+    sock.connect(f"tcp://{n1.peer}")
+    for _ in range(10):
+        try:  # refused at the handshake, the socket may have no connection to queue on
+            sock.send(msgpack.packb([event], use_bin_type=True), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        time.sleep(0.1)
+    sock.close(linger=0)
+    with n1.client() as c:
+        assert c.get("planted", r=2).values == []
+    # The same frame from an allowed key is a replica write (so the refusal above is
+    # the key's doing, not a malformed event).
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    ClientKeys.from_files(str(keys / "n2.key_secret"), str(keys / "cluster.key")).apply(sock)
+    sock.connect(f"tcp://{n1.peer}")
+    sock.send(msgpack.packb([event], use_bin_type=True))  # waits for its handshake
+    with n1.client() as c:
+        wait_until(lambda: c.get("planted", r=1).values == [b"forged"], 10,
+                   "an allowed node's replica write")
+    sock.close(linger=0)
