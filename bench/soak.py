@@ -7,6 +7,9 @@ measured with a short closed-loop run; then the open-loop load runs in slices of
 ``--sample`` seconds, and after each slice every stage's ``rss_bytes`` is read from
 ``stats``. The first ``--warmup`` seconds are not judged (caches, the engine's pages and
 the Merkle trees fill up then); growth is the last sample over the first one after it.
+It is shown for the whole RSS and for the RSS outside the storage engine's cache
+(Berkeley DB maps it from its ``__db.NNN`` region files, and it fills page by page up
+to its configured size); the verdict is on the latter.
 
     python -m bench.soak [--minutes 10] [--share 0.8]      # part of `make soak`
 
