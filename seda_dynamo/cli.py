@@ -32,7 +32,14 @@ def _serve(args: argparse.Namespace) -> int:
         logging.basicConfig(format="seda-dynamo: %(message)s", stream=sys.stderr)
         logging.getLogger("seda_dynamo.supervisor").error("bad configuration: %s", exc)
         return 2
-    setup_logging(config, "supervisor")
+    try:
+        setup_logging(config, "supervisor")
+    except OSError as exc:
+        logging.basicConfig(format="seda-dynamo: %(message)s", stream=sys.stderr)
+        logging.getLogger("seda_dynamo.supervisor").error(
+            "bad configuration: log_file = %r: cannot write there (%s)", config.log_file,
+            exc.strerror)
+        return 2
     try:
         supervisor = Supervisor(config)
     except OSError as exc:

@@ -117,6 +117,8 @@ def validate(cfg: NodeConfig) -> NodeConfig:
     if not cfg.node_id or any(c in cfg.node_id for c in " #/\\:"):
         raise ConfigError(f"node_id = {cfg.node_id!r}: a non-empty name without spaces, "
                           "'#', ':' or slashes")
+    if not cfg.data_dir:
+        raise ConfigError("data_dir = '': a directory for the node's data is needed")
     _check_endpoint("client", cfg.client)
     _check_endpoint("peer", cfg.peer)
     if cfg.join:

@@ -69,6 +69,11 @@ class Supervisor:
         if config.metrics:
             check_free("metrics", config.metrics)
         self.config = config
+        try:
+            os.makedirs(config.data_dir, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"data_dir {config.data_dir!r} cannot be made: {exc.strerror}") \
+                from None
         self.run_dir = make_run_dir(config)
         self.node_json = str(Path(self.run_dir) / "node.json")
         Path(self.node_json).write_text(config.to_json())
@@ -93,7 +98,6 @@ class Supervisor:
         return [worker_name(stage.name, i) for i in range(self.workers[stage.name])]
 
     def start(self) -> None:
-        os.makedirs(self.config.data_dir, exist_ok=True)
         write_workers(self.run_dir, self.workers)
         for stage in STAGES:
             for name in self.names(stage):

@@ -75,3 +75,18 @@ def test_cluster_start_prints_endpoints_and_stop_leaves_no_process(tmp_path):
 def test_a_busy_port_is_refused_at_once_with_the_address_named(node, tmp_path):
     result = cli("serve", "--client", node.server, "--data-dir", str(tmp_path), check=False)
     assert result.returncode == 1 and f"client address {node.server}" in result.stderr
+
+
+def test_a_log_file_or_data_dir_that_cannot_be_made_is_named(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = cli("serve", "--data-dir", str(tmp_path / "d"), "--log-file",
+                 str(blocker / "node.log"), check=False)
+    assert result.returncode == 2 and "log_file = " in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    from support import free_port
+
+    result = cli("serve", "--data-dir", str(blocker / "data"), "--client",
+                 f"127.0.0.1:{free_port()}", "--peer", f"127.0.0.1:{free_port()}", check=False)
+    assert result.returncode == 1 and "data_dir" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
