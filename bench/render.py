@@ -182,12 +182,19 @@ def render(data: Mapping[str, Any], plots: Sequence[tuple[str, str]] = (),
             f"run).", _section_note(data, "ceiling"),
             _section_note(data, "node"),
             run_table(_rows(data, "ceiling", ["put"])
-                      + _rows(data, "node", ["put", "get", "put_half", "get_half"])
-                      + _rows(data, "node_lt", ["put"]), ops(data, "ceiling", "put")), ""]
+                      + _rows(data, "node", ["put", "get", "put_half", "get_half",
+                                             "put_apart"])
+                      + _rows(data, "node_lt", ["put", "put_apart"]),
+                      ops(data, "ceiling", "put")), ""]
 
     overloads = [sections[n]["overload"] for n in ("node", "node_lt")
                  if sections.get(n, {}).get("overload")]
+    apart = all(o.get("cpus_apart") for o in overloads) and overloads
     out += ["### Overload: one node at twice its put peak", "",
+            ("The node's processes run on one CPU and the load generator on the other(s), "
+             "both for the peak and for the overload run: sharing the CPUs, the load "
+             "generator would take them from the node exactly when it offers the most. "
+             if apart else "") +
             f"Open loop at 2x the node's own closed-loop put peak for "
             f"{s.get('overload_seconds', 0):.0f} s, {s.get('overload_concurrency', 0):,} "
             "allowed in flight over 2 load-generator processes; *sent*: the rate the "

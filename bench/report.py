@@ -6,11 +6,12 @@ when a run fails; 100-byte values and 64 requests in flight unless said otherwis
 1. the echo chain (``bench/echo_chain.py``): the bare 5-process ZeroMQ pipeline, the
    ceiling of this architecture here;
 2. one node (Berkeley DB, fsync): put and get peaks (closed loop), put and get at half
-   the peak (open loop, p99.9), then overload: open loop at twice the put peak with 2048
-   allowed in flight over 2 load-generator processes -- the p99 of the admitted requests
-   against the peak run's, the share shed as ``overloaded`` and how fast those replies
-   came; then the same put peak and overload on a node started with
-   ``--latency-target-ms 20``;
+   the peak (open loop, p99.9), then overload, with the node's processes on one CPU and
+   the load generator on the others (when there are two or more): a put peak, then open
+   loop at twice it with 2048 allowed in flight over 2 load-generator processes -- the
+   p99 of the admitted requests against the peak run's, the share shed as
+   ``overloaded`` and how fast those replies came; then the same put peak and overload
+   on a node started with ``--latency-target-ms 20``;
 3. a 3-node loopback cluster (N=3 R=2 W=2, requests to the key's first replica): put and
    get peaks, 50/50 and 95/5 mixes, half-peak put and get, each stage's CPU share during
    the put run, and puts at 1, 4, 16, 64, 256 in flight;
@@ -228,14 +229,23 @@ class Bench:
                 fresh += self.half(section, prefix, node.server, "put", put["ops_per_sec"],
                                    FRESH, fresh)["sent"]
                 self.half(section, prefix, node.server, "get", get["ops_per_sec"], written)
-            rate = 2.0 * put["ops_per_sec"]
-            over = self.phase(section, "overload", f"{prefix} put @ 2x peak", node.server,
-                              "put", keys=FRESH, first_key=fresh, rate=rate,
-                              ops=max(100, int(rate * p.overload_seconds)),
-                              concurrency=p.overload_concurrency,
-                              seconds=p.overload_seconds, processes=p.overload_processes)
-            self.sections[section]["overload"] = overload_row(
-                TITLES_OVERLOAD[section], rate, over, put)
+            # Overload: the node on one CPU, the load generator on the others, for the
+            # peak it is judged against and for the run at twice that peak.
+            with node.cpus_apart() as apart:
+                peak = put
+                if apart:
+                    peak = self.phase(section, "put_apart", f"{prefix} put, node on 1 CPU",
+                                      node.server, "put", keys=FRESH, first_key=fresh + 1)
+                    fresh += peak["sent"] + 1
+                rate = 2.0 * peak["ops_per_sec"]
+                over = self.phase(section, "overload", f"{prefix} put @ 2x peak",
+                                  node.server, "put", keys=FRESH, first_key=fresh, rate=rate,
+                                  ops=max(100, int(rate * p.overload_seconds)),
+                                  concurrency=p.overload_concurrency,
+                                  seconds=p.overload_seconds, processes=p.overload_processes)
+            row = overload_row(TITLES_OVERLOAD[section], rate, over, peak)
+            row["cpus_apart"] = apart
+            self.sections[section]["overload"] = row
 
     def cluster(self) -> None:
         a, p = self.args, self.profile
