@@ -12,6 +12,7 @@ address is SEED.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -139,8 +140,6 @@ def top(server: str, every: float, frames: int | None, cluster: bool, timeout: f
         options: dict[str, Any] | None = None, out: Any = None) -> int:
     """``seda-dynamo top``: redraw the stages of ``server`` (or of every member, with
     ``cluster``) each ``every`` seconds, ``frames`` times or until Ctrl-C."""
-    import sys
-
     options = options or {}
     out = out or sys.stdout
     with Client(server, timeout=timeout, **options) as c:

@@ -29,17 +29,12 @@ def _serve(args: argparse.Namespace) -> int:
         config = load(args.config, **{f.name: getattr(args, f.name, None)
                                       for f in dataclasses.fields(NodeConfig)})
     except ConfigError as exc:
-        logging.basicConfig(format="seda-dynamo: %(message)s", stream=sys.stderr)
-        logging.getLogger("seda_dynamo.supervisor").error("bad configuration: %s", exc)
-        return 2
+        return _refuse(f"bad configuration: {exc}")
     try:
         setup_logging(config, "supervisor")
     except OSError as exc:
-        logging.basicConfig(format="seda-dynamo: %(message)s", stream=sys.stderr)
-        logging.getLogger("seda_dynamo.supervisor").error(
-            "bad configuration: log_file = %r: cannot write there (%s)", config.log_file,
-            exc.strerror)
-        return 2
+        return _refuse(f"bad configuration: log_file = {config.log_file!r}: cannot write "
+                       f"there ({exc.strerror})")
     try:
         supervisor = Supervisor(config)
     except OSError as exc:
@@ -47,6 +42,13 @@ def _serve(args: argparse.Namespace) -> int:
                                                           config.node_id, exc)
         return 1
     return supervisor.run()
+
+
+def _refuse(message: str) -> int:
+    """A node that cannot start says why on stderr (its log is not set up yet); exit 2."""
+    logging.basicConfig(format="seda-dynamo: %(message)s", stream=sys.stderr)
+    logging.getLogger("seda_dynamo.supervisor").error("%s", message)
+    return 2
 
 
 def _config(args: argparse.Namespace) -> int:
