@@ -42,6 +42,7 @@ class Pending:
     targets: list[Target] = field(default_factory=list)
     replied: bool = False  # the client has its answer; a get may still be read-repairing
     started: float = 0.0
+    measured: bool = True  # in this node's metrics (not a write another node forwarded)
 
 
 class Handler(Stage):
@@ -161,6 +162,7 @@ class Handler(Stage):
             mine = Target(self.me)
             chosen = [mine, *chosen[: n - 1]]
         pending = self._track(cid, rid, op, key, needed, chosen, now + timeout)
+        pending.measured = not forwarded  # the forwarding coordinator counts it
         if pending.quorum.start() is not None:
             self._finish(cid)
             return
@@ -270,8 +272,9 @@ class Handler(Stage):
                                           f"{len(quorum.asked) - len(quorum.failed)} could answer")
         self._reply(pending.rid, reply)
         self.latencies.append(self.now - pending.started)
-        self.metrics.answered(pending.op, self.now - pending.started,
-                              None if reply["ok"] else reply["error"])
+        if pending.measured:
+            self.metrics.answered(pending.op, self.now - pending.started,
+                                  None if reply["ok"] else reply["error"])
         pending.replied = True
         if pending.op == "delete" and quorum.outcome is Outcome.OK:
             self.emit("gossip", ["deleted", pending.key])  # its tombstone may be reaped later

@@ -223,3 +223,19 @@ def test_two_versioning_workers_racing_on_a_key_never_lose_a_sibling(picks, puts
         assert store.conflicts >= 1
     assert sorted(causality.values(causality.decode(engine.get(b"k")))) == \
         sorted(b"v%d" % i for i in range(puts))
+
+
+def test_a_write_forwarded_to_this_coordinator_is_counted_by_the_one_that_forwarded_it():
+    h = three_node_coordinator()
+    clock = causality.encode(causality.update(causality.new(b"v"), causality.EMPTY, "a#1"))
+    for rid, forwarded in ((1, True), (2, False)):
+        h.handle_events([["req", rid, "put", b"k", b"v", None, None, 2, 1000, forwarded]], 0.0)
+        update = next(e for dest, e in h.take_outbox() if dest == "versioning")
+        cid = update[2]
+        h.handle_events([["updated", cid, b"ctx", clock, None],
+                         ["resp", "b", cid, ["updated", None]]], 0.01)
+        assert any(e[0] == "reply" and e[2]["ok"] for dest, e in h.take_outbox()
+                   if dest == "network")
+    ops = h.gauges()["ops"]
+    assert ops["requests"]["put"] == 1, "the forwarded one is the forwarding node's"
+    assert ops["latency_ms"]["put"]["count"] == 1
