@@ -25,6 +25,7 @@ SIBLING_BUCKETS = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0)
 OPS = ("get", "put", "delete")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_REQUEST_BYTES = 8192
+MAX_CONNECTIONS = 64  # metrics connections with a request head still incomplete
 
 
 @dataclass(slots=True)

@@ -155,6 +155,12 @@ class Handler(Stage):
             if not data:
                 self.http.pop(conn, None)
                 continue
+            if conn not in self.http and len(self.http) >= metrics.MAX_CONNECTIONS:
+                # Half-sent requests are held until complete; this many is no scraper.
+                self.emit("metrics", [conn, metrics.response(
+                    503, "Service Unavailable", "too many open metrics connections\n")])
+                self.emit("metrics", [conn, b""])
+                continue
             request = self.http.get(conn, b"") + data
             try:
                 response = metrics.http_reply(request, lambda: metrics.render(

@@ -217,3 +217,20 @@ def test_tpstats_top_and_status_from_the_shell(cluster_factory):
     for name in ("n1", "n2"):
         line = next(line for line in status if line.startswith(name + " "))
         assert "sweep " in line and "exchanges" in line, line
+
+
+def test_half_sent_scrapes_are_capped_and_answered_503():
+    from seda_dynamo.config import NodeConfig
+    from stages import network
+
+    h = network.Handler(NodeConfig(metrics="127.0.0.1:9100"))
+    h.name = "network"
+    h.handle_frames("metrics", [[b"c%d" % i, b"GET /metr"] for i in range(200)], 0.0)
+    out = h.take_outbox()
+    assert len(h.http) == metrics.MAX_CONNECTIONS
+    refused = [e for dest, e in out if dest == "metrics" and e[1].startswith(b"HTTP/1.1 503")]
+    assert len(refused) == 200 - metrics.MAX_CONNECTIONS
+    h.handle_frames("metrics", [[b"c0", b"ics HTTP/1.1\r\n\r\n"], [b"c1", b""]], 0.0)
+    out = h.take_outbox()
+    assert out[0][1][0] == b"c0" and out[0][1][1].startswith(b"HTTP/1.1 200")
+    assert out[1][1] == [b"c0", b""] and len(h.http) == metrics.MAX_CONNECTIONS - 2
