@@ -107,10 +107,14 @@ def headline(data: Mapping[str, Any]) -> str:
             ("echo chain: 5 bare ZeroMQ processes (ceiling)", run(data, "ceiling", "put"),
              None)]
     table = headline_table(rows, ops(data, "ceiling", "put"))
+    where = data.get("where") or {}
+    place = ("All on one machine over loopback, one system at a time." if not where else
+             "One system at a time; measured elsewhere: " + "; ".join(
+                 f"{TITLES.get(k, k)}: {v}" for k, v in sorted(where.items()))
+             + ". The rest on this machine over loopback.")
     return (f"{table}\n\nPeak runs: closed loop, {s.get('concurrency', 64)} requests in "
             f"flight, {s.get('value_size', 100)}-byte values; every system acknowledges a "
-            "write only once it is on disk (fsync). All on one machine over loopback, one "
-            "system at a time.")
+            f"write only once it is on disk (fsync). {place}")
 
 
 def _section_note(data: Mapping[str, Any], name: str) -> str:

@@ -18,6 +18,10 @@ when a run fails; 100-byte values and 64 requests in flight unless said otherwis
 4. an etcd cluster of 3 members (``bench/peers.py``): put, serializable get, 50/50 mix,
    and the in-flight sweep; Redis (appendfsync always): set, get, 50/50, the sweep.
 
+The cluster, etcd and Redis may instead be ones already running elsewhere
+(``--cluster-servers``, ``--etcd``, ``--redis``): the cluster targets of issue 5 assume
+nodes on machines of their own, which one small machine cannot give them.
+
 It writes ``OUT/report.md`` (default ``bench/report.md``; ``bench/render.py`` lays it
 out) with PNGs in ``OUT/report/`` (``bench/plots.py``, when matplotlib is installed) and
 the raw numbers in ``OUT/report/results.json``, and prints the markdown (``--json``: the
@@ -31,6 +35,7 @@ numbers) on stdout; progress goes to stderr. A full run takes about 3 minutes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -159,6 +164,7 @@ class Bench:
         self.args, self.profile, self.command = args, profile, command
         self.sections: dict[str, dict[str, Any]] = {}
         self.status: dict[str, str] = {}
+        self.where: dict[str, str] = {}  # sections measured on systems this run did not start
 
     # one run --------------------------------------------------------------------------
     def _record(self, section: str, key: str, label: str, result: dict[str, Any]
@@ -252,8 +258,16 @@ class Bench:
         n, r, w = CLUSTER_NRW
         extra = ["--engine", a.engine, "--durability", a.durability,
                  "--n", str(n), "--r", str(r), "--w", str(w)]
-        print(f"starting a {CLUSTER_NODES}-node cluster ...", file=sys.stderr, flush=True)
-        with local_cluster(CLUSTER_NODES, extra) as members:
+        if a.cluster_servers:  # a cluster running elsewhere, on machines of its own
+            ring = fetch_ring(a.cluster_servers)
+            members_here = [{"id": m["id"], "client": m["client"]} for m in ring["nodes"]]
+            running: Any = contextlib.nullcontext(members_here)
+            self.where["cluster"] = f"the running cluster at {a.cluster_servers}"
+        else:
+            print(f"starting a {CLUSTER_NODES}-node cluster ...", file=sys.stderr,
+                  flush=True)
+            running = local_cluster(CLUSTER_NODES, extra)
+        with running as members:
             servers = cluster_servers(members)
             route = {"routing": "owner", "ring": fetch_ring(servers)}  # fetched once
             sampler = StatsSampler({m["id"]: m["client"] for m in members})
@@ -281,10 +295,18 @@ class Bench:
         self.sweep(section, prefix, target, written)
 
     def etcd(self) -> None:
+        if self.args.etcd:
+            self.where["etcd"] = f"the running etcd at {self.args.etcd}"
+            self.peer("etcd", "etcd", self.args.etcd, "get (serializable)")
+            return
         with etcd_cluster(3) as urls:
             self.peer("etcd", "etcd", urls.target, "get (serializable)")
 
     def redis(self) -> None:
+        if self.args.redis:
+            self.where["redis"] = f"the running Redis at {self.args.redis}"
+            self.peer("redis", "redis", self.args.redis, "get")
+            return
         with redis_server() as url:
             self.peer("redis", "redis", url.target, "get")
 
@@ -320,7 +342,8 @@ class Bench:
                     "command": self.command,
                     **asdict(self.profile)}
         return {"machine": machine_info(), "settings": settings, "sections": self.sections,
-                "status": self.status, "seconds": round(time.monotonic() - t0, 1),
+                "status": self.status, "where": self.where,
+                "seconds": round(time.monotonic() - t0, 1),
                 "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
 
 
@@ -361,6 +384,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-node", action="store_true", help="no single-node runs")
     p.add_argument("--skip-cluster", action="store_true", help="no 3-node cluster runs")
     p.add_argument("--skip-peers", action="store_true", help="no etcd and Redis runs")
+    p.add_argument("--cluster-servers", metavar="HOST:PORT,...",
+                   help="measure this running seda-dynamo cluster (N=3 R=2 W=2, on machines "
+                        "of its own) instead of starting 3 nodes here")
+    p.add_argument("--etcd", metavar="URL",
+                   help="measure this running etcd (etcd://HOST:PORT[,PORT...]) instead of "
+                        "starting one here")
+    p.add_argument("--redis", metavar="URL",
+                   help="measure this running Redis (redis://HOST:PORT) instead of starting "
+                        "one here")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help="where report.md and report/ go (default: bench/)")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")

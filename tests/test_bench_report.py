@@ -145,7 +145,12 @@ def test_the_report_starts_with_the_headline_and_says_what_was_not_measured() ->
     assert "**MISSED**" in md and "| met |" in md
     skipped = render(data, [], plots_skipped="matplotlib is not installed")
     assert "Plots skipped: matplotlib is not installed" in skipped
+    assert "All on one machine over loopback" in md
     json.dumps(data)  # what --json prints and results.json holds
+    elsewhere = render({**data, "where": {"cluster": "the running cluster at 10.0.0.1:7000"}},
+                       [], plots_skipped=None)
+    assert "measured elsewhere: 3-node cluster: the running cluster at 10.0.0.1:7000" \
+        in elsewhere
 
 
 def test_plot_data_and_cdf_points() -> None:
