@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from seda_dynamo.client import DEFAULT_SERVER, Client, DynamoError
-from seda_dynamo.config import ConfigError, NodeConfig, load
+from seda_dynamo.config import CHOICES, FLAGS, ConfigError, NodeConfig, load
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -138,61 +138,14 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run a node in the foreground (Ctrl-C stops it)")
     s.add_argument("--config", help="a TOML file (see conf/default.toml)")
-    s.add_argument("--node-id")
-    s.add_argument("--client", help="HOST:PORT for clients (default 127.0.0.1:7000)")
-    s.add_argument("--peer", help="HOST:PORT for other nodes (default 127.0.0.1:7100)")
-    s.add_argument("--data-dir")
-    s.add_argument("--run-dir", help="short directory for the stages' ipc sockets")
-    s.add_argument("--n", type=int)
-    s.add_argument("--r", type=int)
-    s.add_argument("--w", type=int)
-    s.add_argument("--join", help="HOST:PORT of a member's peer endpoint")
-    s.add_argument("--weight", type=int, help="share of partitions relative to other nodes")
-    s.add_argument("--partitions", type=int, help="Q, for the founder of a cluster")
-    s.add_argument("--transfer-keys-per-sec", type=int, metavar="KEYS",
-                   help="throttle of partition hand-overs (0: none)")
-    s.add_argument("--tombstone-reap-after", type=float, metavar="SECONDS",
-                   help="seconds after a delete before its tombstone may be reaped (0: keep)")
-    s.add_argument("--versioning-workers", type=int, metavar="N",
-                   help="versioning worker processes at start (default 1)")
-    s.add_argument("--versioning-max-workers", type=int, metavar="N",
-                   help="most versioning workers the supervisor adds under load (default 4)")
-    s.add_argument("--max-in-flight", type=int, metavar="N",
-                   help="admission control: client requests open at once (0: no limit)")
-    s.add_argument("--latency-target-ms", type=float, metavar="MS",
-                   help="admission control: p99 the in-flight limit steers to (0: fixed)")
-    s.add_argument("--overload-delay-ms", type=float, metavar="MS",
-                   help="admission control: shed while a stage's queue delay is over this")
-    s.add_argument("--background-p99-ms", type=float, metavar="MS",
-                   help="background work yields while client p99 is above this (0: never)")
-    s.add_argument("--anti-entropy-every", type=float, metavar="SECONDS",
-                   help="seconds between Merkle exchanges with a replica (0: off)")
-    s.add_argument("--engine", choices=["bdb", "memory"])
-    s.add_argument("--durability", choices=["fsync", "nosync"])
-    s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    s.add_argument("--log-file", metavar="PATH",
-                   help="append the node's log lines here instead of stderr")
-    s.add_argument("--metrics", metavar="HOST:PORT",
-                   help="serve Prometheus metrics over HTTP at /metrics (default: off)")
-    s.add_argument("--seeds", action="append", metavar="HOST:PORT",
-                   help="another member to try when joining (repeat for more)")
-    s.add_argument("--transfers-at-once", type=int, metavar="N",
-                   help="partitions streamed to new owners at the same time")
-    s.add_argument("--max-key-bytes", type=int, metavar="BYTES")
-    s.add_argument("--max-value-bytes", type=int, metavar="BYTES")
-    s.add_argument("--timeout-ms", type=int, metavar="MS",
-                   help="default coordinator deadline of a request")
-    s.add_argument("--batch-max", type=int, metavar="N",
-                   help="most queued messages a stage takes per wake-up")
-    s.add_argument("--queue-hwm", type=int, metavar="N",
-                   help="high-water mark of a stage's queue, in messages")
-    s.add_argument("--curve-server-key", metavar="FILE",
-                   help="CURVE on: the cluster's shared server .key_secret file")
-    s.add_argument("--curve-node-key", metavar="FILE", help="CURVE: this node's .key_secret")
-    s.add_argument("--curve-client-keys", metavar="DIR",
-                   help="CURVE: directory of the public keys of allowed clients")
-    s.add_argument("--curve-peer-keys", metavar="DIR",
-                   help="CURVE: directory of the public keys of allowed nodes")
+    defaults = NodeConfig()
+    for f in dataclasses.fields(NodeConfig):  # every key a flag: --node-id for node_id
+        metavar, help_text = FLAGS[f.name]
+        default = getattr(defaults, f.name)
+        kind = {"action": "append", "metavar": metavar} if isinstance(default, tuple) else \
+            {"choices": CHOICES[f.name]} if f.name in CHOICES else \
+            {"type": type(default), "metavar": metavar}
+        s.add_argument("--" + f.name.replace("_", "-"), help=help_text, **kind)
     s.set_defaults(func=_serve)
 
     f = sub.add_parser("config", help="check a configuration file (docs/configuration.md)")

@@ -100,6 +100,56 @@ def _check_endpoint(name: str, value: str) -> None:
         raise ConfigError(f"{name} = {value!r}: expected HOST:PORT, e.g. 127.0.0.1:7000")
 
 
+#: Every key's ``serve`` flag: (metavar, one-line help). docs/configuration.md says more.
+FLAGS: dict[str, tuple[str, str]] = {
+    "node_id": ("NAME", "this node's unique name in the cluster"),
+    "client": ("HOST:PORT", "where clients connect (default 127.0.0.1:7000)"),
+    "peer": ("HOST:PORT", "where other nodes connect (default 127.0.0.1:7100)"),
+    "data_dir": ("DIR", "the node's data (default data/NODE_ID)"),
+    "run_dir": ("DIR", "short directory for the stages' ipc sockets"),
+    "join": ("HOST:PORT", "a member's peer address: join its cluster"),
+    "seeds": ("HOST:PORT", "another member to try when joining (repeat for more)"),
+    "n": ("N", "replicas per key"),
+    "r": ("R", "replies a get waits for"),
+    "w": ("W", "acknowledgements a put or delete waits for"),
+    "partitions": ("Q", "equal partitions of the ring, for the founder of a cluster"),
+    "weight": ("N", "share of partitions relative to other nodes"),
+    "transfers_at_once": ("N", "partitions streamed to new owners at the same time"),
+    "transfer_keys_per_sec": ("KEYS", "throttle of partition hand-overs (0: none)"),
+    "tombstone_reap_after": ("SECONDS", "seconds after a delete before its tombstone may "
+                             "be reaped (0: keep)"),
+    "anti_entropy_every": ("SECONDS", "seconds between Merkle exchanges with a replica "
+                           "(0: off)"),
+    "background_p99_ms": ("MS", "background work yields while client p99 is above this "
+                          "(0: never)"),
+    "engine": ("ENGINE", "storage engine"),
+    "durability": ("MODE", "fsync: acked writes survive power loss; nosync: kill -9"),
+    "max_key_bytes": ("BYTES", "larger keys get too_large"),
+    "max_value_bytes": ("BYTES", "larger values get too_large"),
+    "timeout_ms": ("MS", "default coordinator deadline of a request"),
+    "batch_max": ("N", "most queued messages a stage takes per wake-up"),
+    "versioning_workers": ("N", "versioning worker processes at start"),
+    "versioning_max_workers": ("N", "most versioning workers the supervisor adds under "
+                               "load"),
+    "queue_hwm": ("N", "high-water mark of a stage's queue, in messages"),
+    "overload_delay_ms": ("MS", "admission control: shed while a stage's queue delay is "
+                          "over this (0: never)"),
+    "max_in_flight": ("N", "admission control: client requests open at once (0: no "
+                      "limit)"),
+    "latency_target_ms": ("MS", "admission control: p99 the in-flight limit steers to "
+                          "(0: fixed)"),
+    "log_level": ("LEVEL", "least severe log lines written"),
+    "log_file": ("PATH", "append the node's log lines here instead of stderr"),
+    "metrics": ("HOST:PORT", "serve Prometheus metrics over HTTP at /metrics (default: "
+                "off)"),
+    "curve_server_key": ("FILE", "CURVE on: the cluster's shared server .key_secret file"),
+    "curve_node_key": ("FILE", "CURVE: this node's .key_secret file"),
+    "curve_client_keys": ("DIR", "CURVE: directory of the public keys of allowed clients"),
+    "curve_peer_keys": ("DIR", "CURVE: directory of the public keys of allowed nodes"),
+}
+#: The keys with a fixed set of values.
+CHOICES = {"engine": ENGINES, "durability": DURABILITY, "log_level": LOG_LEVELS}
+
 #: Keys that must be >= 0, and what 0 means for each.
 NON_NEGATIVE = {
     "tombstone_reap_after": "0: keep tombstones",
