@@ -163,6 +163,37 @@ STAGE_FIGURES = (
 )
 
 
+#: Node figures: (stage whose report has it, its name there, metric, type, help).
+NODE_FIGURES = (
+    ("network", "requests", "seda_client_frames_total", "counter",
+     "Client frames the network stage read."),
+    ("network", "bad_requests", "seda_bad_requests_total", "counter",
+     "Client frames refused as malformed."),
+    ("network", "shed", "seda_shed_total", "counter",
+     "Client requests answered with overloaded."),
+    ("network", "requests_in_flight", "seda_requests_in_flight", "gauge",
+     "Client requests open at the network stage."),
+    ("coordination", "read_repairs", "seda_read_repairs_total", "counter",
+     "Replicas sent a merged version after a get."),
+    ("coordination", "forwarded", "seda_forwarded_total", "counter",
+     "Writes forwarded to a replica to stamp."),
+    ("persistence", "hints", "seda_hints_pending", "gauge",
+     "Hinted writes this node holds for replicas that were down."),
+    ("gossip", "hints_delivered", "seda_hints_delivered_total", "counter",
+     "Hinted writes handed back."),
+    ("persistence", "keys", "seda_keys", "gauge", "Keys in the local engine."),
+    ("gossip", "members", "seda_members", "gauge",
+     "Members of the cluster in this node's view."),
+    ("gossip", "epoch", "seda_ring_epoch", "gauge", "Epoch of the ring in this node's view."),
+    ("gossip", "transfers_active", "seda_transfers_active", "gauge",
+     "Partition hand-overs streaming now."),
+    ("gossip", "exchanges", "seda_anti_entropy_exchanges_total", "counter",
+     "Merkle-tree exchanges with a replica."),
+    ("gossip", "sweeps", "seda_anti_entropy_sweeps_total", "counter",
+     "Full sweeps of the partitions this node replicates."),
+)
+
+
 def render(node: str, stats: dict[str, Any]) -> str:
     """The Prometheus text exposition of a node's ``stats`` reply."""
     out = _Out()
@@ -173,9 +204,7 @@ def render(node: str, stats: dict[str, Any]) -> str:
         for key, name, kind, help_text, scale in STAGE_FIGURES:
             value = _number(report.get(key))
             out.add(name, kind, help_text, labels, None if value is None else value * scale)
-    net = stats.get("network", {})
     coordination = stats.get("coordination", {})
-    persistence = stats.get("persistence", {})
     gossip = stats.get("gossip", {})
     node_labels = _labels(node=node)
     ops = coordination.get("ops", {}) if isinstance(coordination, dict) else {}
@@ -200,40 +229,15 @@ def render(node: str, stats: dict[str, Any]) -> str:
     out.histogram("seda_siblings_per_read", "Versions returned by a successful get "
                   "(0: not found; more than 1: concurrent siblings).",
                   ops.get("siblings"), 1.0, node=node)
-    out.add("seda_client_frames_total", "counter", "Client frames the network stage read.",
-            node_labels, net.get("requests"))
-    out.add("seda_bad_requests_total", "counter", "Client frames refused as malformed.",
-            node_labels, net.get("bad_requests"))
-    out.add("seda_shed_total", "counter", "Client requests answered with overloaded.",
-            node_labels, net.get("shed"))
-    out.add("seda_requests_in_flight", "gauge", "Client requests open at the network stage.",
-            node_labels, net.get("requests_in_flight"))
-    out.add("seda_read_repairs_total", "counter", "Replicas sent a merged version after a get.",
-            node_labels, coordination.get("read_repairs"))
-    out.add("seda_forwarded_total", "counter", "Writes forwarded to a replica to stamp.",
-            node_labels, coordination.get("forwarded"))
-    out.add("seda_hints_pending", "gauge",
-            "Hinted writes this node holds for replicas that were down.", node_labels,
-            persistence.get("hints"))
-    out.add("seda_hints_delivered_total", "counter", "Hinted writes handed back.",
-            node_labels, gossip.get("hints_delivered"))
-    out.add("seda_keys", "gauge", "Keys in the local engine.", node_labels,
-            persistence.get("keys"))
-    out.add("seda_members", "gauge", "Members of the cluster in this node's view.",
-            node_labels, gossip.get("members"))
-    out.add("seda_ring_epoch", "gauge", "Epoch of the ring in this node's view.",
-            node_labels, gossip.get("epoch"))
-    out.add("seda_transfers_active", "gauge", "Partition hand-overs streaming now.",
-            node_labels, gossip.get("transfers_active"))
-    out.add("seda_anti_entropy_exchanges_total", "counter",
-            "Merkle-tree exchanges with a replica.", node_labels, gossip.get("exchanges"))
-    out.add("seda_anti_entropy_keys_repaired_total", "counter",
-            "Keys pulled or pushed by anti-entropy.", node_labels,
-            (_number(gossip.get("keys_pushed")) or 0) + (_number(gossip.get("keys_pulled"))
-                                                         or 0) if gossip else None)
-    out.add("seda_anti_entropy_sweeps_total", "counter",
-            "Full sweeps of the partitions this node replicates.", node_labels,
-            gossip.get("sweeps"))
+    for stage, key, name, kind, help_text in NODE_FIGURES:
+        report = stats.get(stage)
+        if isinstance(report, dict):
+            out.add(name, kind, help_text, node_labels, report.get(key))
+    if gossip:
+        out.add("seda_anti_entropy_keys_repaired_total", "counter",
+                "Keys pulled or pushed by anti-entropy.", node_labels,
+                (_number(gossip.get("keys_pushed")) or 0)
+                + (_number(gossip.get("keys_pulled")) or 0))
     return out.text()
 
 
