@@ -14,6 +14,7 @@ import ctypes
 import gc
 import importlib
 import logging
+import logging.handlers
 import math
 import os
 import signal
@@ -94,7 +95,9 @@ def setup_logging(config: NodeConfig, stage: str) -> None:
     fmt = f"%(asctime)s %(levelname)s [{config.node_id} {stage}] %(name)s: %(message)s"
     if config.log_file:
         Path(config.log_file).parent.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(config.log_file, encoding="utf-8")
+        # Reopened when logrotate moves the file away, so rotation needs no restart.
+        handler: logging.Handler = logging.handlers.WatchedFileHandler(config.log_file,
+                                                                        encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(fmt))

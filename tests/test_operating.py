@@ -234,3 +234,15 @@ def test_half_sent_scrapes_are_capped_and_answered_503():
     out = h.take_outbox()
     assert out[0][1][0] == b"c0" and out[0][1][1].startswith(b"HTTP/1.1 200")
     assert out[1][1] == [b"c0", b""] and len(h.http) == metrics.MAX_CONNECTIONS - 2
+
+
+@pytest.mark.integration
+def test_the_log_file_is_reopened_after_logrotate_moves_it(node_factory, tmp_path):
+    log_file = tmp_path / "n1.log"
+    node = node_factory("n1", extra=("--log-file", str(log_file), "--log-level", "debug"))
+    node.start()
+    log_file.rename(tmp_path / "n1.log.1")  # what logrotate does, without copytruncate
+    with node.client() as c:
+        c.admin("join", "127.0.0.1:1")  # a warning from the gossip stage
+    wait_until(lambda: log_file.exists() and "[n1 gossip]" in log_file.read_text(), 10,
+               "the gossip stage to write to a new log file")
