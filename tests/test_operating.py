@@ -164,10 +164,15 @@ def test_a_node_serves_prometheus_metrics_and_logs_to_its_file(node_factory, tmp
     def scraped():
         status, kind, text = scrape(address)
         samples = parse(text)
+        # Each stage reports once a second: wait for the coordinator's counts and for a
+        # report from every stage (a node just started may not have them all yet).
+        reported = {key.split('stage="')[1].split('"')[0] for key in samples
+                    if key.startswith("seda_stage_processed_total")}
         return status == 200 and samples.get(
-            'seda_requests_total{node="n1",op="get"}', 0) >= 2 and (kind, samples)
+            'seda_requests_total{node="n1",op="get"}', 0) >= 2 and len(reported) == 5 \
+            and (kind, samples)
 
-    kind, samples = wait_until(scraped, 10, "the coordinator's counts in a scrape")
+    kind, samples = wait_until(scraped, 10, "every stage's figures in a scrape")
     assert kind.startswith("text/plain; version=0.0.4")
     assert samples['seda_requests_total{node="n1",op="put"}'] == 2
     assert samples['seda_siblings_per_read_bucket{node="n1",le="0"}'] == 1
