@@ -12,12 +12,12 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 from typing import Any
 
 from seda_dynamo.client import DEFAULT_SERVER, Client, DynamoError
 from seda_dynamo.config import CHOICES, FLAGS, ConfigError, NodeConfig, load
+from seda_dynamo.security import KEY_ENV, SERVER_KEY_ENV
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -76,36 +76,26 @@ def _context(text: str | None) -> bytes | None:
     return bytes.fromhex(text) if text else None
 
 
-CURVE_KEY_ENV = "SEDA_CURVE_KEY"  # default of --curve-key
-CURVE_SERVER_KEY_ENV = "SEDA_CURVE_SERVER_KEY"  # default of --curve-server-key
-
-
 def _client_keys(args: argparse.Namespace) -> dict[str, Any]:
     """``Client`` keyword arguments for the CURVE flags (or their environment variables):
     both or neither."""
     from seda_dynamo.security import ClientKeys, KeyFileError
 
-    own = args.curve_key or os.environ.get(CURVE_KEY_ENV)
-    server = args.curve_server_key or os.environ.get(CURVE_SERVER_KEY_ENV)
-    if not own and not server:
-        return {}
-    if not own or not server:
-        raise ValueError("CURVE needs both --curve-key (your .key_secret file) and "
-                         "--curve-server-key (the cluster's public .key file)")
     try:
-        return {"keys": ClientKeys.from_files(own, server)}
+        keys = ClientKeys.find(args.curve_key, args.curve_server_key)
     except KeyFileError as exc:
         raise ValueError(str(exc)) from None
+    return {"keys": keys} if keys else {}
 
 
 def _add_client_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of any node")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds")
     p.add_argument("--curve-key", metavar="FILE",
-                   help=f"CURVE: your secret key file (default: ${CURVE_KEY_ENV})")
+                   help=f"CURVE: your secret key file (default: ${KEY_ENV})")
     p.add_argument("--curve-server-key", metavar="FILE",
                    help=f"CURVE: the cluster's public server key file (default: "
-                        f"${CURVE_SERVER_KEY_ENV})")
+                        f"${SERVER_KEY_ENV})")
 
 
 def _client_command(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ import msgpack
 import zmq
 
 from seda_dynamo.ring import partition_of
+from seda_dynamo.security import curve_from_env as curve
 
 KINDS = ("seda", "redis", "etcd")
 CONNECT_TIMEOUT = 2.0
@@ -129,6 +130,7 @@ class SedaDriver:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 0)
             sock.setsockopt(zmq.RCVHWM, 0)
+            curve(sock)
             sock.connect(zmq_endpoint(server))
 
     def send(self, rid: int, is_get: bool, key: bytes, value: bytes) -> int:

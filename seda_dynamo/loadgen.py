@@ -89,6 +89,7 @@ from seda_dynamo.loaddrivers import (
     server_list,
     zmq_endpoint,
 )
+from seda_dynamo.security import curve_from_env as curve
 
 PR_SET_PDEATHSIG = 1
 LOWEST_US, HIGHEST_US, DIGITS = 1, 60_000_000, 3
@@ -595,6 +596,7 @@ def fetch_ring(servers: str | Sequence[str], timeout: float = RING_TIMEOUT) -> d
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         try:
+            curve(sock)
             sock.connect(zmq_endpoint(server))
             sock.send_multipart([b"", msgpack.packb({"op": "ring", "id": 0})])
             deadline = time.monotonic() + timeout

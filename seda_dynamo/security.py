@@ -28,6 +28,8 @@ import zmq.auth
 
 CLIENT_DOMAIN = "client"
 PEER_DOMAIN = "peer"
+KEY_ENV = "SEDA_CURVE_KEY"  # a client's own .key_secret file
+SERVER_KEY_ENV = "SEDA_CURVE_SERVER_KEY"  # the cluster's public server .key file
 
 
 class KeyFileError(ValueError):
@@ -120,5 +122,30 @@ class ClientKeys:
         return cls(load(own_secret_file, True, "client key"),
                    load(server_public_file, False, "server key").public)
 
+    @classmethod
+    def find(cls, own_secret_file: str | None = None,
+             server_public_file: str | None = None) -> ClientKeys | None:
+        """The keys named, else by ``$SEDA_CURVE_KEY`` and ``$SEDA_CURVE_SERVER_KEY``;
+        None when neither is; ``KeyFileError`` when only one is."""
+        own = own_secret_file or os.environ.get(KEY_ENV)
+        server = server_public_file or os.environ.get(SERVER_KEY_ENV)
+        if not own and not server:
+            return None
+        if not own or not server:
+            raise KeyFileError(f"CURVE needs both a client key (--curve-key or ${KEY_ENV}: "
+                               "your .key_secret file) and the server key "
+                               f"(--curve-server-key or ${SERVER_KEY_ENV}: the cluster's "
+                               "public .key file)")
+        return cls.from_files(own, server)
+
     def apply(self, sock: zmq.Socket) -> None:
         connect_as(sock, self.own, self.server_public)
+
+
+def curve_from_env(sock: zmq.Socket) -> None:
+    """Set ``sock`` up as a CURVE client when ``$SEDA_CURVE_KEY`` and
+    ``$SEDA_CURVE_SERVER_KEY`` name keys (the load generator's sockets: its worker
+    processes inherit the environment)."""
+    keys = ClientKeys.find()
+    if keys is not None:
+        keys.apply(sock)

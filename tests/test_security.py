@@ -6,6 +6,8 @@ node and per client, and allow-lists of public keys for the client and the peer 
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +23,13 @@ from zmq.utils.monitor import recv_monitor_message
 from seda_dynamo import causality
 from seda_dynamo.client import Client, NoReply, Unavailable
 from seda_dynamo.config import ConfigError, load
-from seda_dynamo.security import ClientKeys, KeyFileError, generate
+from seda_dynamo.security import (
+    KEY_ENV,
+    SERVER_KEY_ENV,
+    ClientKeys,
+    KeyFileError,
+    generate,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +112,26 @@ def test_only_allowed_clients_get_through(node_factory, keys):
                   "--curve-key", str(keys / "mallory.key_secret"),
                   "--curve-server-key", str(keys / "cluster.key"), "k")
     assert refused.returncode == 3 and "no reply" in refused.stderr, refused.stderr
+
+
+def test_the_load_generator_takes_its_keys_from_the_environment(node_factory, keys):
+    node = node_factory("n1", extra=curve_flags(keys, "n1"),
+                        keys=client_keys(keys, "alice")).start()
+    env = {**os.environ, KEY_ENV: str(keys / "alice.key_secret"),
+           SERVER_KEY_ENV: str(keys / "cluster.key")}
+    args = [sys.executable, "-m", "seda_dynamo.cli", "bench", "--server", node.server,
+            "--ops", "300", "--concurrency", "4", "--keys", "50", "--json"]
+    done = subprocess.run(args, env=env, text=True, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    phases = json.loads(done.stdout)
+    assert [p["errors"] for p in phases] == [{}, {}] and phases[0]["sent"] == 300
+    got = subprocess.run([sys.executable, "-m", "seda_dynamo.cli", "get", "--server",
+                          node.server, "bench-0"], env=env, text=True, capture_output=True,
+                         timeout=30)
+    assert got.returncode in (0, 1) and "no reply" not in got.stderr, got.stderr
+    half = {k: v for k, v in env.items() if k != SERVER_KEY_ENV}
+    refused = subprocess.run(args, env=half, text=True, capture_output=True, timeout=60)
+    assert refused.returncode == 2 and "CURVE needs both" in refused.stderr
 
 
 def test_a_raw_socket_without_the_key_is_dropped_at_the_handshake(node_factory, keys):
