@@ -79,12 +79,9 @@ def _context(text: str | None) -> bytes | None:
 def _client_keys(args: argparse.Namespace) -> dict[str, Any]:
     """``Client`` keyword arguments for the CURVE flags (or their environment variables):
     both or neither."""
-    from seda_dynamo.security import ClientKeys, KeyFileError
+    from seda_dynamo.security import ClientKeys
 
-    try:
-        keys = ClientKeys.find(args.curve_key, args.curve_server_key)
-    except KeyFileError as exc:
-        raise ValueError(str(exc)) from None
+    keys = ClientKeys.find(args.curve_key, args.curve_server_key)  # KeyFileError: exit 2
     return {"keys": keys} if keys else {}
 
 
@@ -254,13 +251,10 @@ def _admin(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from seda_dynamo.security import KeyFileError, generate
+    from seda_dynamo.security import generate
 
     for name in args.names:
-        try:
-            public, secret = generate(args.dir, name)
-        except KeyFileError as exc:
-            raise ValueError(str(exc)) from None
+        public, secret = generate(args.dir, name)  # KeyFileError, a ValueError: exit 2
         print(f"{name}: public {public}  secret {secret}")
     return 0
 

@@ -227,12 +227,11 @@ def _check_curve(cfg: NodeConfig) -> None:
 
     try:
         security.load(cfg.curve_server_key, True, "curve_server_key")
-        security.load(cfg.curve_node_key, True, "curve_node_key")
+        own = security.load(cfg.curve_node_key, True, "curve_node_key").public
         security.allowed(cfg.curve_client_keys, "curve_client_keys")
         peers = security.allowed(cfg.curve_peer_keys, "curve_peer_keys")
     except security.KeyFileError as exc:
         raise ConfigError(str(exc)) from None
-    own = security.load(cfg.curve_node_key, True, "curve_node_key").public
     if own not in peers:
         raise ConfigError(f"curve_peer_keys = {cfg.curve_peer_keys!r}: lacks this node's own "
                           f"public key ({cfg.curve_node_key!r} without '_secret'); its peers "

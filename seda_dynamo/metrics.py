@@ -88,7 +88,8 @@ def _labels(**labels: Any) -> str:
     return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in labels.items()) + "}"
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """``value`` as a float if it is a number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
@@ -108,11 +109,11 @@ class _Out:
 
     def add(self, name: str, kind: str, help_text: str, labels: str, value: Any,
             suffix: str = "") -> None:
-        number = _number(value)
-        if number is None:
+        sample = number(value)
+        if sample is None:
             return
         family = self.families.setdefault(name, (kind, help_text, []))
-        family[2].append(f"{name}{suffix}{labels} {_fmt(number)}")
+        family[2].append(f"{name}{suffix}{labels} {_fmt(sample)}")
 
     def histogram(self, name: str, help_text: str, wire: Any, scale: float,
                   **labels: Any) -> None:
@@ -125,12 +126,12 @@ class _Out:
             return
         running = 0.0
         for bound, count in zip([*bounds, None], counts, strict=True):
-            running += _number(count) or 0.0
+            running += number(count) or 0.0
             le = "+Inf" if bound is None else _fmt(float(bound) * scale)
             self.add(name, "histogram", help_text, _labels(**labels, le=le), running,
                      "_bucket")
         self.add(name, "histogram", help_text, _labels(**labels),
-                 (_number(wire.get("sum")) or 0.0) * scale, "_sum")
+                 (number(wire.get("sum")) or 0.0) * scale, "_sum")
         self.add(name, "histogram", help_text, _labels(**labels), running, "_count")
 
     def text(self) -> str:
@@ -202,7 +203,7 @@ def render(node: str, stats: dict[str, Any]) -> str:
             continue
         labels = _labels(node=node, stage=stage_of(worker), worker=worker)
         for key, name, kind, help_text, scale in STAGE_FIGURES:
-            value = _number(report.get(key))
+            value = number(report.get(key))
             out.add(name, kind, help_text, labels, None if value is None else value * scale)
     coordination = stats.get("coordination", {})
     gossip = stats.get("gossip", {})
@@ -236,8 +237,8 @@ def render(node: str, stats: dict[str, Any]) -> str:
     if gossip:
         out.add("seda_anti_entropy_keys_repaired_total", "counter",
                 "Keys pulled or pushed by anti-entropy.", node_labels,
-                (_number(gossip.get("keys_pushed")) or 0)
-                + (_number(gossip.get("keys_pulled")) or 0))
+                (number(gossip.get("keys_pushed")) or 0)
+                + (number(gossip.get("keys_pulled")) or 0))
     return out.text()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from seda_dynamo.metrics import number
 from seda_dynamo.stage import STAGES, stage_of
 
 
@@ -33,8 +34,7 @@ class StageRow:
 
 
 def _num(report: dict[str, Any], name: str) -> float:
-    value = report.get(name, 0)
-    return float(value) if isinstance(value, (int, float)) else 0.0
+    return number(report.get(name)) or 0.0
 
 
 def rows(stats: dict[str, Any]) -> list[StageRow]:

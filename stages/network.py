@@ -157,23 +157,21 @@ class Handler(Stage):
                 continue
             if conn not in self.http and len(self.http) >= metrics.MAX_CONNECTIONS:
                 # Half-sent requests are held until complete; this many is no scraper.
-                self.emit("metrics", [conn, metrics.response(
-                    503, "Service Unavailable", "too many open metrics connections\n")])
-                self.emit("metrics", [conn, b""])
-                continue
-            request = self.http.get(conn, b"") + data
-            try:
-                response = metrics.http_reply(request, lambda: metrics.render(
-                    self.config.node_id, self._stats()))
-            except Exception:  # noqa: BLE001 - a scrape never stops the node
-                self.errors += 1
-                self.log.exception("metrics page failed")
-                response = metrics.response(500, "Internal Server Error",
-                                            "the metrics page failed; see the node's log\n")
-            if response is None:
-                self.http[conn] = request
-                continue
-            self.http.pop(conn, None)
+                response = metrics.response(503, "Service Unavailable",
+                                            "too many open metrics connections\n")
+            else:
+                request = self.http.pop(conn, b"") + data
+                try:
+                    response = metrics.http_reply(request, lambda: metrics.render(
+                        self.config.node_id, self._stats()))
+                except Exception:  # noqa: BLE001 - a scrape never stops the node
+                    self.errors += 1
+                    self.log.exception("metrics page failed")
+                    response = metrics.response(500, "Internal Server Error",
+                                                "the metrics page failed; see the node's log\n")
+                if response is None:
+                    self.http[conn] = request
+                    continue
             self.emit("metrics", [conn, response])
             self.emit("metrics", [conn, b""])  # close the connection
 
