@@ -8,13 +8,19 @@ fsync the directory).
 
 from __future__ import annotations
 
+import fcntl
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: after a crash the file holds the old or the new text."""
-    tmp = path.with_suffix(".tmp")
+    """Replace ``path`` with ``text``: after a crash the file holds the old or the new text.
+
+    The temporary file is this writer's own (process and thread in its name), so two
+    writers never write into one another's half-made file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w") as fh:
         fh.write(text)
         fh.flush()
@@ -27,18 +33,28 @@ def write_atomically(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-def bump_counter(path: Path) -> int:
+def bump_counter(path: Path, after_read: Callable[[int], None] | None = None) -> int:
     """Durably add one to the counter stored in ``path`` (0 when missing) and return it.
 
-    A value returned once is never returned again for the same file, whatever crashes.
+    A value returned once is never returned again for the same file, whatever crashes,
+    and whatever other processes or threads bump it at the same moment: the
+    read-modify-write holds an exclusive ``flock`` on ``path.lock``. ``after_read`` (a
+    test's hook) runs between the read and the write, holding the lock.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        value = int(path.read_text().strip() or "0")
-    except FileNotFoundError:
-        value = 0
-    except ValueError as exc:
-        raise ValueError(f"{path} does not hold a counter: {exc}") from None
-    value += 1
-    write_atomically(path, str(value))
-    return value
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            value = int(path.read_text().strip() or "0")
+        except FileNotFoundError:
+            value = 0
+        except ValueError as exc:
+            raise ValueError(f"{path} does not hold a counter: {exc}") from None
+        if after_read is not None:
+            after_read(value)
+        value += 1
+        write_atomically(path, str(value))
+        return value
+    finally:
+        os.close(fd)  # releases the lock

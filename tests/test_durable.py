@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from seda_dynamo.durable import bump_counter, write_atomically
@@ -19,3 +22,31 @@ def test_bump_counter_refuses_a_damaged_file_instead_of_restarting_at_one(tmp_pa
     write_atomically(path, "not a number")
     with pytest.raises(ValueError, match="does not hold a counter"):
         bump_counter(path)
+
+
+def test_two_bumps_at_once_never_return_the_same_value(tmp_path):
+    """Item 9: two versioning workers starting together could read the counter before
+    either wrote it (and shared one temporary file name) and get the same epoch. The
+    interleaving is injected: the first bump waits between its read and its write until
+    the second has read too, or half a second; with the lock the second cannot read
+    before the first has written, so the wait times out and the values differ."""
+    path = tmp_path / "epoch"
+    second_read = threading.Event()
+    results: list[int] = []
+
+    def first() -> None:
+        results.append(bump_counter(path, after_read=lambda _: second_read.wait(0.5)))
+
+    def second() -> None:
+        results.append(bump_counter(path, after_read=lambda _: second_read.set()))
+
+    a = threading.Thread(target=first)
+    a.start()
+    time.sleep(0.05)  # the first is inside its read-modify-write
+    b = threading.Thread(target=second)
+    b.start()
+    a.join()
+    b.join()
+    assert sorted(results) == [1, 2]
+    assert path.read_text() == "2"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
