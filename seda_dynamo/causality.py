@@ -28,7 +28,7 @@ support ``bytes`` and ``None``. Pure functions, no IO.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,12 @@ Entry = tuple[str, int, tuple[Any, ...]]
 CONTEXT_VERSION = 1
 #: Limits on what a decoded context or DVVSet may contain (actor names are UTF-8 bytes).
 MAX_ACTOR_BYTES = 256
+#: What a client's context may hold (docs/protocol.md). The store never hands out more:
+#: a write whose result would hold more actors is refused, and a write never issues a
+#: counter above ``MAX_CONTEXT_COUNTER`` (a fresh actor takes over instead), so every
+#: context the store returns passes ``decode_context``.
 MAX_CONTEXT_ACTORS = 1024
+MAX_CONTEXT_COUNTER = 2**62
 _MAX_COUNTER = 2**64 - 1
 
 
@@ -135,23 +140,102 @@ def update(new_clock: DVVSet, stored: DVVSet, actor: str) -> DVVSet:
     return DVVSet(entries, stored.anonymous)
 
 
-def own_actor(stored: DVVSet, family: str) -> str | None:
-    """The actor of ``family`` (``node#incarnation``) that stamped ``stored``, if any.
+def mint_actor(family: str, order: tuple[int, ...]) -> str:
+    """A fresh actor of ``family`` (``node#incarnation``), named by its place in the
+    order in which this node minted actors: ``family.m<hex>.<hex>...``.
 
-    A replica may stamp a key's next write with one of its own actors only if its stored
-    versions of the key show that actor: then they hold every dot the actor issued for the
-    key, and the next counter is new. Without one (a key never written here, or whose
-    tombstone was reaped) the replica must stamp with a fresh actor, because a context
-    from before a reap can still cover the old dots (see ``mint_actor``).
+    ``order`` must grow with every actor the node mints (persistence hands out
+    ``(epoch, read sequence)``, see ``stages/persistence.py``), so the newest actor of a
+    key is the one with the largest order, whatever its name sorts as in text.
     """
-    prefix = family + "."
-    mine = [a for a, _, _ in stored.entries if a == family or a.startswith(prefix)]
-    return mine[-1] if mine else None
+    if not order or any(type(x) is not int or x < 0 for x in order):
+        raise ValueError(f"a mint order is a tuple of non-negative ints, got {order!r}")
+    return f"{family}.m" + ".".join(f"{x:x}" for x in order)
 
 
-def mint_actor(family: str, epoch: str, serial: int) -> str:
-    """A fresh actor of ``family``: unique while ``(epoch, serial)`` never repeats."""
-    return f"{family}.{epoch}.{serial:x}"
+def mint_order(actor: str, family: str) -> tuple[int, ...] | None:
+    """The order ``mint_actor`` gave ``actor`` if it is one of ``family``'s, else None
+    (another node's actor, another incarnation's, or one of an older naming)."""
+    prefix = family + ".m"
+    if not actor.startswith(prefix):
+        return None
+    parts = actor[len(prefix):].split(".")
+    try:
+        order = tuple(int(x, 16) for x in parts)
+    except ValueError:
+        return None
+    if any(x < 0 or not part or f"{x:x}" != part for x, part in zip(order, parts, strict=True)):
+        return None  # only the canonical spelling is ours (no "+1", "0x1", "01")
+    return order
+
+
+def own_actor(stored: DVVSet, family: str) -> str | None:
+    """The actor ``family`` may stamp ``stored``'s next write with, if any: of its own
+    actors the stored versions show, the most recently minted (``mint_order``).
+
+    Why the newest: a replica mints a fresh actor whenever its stored versions of a key
+    show none of its own (a key never written here, or whose tombstone was reaped), so
+    every dot of the newest actor was issued through this store and its stored counter
+    covers them all. Older actors of the family can come back after a reap, carried in
+    by a stale context or a stale replica, with counters below what was issued; stamping
+    with one of them would issue a dot that a context already covers (a blind write
+    silently lost). Actors named before ``mint_actor`` (no order) are never reused.
+    """
+    best: tuple[tuple[int, ...], str] | None = None
+    for actor, _, _ in stored.entries:
+        order = mint_order(actor, family)
+        if order is not None and (best is None or order > best[0]):
+            best = (order, actor)
+    return best[1] if best is not None else None
+
+
+def next_counter(stored: DVVSet, context: VersionVector, actor: str) -> int:
+    """The counter ``update`` would give ``actor``'s next dot."""
+    n = next((n for a, n, _ in stored.entries if a == actor), 0)
+    return max(n, context.get(actor, 0)) + 1
+
+
+def unissued_actor(actors: Iterable[str], family: str, now: tuple[int, ...]) -> str | None:
+    """One of ``actors`` that ``family`` cannot have minted yet: a mint order past
+    ``now``, the order of the read under way. A context or a replica state naming one
+    was forged; taking it in would let it pass for the newest of our actors."""
+    for actor in actors:
+        order = mint_order(actor, family)
+        if order is not None and order[: len(now)] > now:
+            return actor
+    return None
+
+
+def replica_update(stored: DVVSet, value: Any, context: VersionVector, family: str,
+                   mint: Callable[[], str]) -> DVVSet:
+    """A client write coordinated by a replica of ``family``: ``update`` with the actor
+    ``own_actor`` names, else (or when its next counter would pass
+    ``MAX_CONTEXT_COUNTER``) with fresh actors from ``mint``, each newer than every actor
+    of the family that ``stored`` and ``context`` name (the caller checks that with
+    ``unissued_actor``)."""
+    actor = own_actor(stored, family)
+    while actor is None or next_counter(stored, context, actor) > MAX_CONTEXT_COUNTER:
+        actor = mint()  # ends: a context names at most MAX_CONTEXT_ACTORS actors
+    return _keep_newest(update(new(value, context), stored, actor), actor, family, mint)
+
+
+def replica_sync(stored: DVVSet, incoming: DVVSet, family: str,
+                 mint: Callable[[], str]) -> DVVSet:
+    """Merge another replica's state into ``stored`` at a replica of ``family``."""
+    return _keep_newest(sync(stored, incoming), own_actor(stored, family), family, mint)
+
+
+def _keep_newest(state: DVVSet, trusted: str | None, family: str,
+                 mint: Callable[[], str]) -> DVVSet:
+    """Keep the newest of ``family``'s actors in ``state`` one whose every dot this store
+    holds (``trusted``). A merge can bring an actor of ours back from before a reap (a
+    stale copy or context) with a counter below what it issued; if it would now be the
+    newest, a fresh actor is added above it, at counter 1 with no value (a dot seen and
+    gone), so the next write is stamped with the fresh one."""
+    newest = own_actor(state, family)
+    if newest is None or newest == trusted:
+        return state
+    return sync(state, DVVSet(((mint(), 1, ()),)))
 
 
 def _merge_entry(
@@ -300,10 +384,11 @@ def decode(data: bytes, trusted: bool = False) -> DVVSet:
 
 
 def encode_context(vv: VersionVector) -> bytes:
-    """The opaque client context: version byte 0x01 + msgpack ``[[actor, counter], ...]``."""
+    """The opaque client context: version byte 0x01 + msgpack ``[[actor, counter], ...]``.
+
+    No limit on the number of actors here: the store's own merges are never refused;
+    what a client may send back is bounded by ``decode_context``."""
     items = _vv_items(vv)
-    if len(items) > MAX_CONTEXT_ACTORS:
-        raise ValueError(f"a context holds at most {MAX_CONTEXT_ACTORS} actors")
     return bytes([CONTEXT_VERSION]) + msgpack.packb([list(i) for i in items], use_bin_type=True)
 
 
@@ -327,6 +412,9 @@ def decode_context(data: bytes) -> VersionVector:
             if not isinstance(item, list) or len(item) != 2:
                 raise ValueError("expected [actor, counter] pairs")
             actor, n = _check_actor(item[0]), _check_counter(item[1], 1)
+            if n > MAX_CONTEXT_COUNTER:
+                raise ValueError(f"counter of {actor[:40]!r} is above {MAX_CONTEXT_COUNTER}, "
+                                 "more than this store issues")
             if actor <= prev:
                 raise ValueError("actors are not sorted or repeat")
             vv[actor] = n

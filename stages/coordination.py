@@ -26,6 +26,8 @@ from seda_dynamo.ring import Ring, partition_of
 from seda_dynamo.routing import Target, targets
 from seda_dynamo.stage import Event, Stage
 
+#: The prefix of a versioning error that is the request's own fault.
+BAD_REQUEST = "bad_request: "
 #: How much longer than the coordinator it forwards to a forwarding node waits.
 FORWARD_SLACK = 0.25
 #: Seconds of answered requests in each foreground latency report to gossip.
@@ -188,6 +190,12 @@ class Handler(Stage):
         if pending is None:
             return
         if error:
+            if error.startswith(BAD_REQUEST):  # the request itself cannot be applied
+                self.requests.pop(cid)
+                self._reply(pending.rid, _error("bad_request", error[len(BAD_REQUEST):]))
+                if pending.measured:
+                    self.metrics.answered(pending.op, now - pending.started, "bad_request")
+                return
             self.log.warning("local write failed: %s", error)
             self._feed(cid, "fail", self.me, error)
             return

@@ -20,6 +20,14 @@ between batches, and answers tree questions for anti-entropy.
 Every read reply carries the data's incarnation, which the versioning stage puts in its
 actor id: a wiped data directory (or a memory engine's restart) gets a new incarnation,
 so the node never reissues an (actor, counter) pair it issued before (Riak's kv679).
+A read for versioning also carries a mint order for each key, ``(epoch, sequence)``:
+the epoch is a durable counter bumped at every start of this stage and the sequence
+grows with every key read, so this one process orders every fresh actor the node's
+versioning workers mint (``causality.own_actor`` picks the newest).
+
+The tree build folds the store while writes go on: a key written (or reaped) after the
+build read its record keeps the entry its write gave it, never the older one the build
+read, or compare-and-set against the tree would refuse every later write of the key.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import msgpack
 
 from seda_dynamo.antientropy import new_tree
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.durable import write_atomically
+from seda_dynamo.durable import bump_counter, write_atomically
 from seda_dynamo.engines import KEY_SPACE, Engine, key_hash, open_engine
 from seda_dynamo.merkle import HashTree, Request, answer, object_hash
 from seda_dynamo.ring import partition_of, partition_of_hash, partition_range
@@ -51,7 +59,8 @@ class Handler(Stage):
     tick_interval = BUILD_TICK
 
     def __init__(self, config: NodeConfig, engine: Engine | None = None,
-                 hints: Engine | None = None) -> None:
+                 hints: Engine | None = None, incarnation_id: str | None = None,
+                 mint_epoch: int | None = None) -> None:
         super().__init__(config)
         if engine is None or hints is None:
             os.makedirs(config.data_dir, exist_ok=True)
@@ -65,10 +74,15 @@ class Handler(Stage):
         self.commits = 0
         self.reaped = 0
         self.conflicts = 0  # writes refused because the key changed since it was read
-        self.incarnation = incarnation(config)
+        self.incarnation = incarnation_id or incarnation(config)
+        self.mint_epoch = mint_epoch if mint_epoch is not None else _mint_epoch(config)
+        self.mint_seq = 0  # grows with every key read for versioning
         self.trees: dict[int, HashTree] = {}
-        self.building = iter(self.engine.fold(0, KEY_SPACE))
+        self.building: Any = iter(self.engine.fold(0, KEY_SPACE))
         self.built_upto = 0  # every key hashing below this is in the trees
+        # Keys written or reaped since the build began, above ``built_upto``: their tree
+        # entry is already current, and the build's older copy must not replace it.
+        self.touched: set[bytes] = set()
 
     def handle_events(self, events: list[Event], now: float) -> None:
         writes: list[tuple[bytes, bytes | None]] = []
@@ -91,17 +105,21 @@ class Handler(Stage):
                 hints.extend((hint_key(owner, key), secrets.token_bytes(8))
                              for owner, key in hinted)
                 acks.append((reply_to, tag, conflicts))
-            elif kind == "get":  # ["get", reply_to, tag, [key, ...]]
-                _, reply_to, tag, keys = event
+            elif kind == "get":  # ["get", reply_to, tag, [key, ...], mint?]
+                reply_to, tag, keys = event[1], event[2], event[3]
+                extra = []
+                if len(event) > 4 and event[4]:  # versioning: a mint order per key
+                    extra = [[self.mint_epoch, self.mint_seq]]
+                    self.mint_seq += len(keys)
                 try:
                     found = self.engine.get_many(keys)
                 except Exception as exc:  # noqa: BLE001 - answered as an error, not a crash
                     self.errors += 1
                     self.log.exception("read of %d keys failed", len(keys))
                     self.emit(reply_to, ["got", tag, None, f"read failed: {exc}",
-                                          self.incarnation])
+                                          self.incarnation, *extra])
                 else:
-                    self.emit(reply_to, ["got", tag, found, None, self.incarnation])
+                    self.emit(reply_to, ["got", tag, found, None, self.incarnation, *extra])
             else:
                 self.dispatch(event, now)
         if acks:
@@ -135,10 +153,12 @@ class Handler(Stage):
 
     # Merkle trees ----------------------------------------------------------------------
     def _index(self, pairs: list[tuple[bytes, bytes | None]],
-               hashes: dict[bytes, bytes | None] | None = None) -> None:
+               hashes: dict[bytes, bytes | None] | None = None, build: bool = False) -> None:
         """Bring the Merkle trees up to ``pairs`` (``hashes``: their object hashes, when
-        the caller has them already)."""
+        the caller has them already; ``build``: records the start-up build read)."""
         q = self.config.partitions
+        if self.building is not None and not build:
+            self.touched.update(key for key, _ in pairs if key_hash(key) >= self.built_upto)
         for key, value in pairs:
             p = partition_of(key, q)
             tree = self.trees.get(p)
@@ -155,7 +175,8 @@ class Handler(Stage):
             return
         chunk = []
         for key, value in self.building:
-            chunk.append((key, value))
+            if key not in self.touched:  # else its tree entry is newer than this copy
+                chunk.append((key, value))
             if len(chunk) >= BUILD_CHUNK:
                 self.built_upto = key_hash(key)
                 break
@@ -163,7 +184,8 @@ class Handler(Stage):
             self.building = None
             self.built_upto = KEY_SPACE
             self.tick_interval = IDLE_TICK
-        self._index(chunk)
+            self.touched = set()
+        self._index(chunk, build=True)
 
     def on_fold(self, now: float, reply_to: str, tag: Any, lo_hex: str, hi_hex: str,
                 max_keys: int) -> None:
@@ -251,6 +273,14 @@ class Handler(Stage):
 
 def hint_key(owner: str, key: bytes) -> bytes:
     return msgpack.packb([owner, key], use_bin_type=True)
+
+
+def _mint_epoch(config: NodeConfig) -> int:
+    """This start's mint epoch: one more than any before it on this data (1 for a memory
+    engine, whose incarnation is new at every start anyway)."""
+    if config.engine == "memory":
+        return 1
+    return bump_counter(Path(config.data_dir) / "mint-epoch")
 
 
 def incarnation(config: NodeConfig) -> str:

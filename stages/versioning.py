@@ -5,31 +5,45 @@ Dynamo paper section 4.4 (data versioning), with dotted version vector sets
 new state is being read or written, further operations on it wait here and are applied to
 the state just written, so concurrent puts through the pipeline never lose a sibling.
 
-Actors (Riak's kv679 in both its forms): a write is stamped with this node's actor that
-the key's stored versions already show, or else with a fresh actor
-(``node#incarnation.epoch.serial``). A replica whose data was wiped (new incarnation), or
-whose copy of a key was reaped after a delete, has forgotten the dots it issued for the
-key, so it never continues an old counter: a context read before the wipe or the delete
-cannot cover a value written after it.
+Actors (Riak's kv679 in both its forms): a write is stamped with the newest of this
+node's actors that the key's stored versions show (``causality.own_actor``), or else with
+a fresh actor. A fresh actor is named by the order persistence gave the read it follows
+(``node#incarnation.m<epoch>.<sequence>``): persistence is one process, its epoch is a
+durable counter bumped at each start and its sequence grows with every key it reads, so
+an actor minted later always sorts later, whatever versioning worker minted it. A replica
+whose data was wiped (new incarnation), or whose copy of a key was reaped after a delete,
+has forgotten the dots it issued for the key, so it never continues an old counter: a
+context read before the wipe or the delete cannot cover a value written after it.
+
+One operation that cannot be applied (a context that would overflow a counter or the
+key's actor limit, a bug) fails that operation's request only; the key's other
+operations and the rest of the batch go on. A write whose compare-and-set keeps losing
+to other writers gives up after ``MAX_CAS_RETRIES`` with an error instead of looping.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from seda_dynamo import causality
 from seda_dynamo.causality import DVVSet
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.durable import bump_counter
 from seda_dynamo.merkle import object_hash
 from seda_dynamo.stage import Event, Stage
 
 #: How long persistence may take to answer before the waiting operations fail.
 ENGINE_DEADLINE = 10.0
+#: Compare-and-set conflicts one key's work may meet before its operations fail.
+MAX_CAS_RETRIES = 8
+#: A key's work older than this is failed whatever it waits for (a backstop: every
+#: engine request has its own deadline, so only a bug leaves work behind).
+WORK_DEADLINE = 3 * ENGINE_DEADLINE
+#: Seconds between sweeps for work past ``WORK_DEADLINE``.
+SWEEP_EVERY = 1.0
+#: The prefix of an error that is the request's fault (answered ``bad_request``).
+BAD_REQUEST = "bad_request: "
 
 
 @dataclass(slots=True)
@@ -49,10 +63,15 @@ class Op:
 @dataclass(slots=True)
 class KeyWork:
     ops: list[Op]
-    results: list[tuple[bytes, bytes]] = field(default_factory=list)  # (context, clock)
+    # Per operation: (context, clock) when applied, or the error that failed it.
+    results: list[tuple[bytes | None, bytes | None, str | None]] = field(default_factory=list)
     state: DVVSet | None = None
     base: bytes = b""  # object hash of the stored versions the merge started from ("": none)
-    encoded: bytes = b""  # ``state`` encoded: what is written
+    encoded: bytes | None = None  # ``state`` encoded: what is written (None: nothing)
+    mint: tuple[int, ...] = ()  # persistence's (epoch, sequence) of the read behind this work
+    minted: int = 0  # fresh actors minted under ``mint`` so far
+    attempts: int = 0  # compare-and-set conflicts met so far
+    since: float = 0.0  # when the key's work began
 
 
 class Handler(Stage):
@@ -62,13 +81,14 @@ class Handler(Stage):
     def __init__(self, config: NodeConfig) -> None:
         super().__init__(config)
         self.family = ""  # node id and data incarnation, learned from persistence's replies
-        self.epoch = ""  # this process's run of fresh actors (see _fresh_actor)
-        self.minted = 0
         self.inflight: dict[bytes, KeyWork] = {}
         self.queued: dict[bytes, list[Op]] = defaultdict(list)
         self.pending: dict[int, tuple[str, list[bytes], float]] = {}
         self.next_tag = 0
         self.conflicts = 0
+        self.cas_gave_up = 0  # keys whose writes failed after MAX_CAS_RETRIES conflicts
+        self.failed_ops = 0  # operations failed on their own (bad input, or a bug)
+        self.swept_at = 0.0
 
     # Events ---------------------------------------------------------------------------
     def handle_events(self, events: list[Event], now: float) -> None:
@@ -85,11 +105,14 @@ class Handler(Stage):
                 else:
                     self.dispatch(event, now)
                     continue
+                if not isinstance(key, bytes):
+                    raise ValueError(f"key must be bytes, not {type(key).__name__}")
             except (ValueError, TypeError) as exc:
                 self.errors += 1
                 self.log.warning("bad %s event refused: %s", kind, exc)
                 if len(event) > 2:
-                    self.emit(event[1], ["updated", event[2], None, None, f"bad {kind}: {exc}"])
+                    self.emit(event[1], ["updated", event[2], None, None,
+                                         f"{BAD_REQUEST}bad {kind}: {exc}"])
                 continue
             if key in self.inflight:
                 self.queued[key].append(op)
@@ -97,39 +120,70 @@ class Handler(Stage):
                 fresh.setdefault(key, []).append(op)
         if fresh:
             for key, ops in fresh.items():
-                self.inflight[key] = KeyWork(ops)
+                self.inflight[key] = KeyWork(ops, since=now)
             self._ask("get", list(fresh), now)
 
     def on_got(self, now: float, tag: int, found: list[bytes | None] | None,
-               error: str | None, incarnation: str) -> None:
+               error: str | None, incarnation: str, mint: list[int] | None = None) -> None:
         entry = self.pending.pop(tag, None)
         if entry is None:
             return
         self.family = f"{self.config.node_id}#{incarnation}"
         keys = entry[1]
-        if found is None:
+        if found is None or mint is None or len(found) != len(keys):
             self._fail(keys, error or "persistence read failed")
             return
-        writes = []
-        for key, raw in zip(keys, found, strict=True):
-            work = self.inflight[key]
-            try:
-                stored = (causality.decode(raw, trusted=True) if raw is not None
-                          else causality.EMPTY)
-            except ValueError as exc:
-                self.log.error("stored versions of key %r are unreadable: %s", key[:40], exc)
-                self._fail([key], f"stored versions are unreadable: {exc}")
+        writes, reread = [], []
+        epoch, first = mint
+        for i, (key, raw) in enumerate(zip(keys, found, strict=True)):
+            work = self.inflight.get(key)
+            if work is None:
                 continue
-            work.base = object_hash(raw) if raw is not None else b""
-            encoded = self._apply(work, stored)
-            if encoded == raw and not any(op.hint for op in work.ops):
-                follow = self._done(key)  # a repair or handoff of what we hold already
-                if follow is not None:
-                    writes.append(follow)
-            else:
-                writes.append((key, encoded, work.base))
+            work.mint, work.minted = (epoch, first + i), 0
+            if self._read_again(work):
+                reread.append(key)
+                continue
+            try:
+                write = self._merge(key, raw)
+            except Exception as exc:  # noqa: BLE001 - one key's bug fails that key only
+                self.log.exception("merge of key %r failed", key[:40])
+                self._fail([key], f"internal: merge failed: {exc}")
+                continue
+            if write is not None:
+                writes.append(write)
         if writes:
             self._ask("write", writes, now)
+        if reread:
+            self._ask("get", reread, now)
+
+    def _read_again(self, work: KeyWork) -> bool:
+        """Whether an operation names an actor of ours minted after this work's read
+        (by another worker, while their number changed): read once more, so the check
+        against forged actors (``causality.unissued_actor``) judges a current read."""
+        if work.attempts or not self.family:
+            return False
+        for op in work.ops:
+            vv = op.context if op.kind == "update" else \
+                (causality.join(op.clock) if op.clock is not None else None)
+            if vv and causality.unissued_actor(vv, self.family, work.mint) is not None:
+                work.attempts += 1
+                return True
+        return False
+
+    def _merge(self, key: bytes, raw: bytes | None) -> tuple[bytes, bytes, bytes] | None:
+        """Apply a key's operations to what persistence read: the write to make, if any."""
+        work = self.inflight[key]
+        try:
+            stored = causality.decode(raw, trusted=True) if raw is not None else causality.EMPTY
+        except ValueError as exc:
+            self.log.error("stored versions of key %r are unreadable: %s", key[:40], exc)
+            self._fail([key], f"internal: stored versions are unreadable: {exc}")
+            return None
+        work.base = object_hash(raw) if raw is not None else b""
+        encoded = self._apply(work, stored)
+        if encoded is None or (encoded == raw and not self._hinted(work)):
+            return self._done(key)  # nothing new, or a repair of what we hold already
+        return key, encoded, work.base
 
     def on_written(self, now: float, tag: int, error: str | None,
                    conflicts: list[bytes] | None = None) -> None:
@@ -141,13 +195,35 @@ class Handler(Stage):
             self._fail(keys, error)
             return
         again = set(conflicts or ())
-        if again:  # another worker changed these keys since we read them: read, merge again
-            self.conflicts += len(again)
-            for key in again:
-                self.inflight[key] = KeyWork(self.inflight[key].ops)
-            self._ask("get", list(again), now)
-        done = (self._done(key) for key in keys if key not in again)
-        writes = [w for w in done if w is not None]
+        reread = []
+        for key in again & self.inflight.keys():
+            # Another worker changed the key since we read it: read, merge again. A key
+            # that keeps changing under us gives up rather than loop forever.
+            self.conflicts += 1
+            old = self.inflight[key]
+            if old.attempts + 1 > MAX_CAS_RETRIES:
+                self.cas_gave_up += 1
+                self.log.error("key %r changed under %d writes in a row: giving up",
+                               key[:40], MAX_CAS_RETRIES + 1)
+                self._fail([key], f"internal: the key changed under this write "
+                                  f"{MAX_CAS_RETRIES + 1} times in a row; try again")
+                continue
+            self.inflight[key] = KeyWork(old.ops, attempts=old.attempts + 1, since=old.since)
+            reread.append(key)
+        if reread:
+            self._ask("get", reread, now)
+        writes = []
+        for key in keys:
+            if key in again or key not in self.inflight:
+                continue
+            try:
+                follow = self._done(key)
+            except Exception as exc:  # noqa: BLE001 - one key's bug fails that key only
+                self.log.exception("follow-up of key %r failed", key[:40])
+                self._fail([key], f"internal: {exc}")
+                continue
+            if follow is not None:
+                writes.append(follow)
         if writes:
             self._ask("write", writes, now)
 
@@ -156,10 +232,18 @@ class Handler(Stage):
         for tag in late:
             _, keys, _ = self.pending.pop(tag)
             self._fail(keys, "persistence did not answer in time")
+        if now - self.swept_at >= SWEEP_EVERY:
+            self.swept_at = now
+            stale = [key for key, work in self.inflight.items()
+                     if now - work.since > WORK_DEADLINE]
+            if stale:
+                self.log.error("%d keys in flight past their deadline: failed", len(stale))
+                self._fail(stale, "internal: the write did not finish in time")
 
     def gauges(self) -> dict[str, Any]:
         return {"keys_in_flight": len(self.inflight), "engine_requests": len(self.pending),
-                "conflicts": self.conflicts}
+                "conflicts": self.conflicts, "cas_gave_up": self.cas_gave_up,
+                "failed_ops": self.failed_ops}
 
     # Internals ------------------------------------------------------------------------
     def _done(self, key: bytes) -> tuple[bytes, bytes, bytes] | None:
@@ -168,62 +252,103 @@ class Handler(Stage):
         self._answer(work)
         waiting = self.queued.pop(key, None)
         if not waiting or work.state is None:
+            if waiting:  # cannot happen: a finished work always has its state
+                self._answer_all(waiting, "internal: lost the key's state")
             return None
-        follow = KeyWork(waiting, base=object_hash(work.encoded))
+        base = object_hash(work.encoded) if work.encoded is not None else work.base
+        follow = KeyWork(waiting, base=base, mint=work.mint, minted=work.minted,
+                         since=work.since)
         self.inflight[key] = follow
-        return key, self._apply(follow, work.state), follow.base
+        encoded = self._apply(follow, work.state)
+        if encoded is None:
+            return self._done(key)
+        return key, encoded, follow.base
 
     def _ask(self, kind: str, items: list[Any], now: float) -> None:
         self.next_tag += 1
         tag = self.next_tag
         if kind == "get":
             self.pending[tag] = (kind, items, now + ENGINE_DEADLINE)
-            self.emit("persistence", ["get", self.name, tag, items])
+            # ``True``: also hand out the mint order for each key read (fresh actors).
+            self.emit("persistence", ["get", self.name, tag, items, True])
             return
         keys = [item[0] for item in items]
         hints = [[op.hint, key] for key in keys for op in self.inflight[key].ops if op.hint]
         self.pending[tag] = (kind, keys, now + ENGINE_DEADLINE)
         self.emit("persistence", ["write", self.name, tag, items, hints])
 
-    def _apply(self, work: KeyWork, state: DVVSet) -> bytes:
-        """Apply every waiting operation in order; remember each one's result."""
+    @staticmethod
+    def _hinted(work: KeyWork) -> bool:
+        return any(op.hint for op, (_, _, err) in zip(work.ops, work.results, strict=True)
+                   if err is None)
+
+    def _apply(self, work: KeyWork, state: DVVSet) -> bytes | None:
+        """Apply every waiting operation in order; remember each one's result. An
+        operation that cannot be applied fails alone. The encoded new state, or None
+        when no operation was applied."""
+        encoded = None
         for op in work.ops:
-            if op.kind == "update":
-                if op.context is not None:
-                    ctx = op.context
-                else:
-                    ctx = causality.join(state) if op.cover_stored else {}
-                actor = causality.own_actor(state, self.family) or self._fresh_actor()
-                state = causality.update(causality.new(op.value, ctx), state, actor)
-            else:
-                assert op.clock is not None
-                state = causality.sync(state, op.clock)
-            encoded = causality.encode(state, trusted=True)
-            work.results.append((causality.encode_context(causality.join(state)), encoded))
+            try:
+                new = self._one(work, op, state)
+                new_encoded = causality.encode(new, trusted=True)
+                context = causality.encode_context(causality.join(new))
+            except ValueError as exc:  # what the request asked cannot be done
+                self.failed_ops += 1
+                work.results.append((None, None, f"{BAD_REQUEST}{exc}"))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a bug: this operation fails alone
+                self.failed_ops += 1
+                self.errors += 1
+                self.log.exception("%s of a key failed", op.kind)
+                work.results.append((None, None, f"internal: {op.kind} failed: {exc}"))
+                continue
+            state, encoded = new, new_encoded
+            work.results.append((context, new_encoded, None))
         work.state, work.encoded = state, encoded
         return encoded
 
-    def _fresh_actor(self) -> str:
-        """A new actor for a key this replica holds no dots of (``causality.own_actor``).
+    def _one(self, work: KeyWork, op: Op, state: DVVSet) -> DVVSet:
+        if not work.mint or not self.family:
+            raise RuntimeError("no mint order from persistence for this key")
+        if op.kind != "update":
+            assert op.clock is not None
+            forged = causality.unissued_actor(causality.join(op.clock), self.family,
+                                              work.mint)
+            if forged is not None:
+                raise ValueError(f"the state names {forged!r}, an actor of this node "
+                                 "that it has not minted")
+            return causality.replica_sync(state, op.clock, self.family,
+                                          lambda: self._mint(work))
+        if op.context is not None:
+            ctx = op.context
+        else:
+            ctx = causality.join(state) if op.cover_stored else {}
+        forged = causality.unissued_actor(ctx, self.family, work.mint)
+        if forged is not None:
+            raise ValueError(f"the context names {forged!r}, an actor of this node that "
+                             "it has not minted")
+        new = causality.replica_update(state, op.value, ctx, self.family,
+                                       lambda: self._mint(work))
+        if len(new.entries) > causality.MAX_CONTEXT_ACTORS:
+            raise ValueError(f"the key's history would hold {len(new.entries)} actors, "
+                             f"more than the {causality.MAX_CONTEXT_ACTORS} a context may")
+        return new
 
-        Its epoch is a counter kept durably in the data directory and bumped once per
-        process start, so neither a restart of this stage nor of the node repeats one.
-        """
-        if not self.epoch:
-            if self.config.engine == "memory":  # the data dies with the node anyway
-                self.epoch = secrets.token_hex(4)
-            else:
-                epoch = bump_counter(Path(self.config.data_dir) / "actor-epoch")
-                self.epoch = f"{epoch:x}"
-        self.minted += 1
-        return causality.mint_actor(self.family, self.epoch, self.minted)
+    def _mint(self, work: KeyWork) -> str:
+        """A fresh actor, newer than any this node minted before: the order of the read
+        behind this work, then a count of the actors minted under it."""
+        work.minted += 1
+        return causality.mint_actor(self.family, (*work.mint, work.minted))
 
     def _answer(self, work: KeyWork) -> None:
-        for op, (context, clock) in zip(work.ops, work.results, strict=True):
-            self.emit(op.reply_to, ["updated", op.tag, context, clock, None])
+        for op, (context, clock, error) in zip(work.ops, work.results, strict=True):
+            self.emit(op.reply_to, ["updated", op.tag, context, clock, error])
+
+    def _answer_all(self, ops: list[Op], error: str) -> None:
+        for op in ops:
+            self.emit(op.reply_to, ["updated", op.tag, None, None, error])
 
     def _fail(self, keys: list[bytes], error: str) -> None:
         for key in keys:
             for work_ops in (self.inflight.pop(key, KeyWork([])).ops, self.queued.pop(key, [])):
-                for op in work_ops:
-                    self.emit(op.reply_to, ["updated", op.tag, None, None, error])
+                self._answer_all(work_ops, error)

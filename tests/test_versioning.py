@@ -1,0 +1,197 @@
+"""The versioning stage's promises, at the handler level (no processes).
+
+Dynamo paper section 4.4 with dotted version vector sets: a replica never issues a dot
+that a context it could be handed already covers (whatever its actors' names, across
+reaps, restarts and stale contexts), one bad operation fails only its own request, and
+no key's write loops forever.
+"""
+
+from __future__ import annotations
+
+import msgpack
+from test_stages import CONFIG, Pipeline
+
+from seda_dynamo import causality
+from seda_dynamo.engines import key_hash, open_engine
+from seda_dynamo.merkle import object_hash
+from seda_dynamo.ring import partition_of
+from stages import persistence, versioning
+
+
+def put(p: Pipeline, key: bytes, value: bytes, context: bytes | None = None) -> dict:
+    body = {"op": "put", "key": key, "value": value, "id": len(p.replies)}
+    if context is not None:
+        body["context"] = context
+    p.request(body)
+    p.run()
+    return p.replies[-1]
+
+
+def get(p: Pipeline, key: bytes) -> dict:
+    p.request({"op": "get", "key": key, "id": len(p.replies)})
+    p.run()
+    return p.replies[-1]
+
+
+def reap(p: Pipeline, key: bytes) -> None:
+    """The reaper's compare-and-delete, once every replica holds the same tombstone."""
+    p.stages["persistence"].handle_events([["reap", key, p.engine.get(key)]], p.now)
+    p.collect()
+    assert p.engine.get(key) is None
+
+
+def test_a_blind_write_after_a_reap_is_never_lost_whatever_the_actor_names_sort_as():
+    """Item 1 of the broken-promises issue, as reproduced on a real node: K first written
+    by a fresh actor minted after 0xe2 others, re-created after a reap by one minted after
+    0x1dd others; text order puts the old actor last, and the blind write v4 was stamped
+    with it at a counter that ctx2 already covered, so `put v5 ctx2` dropped v4."""
+    p = Pipeline()
+    for i in range(0xE2):
+        put(p, b"other-%d" % i, b"x")
+    ctx1 = put(p, b"K", b"v1")["context"]
+    ctx2 = put(p, b"K", b"v2", ctx1)["context"]
+    p.request({"op": "delete", "key": b"K", "context": ctx2, "id": 0})
+    p.run()
+    reap(p, b"K")
+    for i in range(0xE2, 0x1DD):
+        put(p, b"other-%d" % i, b"x")
+    assert put(p, b"K", b"v3", ctx1)["ok"]
+    assert put(p, b"K", b"v4")["ok"]  # blind: no context ever saw it
+    assert put(p, b"K", b"v5", ctx2)["ok"]
+    assert sorted(get(p, b"K")["values"]) == [b"v3", b"v4", b"v5"]
+
+
+# -- what a context may hold, and one bad operation fails alone (item 2) ------------------
+
+
+def many_actors_context(count: int, counter: int = 1) -> bytes:
+    return causality.encode_context({f"forged-{i:05}": counter for i in range(count)})
+
+
+def test_a_context_at_the_actor_limit_fails_alone_and_the_key_stays_writable():
+    """A put whose context holds 1,024 actors used to make versioning raise in the middle
+    of its batch: every key of the batch stayed in flight and every later put of the key
+    timed out. Now that one put is refused; the puts beside it and after it succeed."""
+    p = Pipeline()
+    put(p, b"k", b"v0")
+    bodies = [{"op": "put", "key": b"k", "value": b"honest-1", "id": 100},
+              {"op": "put", "key": b"k", "value": b"bad", "id": 101,
+               "context": many_actors_context(causality.MAX_CONTEXT_ACTORS)},
+              {"op": "put", "key": b"other", "value": b"x", "id": 102},
+              {"op": "put", "key": b"k", "value": b"honest-2", "id": 103}]
+    for body in bodies:  # one batch: all reach versioning together
+        p.stages["network"].handle_frames("client", [[b"c", b"", msgpack.packb(body)]], p.now)
+    p.collect()
+    p.run()
+    by_id = {r["id"]: r for r in p.replies if r.get("id", 0) >= 100}
+    assert by_id[101]["error"] == "bad_request" and "actors" in by_id[101]["message"]
+    assert [by_id[i]["ok"] for i in (100, 102, 103)] == [True, True, True]
+    assert not p.stages["versioning"].inflight and not p.stages["versioning"].queued
+    assert put(p, b"k", b"later")["ok"]
+    assert sorted(get(p, b"k")["values"]) == [b"honest-1", b"honest-2", b"later", b"v0"]
+
+
+def test_a_counter_no_store_issues_is_refused_at_the_door():
+    p = Pipeline()
+    ctx = put(p, b"k", b"v")["context"]
+    (actor, n), = causality.decode_context(ctx).items()
+    for counter in (causality.MAX_CONTEXT_COUNTER + 1, 2**64 - 1):
+        forged = causality.encode_context({actor: counter}) if counter < 2**64 else \
+            b"\x01" + msgpack.packb([[actor, counter]])
+        p.request({"op": "put", "key": b"k", "value": b"x", "context": forged, "id": 7})
+        p.run()
+        assert p.replies[-1]["error"] == "bad_request", p.replies[-1]
+    assert not p.stages["versioning"].inflight  # nothing reached versioning
+    assert put(p, b"k", b"v2", ctx)["ok"] and get(p, b"k")["values"] == [b"v2"]
+
+
+def test_a_context_at_the_counter_limit_gets_a_fresh_actor_not_an_overflow():
+    """A client that read this node's actor from a context may claim its counter is at
+    the limit; the next write goes to a fresh actor, so no returned context ever holds a
+    counter the door would refuse."""
+    p = Pipeline()
+    ctx = put(p, b"k", b"v")["context"]
+    (actor, n), = causality.decode_context(ctx).items()
+    at_limit = causality.encode_context({actor: causality.MAX_CONTEXT_COUNTER})
+    reply = put(p, b"k", b"after", at_limit)
+    assert reply["ok"]
+    returned = causality.decode_context(reply["context"])
+    assert max(returned.values()) <= causality.MAX_CONTEXT_COUNTER
+    assert put(p, b"k", b"again", reply["context"])["ok"]
+    assert get(p, b"k")["values"] == [b"again"]
+
+
+def test_an_operation_that_raises_fails_its_own_request_only(monkeypatch):
+    """The class: whatever goes wrong applying one operation (here a bug, simulated),
+    its request gets an error and every other request of the batch is answered."""
+    p = Pipeline()
+    real = causality.replica_update
+
+    def buggy(stored, value, *args):
+        if value == b"boom":
+            raise KeyError("a bug")
+        return real(stored, value, *args)
+
+    monkeypatch.setattr(causality, "replica_update", buggy)
+    for i, value in enumerate((b"a", b"boom", b"c")):
+        body = {"op": "put", "key": b"k", "value": value, "id": 200 + i}
+        p.stages["network"].handle_frames("client", [[b"c", b"", msgpack.packb(body)]], p.now)
+    p.collect()
+    p.run()
+    by_id = {r["id"]: r for r in p.replies}
+    assert by_id[201]["ok"] is False and by_id[200]["ok"] and by_id[202]["ok"]
+    assert sorted(get(p, b"k")["values"]) == [b"a", b"c"]
+    assert p.stages["versioning"].failed_ops == 1
+
+
+# -- the Merkle build at start-up and compare-and-set (item 3) ----------------------------
+
+
+def test_a_write_during_the_tree_build_is_not_undone_by_the_build():
+    """Persistence builds its Merkle trees at start by folding the store a chunk per
+    tick; a key committed between ticks, whose old record the build had already read,
+    had its tree entry put back to the old hash, and every later compare-and-set write
+    of the key conflicted forever (versioning looped get -> conflict -> get)."""
+    engine = open_engine("memory", "", "data", "nosync")
+    keys = [b"key-%05d" % i for i in range(3 * persistence.BUILD_CHUNK)]
+    engine.write_batch([(k, causality.encode(causality.new(b"old"))) for k in keys])
+    store = persistence.Handler(CONFIG, engine=engine,
+                                hints=open_engine("memory", "", "h", "nosync"))
+    store.tick(0.0)  # the first chunk is indexed; the engine has read ahead of it
+    built = store.built_upto
+    ahead = sorted((k for k in keys if key_hash(k) > built), key=key_hash)
+    writes = [[k, causality.encode(causality.new(b"new")), object_hash(engine.get(k))]
+              for k in ahead[:50] + ahead[-50:]]
+    store.handle_events([["write", "versioning", 1, writes, []]], 0.0)
+    assert store.take_outbox()[-1][1] == ["written", 1, None, []]
+    store.handle_events([["reap", ahead[60], engine.get(ahead[60])]], 0.0)
+    while store.building is not None:
+        store.tick(0.0)
+    for key, value, _ in writes:
+        tree = store.trees[partition_of(key, CONFIG.partitions)]
+        assert tree.get(key) == object_hash(value), key
+    assert store.trees[partition_of(ahead[60], CONFIG.partitions)].get(ahead[60]) is None
+    again = [[k, causality.encode(causality.new(b"newer")), object_hash(v)]
+             for k, v, _ in writes]
+    store.handle_events([["write", "versioning", 2, again, []]], 0.0)
+    assert store.take_outbox()[-1][1] == ["written", 2, None, []], "no conflicts"
+
+
+def test_a_key_that_keeps_changing_under_a_write_gives_up_with_an_error():
+    """Whatever the cause of a compare-and-set conflict, a write retries a bounded number
+    of times, then its request fails with a clear error and a counter."""
+    p = Pipeline()
+    put(p, b"k", b"v")
+    store = p.stages["persistence"]
+    store._current = lambda key, batch: b"someone else's"  # every write conflicts
+    p.request({"op": "put", "key": b"k", "value": b"x", "id": 9})
+    for _ in range(1000):
+        if not p.step():
+            break
+    else:
+        raise AssertionError("the write is still looping after 1,000 stage batches")
+    reply = p.replies[-1]
+    assert reply["id"] == 9 and not reply["ok"]
+    vs = p.stages["versioning"]
+    assert vs.cas_gave_up == 1 and vs.conflicts == versioning.MAX_CAS_RETRIES + 1
+    assert not vs.inflight
