@@ -45,6 +45,10 @@ class NodeConfig:
     # Background work (transfers, anti-entropy, hint delivery) slows down while the p99 of
     # client requests this node coordinates is above this many ms (paper 6.5); 0: never.
     background_p99_ms: float = 20.0
+    # Failure detection (paper 4.8, seda_dynamo.failure): a peer is down for routing once
+    # the phi of its silence (-log10 of its likelihood given the peer's recent ping
+    # answers) reaches this. Higher: slower to suspect, fewer wrong suspicions.
+    phi_threshold: float = 8.0
     engine: str = "bdb"
     durability: str = "fsync"
     max_key_bytes: int = 64 * 1024
@@ -122,6 +126,7 @@ FLAGS: dict[str, tuple[str, str]] = {
                            "(0: off)"),
     "background_p99_ms": ("MS", "background work yields while client p99 is above this "
                           "(0: never)"),
+    "phi_threshold": ("PHI", "failure detection: suspicion at which a silent peer is down"),
     "engine": ("ENGINE", "storage engine"),
     "durability": ("MODE", "fsync: acked writes survive power loss; nosync: kill -9"),
     "max_key_bytes": ("BYTES", "larger keys get too_large"),
@@ -201,6 +206,9 @@ def validate(cfg: NodeConfig) -> NodeConfig:
         raise ConfigError(f"versioning_workers = {cfg.versioning_workers}, "
                           f"versioning_max_workers = {cfg.versioning_max_workers}: need "
                           "1 <= versioning_workers <= versioning_max_workers <= 16")
+    if not 0 < cfg.phi_threshold <= 100:
+        raise ConfigError(f"phi_threshold = {cfg.phi_threshold}: must be in (0, 100] "
+                          "(8: a wrong suspicion about once in 10^8 silences)")
     if not 1 <= cfg.weight <= 64:
         raise ConfigError(f"weight = {cfg.weight}: must be in 1..64")
     for name in ("max_key_bytes", "max_value_bytes", "timeout_ms", "batch_max", "queue_hwm",

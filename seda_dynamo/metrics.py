@@ -192,6 +192,10 @@ NODE_FIGURES = (
      "Merkle-tree exchanges with a replica."),
     ("gossip", "sweeps", "seda_anti_entropy_sweeps_total", "counter",
      "Full sweeps of the partitions this node replicates."),
+    ("gossip", "suspicions", "seda_peer_suspicions_total", "counter",
+     "Times the failure detector declared a peer down."),
+    ("gossip", "false_suspicions", "seda_peer_false_suspicions_total", "counter",
+     "Peers declared down that then answered a ping sent before that: alive but slow."),
 )
 
 

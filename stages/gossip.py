@@ -3,8 +3,10 @@
 Dynamo paper sections 4.8 (ring membership by gossip, external discovery through
 seeds, local failure detection) and 4.6 (hinted handoff). About once a second this
 node swaps its view (``membership.View``) with a random member, or with a seed while it
-has no ring. Every member is pinged twice a second; one that has not answered for
-``DOWN_AFTER`` seconds is down for routing, and up again when it answers. Hints for
+has no ring. Every member is pinged twice a second; its answers feed an accrual failure
+detector (``failure.Detector``): a member is down for routing once its silence is too
+unlikely for the intervals it has shown (``phi_threshold``), and up again when it
+answers. A member is down until it has answered at all. Hints for
 members that are up are read from persistence and handed over; a hint is forgotten only
 once its owner acknowledged it. The view is kept in ``DATA_DIR/cluster.state`` so a
 restarted node rejoins the cluster it was in.
@@ -29,6 +31,7 @@ from typing import Any
 from seda_dynamo.admission import BackgroundShare
 from seda_dynamo.antientropy import Round
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.failure import Detector, Settings
 from seda_dynamo.handoff import Transfer
 from seda_dynamo.membership import VIEW_FILE, Entry, View
 from seda_dynamo.merkle import Request
@@ -38,7 +41,7 @@ from seda_dynamo.stage import Stage
 
 GOSSIP_EVERY = 1.0
 PING_EVERY = 0.5
-DOWN_AFTER = 2.0
+OWN_STALL = 2 * PING_EVERY  # this stage not running for longer: the silence was ours
 ANNOUNCE_EVERY = 2.0
 HINTS_EVERY = 1.0
 HINT_BATCH = 128
@@ -64,7 +67,8 @@ class Handler(Stage):
                                                founder=not self.seeds)
         self.view = self.view.with_self(entry).reclaim()
         self.started: float | None = None
-        self.last_heard: dict[str, float] = {}
+        self.detector = Detector(Settings(threshold=config.phi_threshold,
+                                          first_interval=PING_EVERY))
         self.last_detect = 0.0
         self.down: frozenset[str] = frozenset()
         self.timers = {"gossip": 0.0, "ping": 0.0, "announce": 0.0, "hints": 0.0,
@@ -118,6 +122,9 @@ class Handler(Stage):
             self.log.info("ring epoch %d: %d members, %d moves pending", view.ring.epoch,
                           len(view.ring.members), len(view.ring.pending()))
         self.view = view
+        # A member just learned of is down until it answers (never up by default).
+        self.down = frozenset(node for node in self.peers()
+                              if node in self.down or not self.detector.heard(node))
         self.unsaved = True
         if not lazy:
             self._flush()
@@ -169,7 +176,7 @@ class Handler(Stage):
         peers = self.peers()
         if self._due("ping", now, PING_EVERY):
             for peer in peers.values():
-                self.emit("network", ["call", peer, self.name, ["ping"], ["ping"]])
+                self.emit("network", ["call", peer, self.name, ["ping", now], ["ping"]])
             self._detect(now, peers)
         if self._due("gossip", now, GOSSIP_EVERY):
             self._gossip(peers)
@@ -188,19 +195,20 @@ class Handler(Stage):
                 self.emit("persistence", ["hints", self.name, "scan", up, HINT_BATCH])
 
     def _detect(self, now: float, peers: dict[str, str]) -> None:
-        if now - self.last_detect > DOWN_AFTER / 2:
+        if now - self.last_detect > OWN_STALL:
             # This stage itself was busy or stopped: the silence was ours, not theirs.
-            self.last_heard = {node: max(t, now - PING_EVERY)
-                               for node, t in self.last_heard.items()}
+            self.detector.excuse(now, PING_EVERY)
         self.last_detect = now
         # A peer counts as up only once it has answered: until then neither its
         # connection nor its process is known to work (a node that just started would
         # otherwise route writes to peers it cannot reach yet).
-        down = frozenset(node for node in peers if node not in self.last_heard
-                         or now - self.last_heard[node] > DOWN_AFTER)
+        self._set_down(self.detector.check(now, peers), now)
+
+    def _set_down(self, down: frozenset[str], now: float) -> None:
         if down != self.down:
-            for node in (down - self.down) & self.last_heard.keys():
-                self.log.warning("%s is down (no answer for %.0f s)", node, DOWN_AFTER)
+            for node in down - self.down:
+                if self.detector.heard(node):
+                    self.log.warning("%s is down (phi %.1f)", node, self.detector.phi(node, now))
             for node in self.down - down:
                 self.log.info("%s is up", node)
             self.down = down
@@ -228,9 +236,6 @@ class Handler(Stage):
         self.emit("network", ["respond", origin, ["view", self.view.to_state()]])
 
     def on_resp(self, now: float, node: str, tag: list[Any], payload: list[Any]) -> None:
-        self.last_heard[node] = now
-        if node in self.down:
-            self._detect(now, self.peers())
         kind = payload[0]
         if kind == "view":
             try:
@@ -253,6 +258,12 @@ class Handler(Stage):
                 self.emit("persistence", ["hint_done", [tag[1:]]])
             if not self.hints_in_flight:
                 self.timers["hints"] = now  # this batch is done: look for more at once
+        # Last: a view just adopted may be what makes ``node`` a member.
+        if node in self.peers():
+            sent = tag[1] if tag[0] == "ping" and len(tag) == 2 else None
+            self.detector.heartbeat(node, now, sent if isinstance(sent, float) else None)
+            if node in self.down:
+                self._detect(now, self.peers())
 
     def on_unreachable(self, now: float, peer: str, tag: list[Any]) -> None:
         """Not connected to ``peer``: the failure detector already counts the silence."""
@@ -589,6 +600,8 @@ class Handler(Stage):
                 "transfers_done": self.transfers_done, "members": len(self.view.members),
                 "epoch": ring.epoch if ring else 0,
                 "down": sorted(self.down), "rounds": self.rounds,
+                "suspicions": self.detector.suspicions,
+                "false_suspicions": self.detector.false_suspicions,
                 "hints_delivered": self.delivered, "hints_in_flight": self.hints_in_flight,
                 "background_rate": (None if math.isinf(rate := self.share.current_rate(
                     self.last_tick)) else round(rate)),

@@ -16,6 +16,7 @@ from seda_dynamo.client import Client, DynamoError
 from seda_dynamo.security import ClientKeys
 
 READY_SECONDS = 30.0
+STAGE_NAMES = ("network", "coordination", "versioning", "persistence", "gossip")
 
 
 def free_port() -> int:
@@ -88,14 +89,29 @@ class Node:
         return self
 
     def wait_ready(self) -> None:
+        """Until the node serves: it answers ping, every stage has reported, and
+        coordination has a ring. Asked through ``stats``, which admission control never
+        sheds (a ``ring`` request can be answered ``overloaded`` while a loaded node
+        starts)."""
+        missing: list[str] = ["no answer"]
+
         def ready() -> bool:
             assert self.proc is not None and self.proc.poll() is None, self.log()
-            with self.client(timeout=0.5) as c:
+            with self.client(timeout=2.0) as c:
                 c.ping()
-                c.ring()  # coordination has its ring: the node serves
-            return len(self.stage_pids()) >= 5
+                stages = c.stats()
+            missing[:] = [f"no report from {name}" for name in STAGE_NAMES
+                          if name not in stages]
+            if not missing and not stages["coordination"].get("epoch"):
+                missing[:] = ["coordination has no ring yet"]
+            if not missing and len(self.stage_pids()) < 5:
+                missing[:] = [f"stage processes: {sorted(self.stage_pids())}"]
+            return not missing
 
-        wait_until(ready, READY_SECONDS, f"node {self.node_id} to answer ping")
+        try:
+            wait_until(ready, READY_SECONDS, f"node {self.node_id} to serve")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {', '.join(missing)}") from None
 
     def client(self, timeout: float = 5.0) -> Client:
         return Client(self.server, timeout=timeout, keys=self.keys)
@@ -210,19 +226,34 @@ def _ok(fn):
 
 
 def wait_for_ring(nodes: list[Node], members: int, seconds: float = 30.0) -> dict:
-    """Until every node reports the same ring with ``members`` members, all up."""
+    """Until the cluster is what a client needs: every node reports the same settled ring
+    with ``members`` members, all up, and in every node's ``stats`` both gossip and
+    coordination see no member down, coordination routes by that ring's epoch and gossip
+    holds the same planned ring as every other node's (a node that has not
+    yet heard from a peer counts it down, so this waits for every node to have heard
+    from every other)."""
 
     seen: list = []
 
     def agreed():
         rings = [n.ring() for n in nodes]
-        seen[:] = [(n.node_id, r["epoch"], [(x["id"], x["status"]) for x in r["nodes"]])
-                   for n, r in zip(nodes, rings, strict=True)]
+        stats = []
+        for n in nodes:
+            with n.client(timeout=2.0) as c:
+                stats.append(c.stats())
+        seen[:] = [(n.node_id, r["epoch"], [(x["id"], x["status"]) for x in r["nodes"]],
+                    {stage: (s.get(stage, {}).get("epoch"), s.get(stage, {}).get("down"))
+                     for stage in ("gossip", "coordination")})
+                   for n, r, s in zip(nodes, rings, stats, strict=True)]
         first = rings[0]
         return all(len(r["nodes"]) == members and r["epoch"] == first["epoch"]
                    and r["pending_transfers"] == 0
                    and r["owners"] == first["owners"]
-                   and all(x["status"] == "up" for x in r["nodes"]) for r in rings) and first
+                   and all(x["status"] == "up" for x in r["nodes"])
+                   and s["coordination"].get("epoch") == first["epoch"]
+                   and s["gossip"].get("epoch") == stats[0]["gossip"].get("epoch")
+                   and s["coordination"].get("down") == s["gossip"].get("down") == []
+                   for r, s in zip(rings, stats, strict=True)) and first
 
     try:
         return wait_until(agreed, seconds, f"{len(nodes)} nodes to agree on a ring of "

@@ -34,6 +34,20 @@ def test_any_node_coordinates_and_blind_writes_through_two_nodes_are_siblings(cl
         assert cc.get("cart").values == []
 
 
+def test_a_fresh_cluster_serves_all_replicas_from_every_node_at_once(cluster_factory):
+    """Issue 11, item 12: the fixture returns only once every node has heard from every
+    other (gossip and coordination alike), so R=3 and W=3 work at once through any node."""
+    nodes = cluster_factory(3)
+    for i, node in enumerate(nodes):
+        with node.client() as c:
+            c.put(f"all{i}", b"v", w=3)
+            for other in nodes:
+                with other.client() as o:
+                    assert o.get(f"all{i}", r=3).values == [b"v"]
+        stats = node.stats()
+        assert stats["gossip"]["down"] == stats["coordination"]["down"] == []
+
+
 def test_one_node_down_every_read_and_write_succeeds(cluster_factory):
     a, b, c = cluster_factory(3)
     acked = {}
