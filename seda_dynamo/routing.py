@@ -4,6 +4,9 @@ Dynamo paper sections 4.5 and 4.6: a request goes to the first N *healthy* nodes
 key's extended preference list. Healthy primaries are asked as themselves; each primary
 that is down is replaced, in order, by the next healthy node beyond the first N, which
 receives the write with a hint naming the primary it stands in for (hinted handoff).
+The healthy nodes beyond those N are the request's spares: when a chosen node proves
+unreachable or does not answer in time, the next spare takes its place, with the hint of
+the node it replaces (``stand_in``).
 """
 
 from __future__ import annotations
@@ -20,19 +23,52 @@ class Target:
     hint: str | None = None  # the down primary this fallback stands in for
 
 
-def targets(ring: Ring, partition: int, n: int, down: Collection[str]) -> list[Target]:
-    """The first ``n`` healthy nodes for ``partition``, fallbacks carrying hints."""
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The targets of one request and the healthy nodes that may replace them."""
+
+    chosen: tuple[Target, ...]
+    spare: tuple[str, ...]  # the rest of the extended preference list, healthy, in order
+
+
+def route(ring: Ring, partition: int, n: int, down: Collection[str]) -> Route:
+    """The first ``n`` healthy nodes for ``partition`` (fallbacks carrying hints), then
+    every other healthy node of the extended preference list, in order."""
     walk = ring.preference_list(partition, ring.partitions)  # every distinct node, clockwise
     primaries, beyond = walk[:n], walk[n:]
     missing = [node for node in primaries if node in down]
     chosen = [Target(node) for node in primaries if node not in down]
-    fallbacks = (node for node in beyond if node not in down)
-    for primary in missing:
-        node = next(fallbacks, None)
-        if node is None:
-            break
+    fallbacks = [node for node in beyond if node not in down]
+    for primary, node in zip(missing, fallbacks, strict=False):
         chosen.append(Target(node, primary))
-    return chosen
+    return Route(tuple(chosen), tuple(fallbacks[len(missing):]))
+
+
+def targets(ring: Ring, partition: int, n: int, down: Collection[str]) -> list[Target]:
+    """The first ``n`` healthy nodes for ``partition``, fallbacks carrying hints."""
+    return list(route(ring, partition, n, down).chosen)
+
+
+def stand_in(replaced: Target, node: str) -> Target:
+    """``node`` takes the place of ``replaced``: it holds the write for the same owner."""
+    return Target(node, replaced.hint or replaced.node)
+
+
+def with_me(found: Route, me: str, primaries: list[str], n: int) -> Route:
+    """The route of a write this node must stamp although its own view does not choose
+    it (a write forwarded to it by a node whose view differs, or one whose replicas all
+    failed): it takes the place of the last chosen target, as the fallback for that
+    target's owner; with fewer than ``n`` chosen, it stands in for the first primary no
+    chosen node covers. Either way the write it stamps carries a hint."""
+    if any(t.node == me for t in found.chosen):
+        return found
+    spare = tuple(x for x in found.spare if x != me)
+    if len(found.chosen) >= n and found.chosen:
+        *kept, last = found.chosen[: n]
+        return Route((stand_in(last, me), *kept), spare)
+    covered = {t.node for t in found.chosen} | {t.hint for t in found.chosen}
+    owner = next((p for p in primaries if p not in covered and p != me), None)
+    return Route((Target(me, owner), *found.chosen), spare)
 
 
 def coordinator(ring: Ring, partition: int, n: int, down: Collection[str],

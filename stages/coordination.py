@@ -2,11 +2,19 @@
 
 Dynamo paper sections 4.5 (execution of get and put), 4.6 (sloppy quorum, hinted
 handoff) and 5 (read repair). For each request: route to the first N healthy nodes of
-the key's preference list (``routing.targets``), answer once R (get) or W (put,
+the key's preference list (``routing.route``), answer once R (get) or W (put,
 delete) replied, or with ``unavailable``/``timeout``. A write is stamped by a replica:
 this node if it is one of the chosen replicas, else the request is forwarded to the
 first that is. After a get has heard every replica (or its deadline), replicas that
 returned stale or missing versions are sent the merged version.
+
+Failures within a request (section 4.6): a target the network stage cannot reach, or
+that has not answered within its attempt's share of the deadline (``ATTEMPT_SHARE`` of
+the request's timeout for a replica, ``FORWARD_SHARE`` for a forwarded write), is
+replaced by the next healthy node of the extended preference list, a write's stand-in
+carrying a hint for the owner it replaces; the request still ends by its own deadline.
+Such a node is *suspected* for ``SUSPECT_SECONDS`` (later requests route around it
+as if gossip had marked it down) unless it answers first or gossip sees it come back.
 """
 
 from __future__ import annotations
@@ -21,9 +29,18 @@ from seda_dynamo.admission import p99
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.membership import VIEW_FILE, View
 from seda_dynamo.metrics import OpMetrics
-from seda_dynamo.requests import Outcome, QuorumRequest
+from seda_dynamo.requests import (
+    ABORT_EVENT,
+    DEADLINE_EVENT,
+    FAIL_EVENT,
+    OK_EVENT,
+    SLOW_EVENT,
+    WAITING,
+    Outcome,
+    QuorumRequest,
+)
 from seda_dynamo.ring import Ring, partition_of
-from seda_dynamo.routing import Target, targets
+from seda_dynamo.routing import Route, Target, route, stand_in, with_me
 from seda_dynamo.stage import Event, Stage
 
 #: The prefix of a versioning error that is the request's own fault.
@@ -32,6 +49,14 @@ BAD_REQUEST = "bad_request: "
 FORWARD_SLACK = 0.25
 #: Seconds of answered requests in each foreground latency report to gossip.
 FOREGROUND_WINDOW = 0.5
+#: Share of a request's timeout a replica has to answer before a spare is asked too.
+ATTEMPT_SHARE = 0.25
+#: ... and a node a write was forwarded to (it may need a replacement round itself).
+FORWARD_SHARE = 0.5
+#: Seconds a node that failed a request is routed around, unless it answers meanwhile.
+SUSPECT_SECONDS = 2.0
+#: At most this many suspected nodes are remembered (the oldest suspicion goes first).
+MAX_SUSPECTS = 64
 
 
 @dataclass(slots=True)
@@ -45,6 +70,10 @@ class Pending:
     replied: bool = False  # the client has its answer; a get may still be read-repairing
     started: float = 0.0
     measured: bool = True  # in this node's metrics (not a write another node forwarded)
+    attempt: float = 0.0  # seconds each target has before it is slow and a spare is asked
+    clock: bytes | None = None  # a write: the version this node stamped, for stand-ins
+    forward: list[Any] | None = None  # a forwarded write: [op, key, value, context, r, w]
+    why: str = ""  # what failed, when the request was aborted
 
 
 class Handler(Stage):
@@ -59,13 +88,17 @@ class Handler(Stage):
         self.others: list[list[str]] = []  # members not (or no longer) owning partitions
         self.moves_left = 0  # partitions planned to move and not yet handed over
         self.down: frozenset[str] = frozenset()
-        self.routes: dict[int, list[Target]] = {}
+        self.suspects: dict[str, float] = {}  # node -> until when requests route around it
+        self.avoid: frozenset[str] = frozenset()  # down or suspected
+        self.routes: dict[int, Route] = {}
         self.requests: dict[int, Pending] = {}
         self.deadlines: list[tuple[float, int]] = []
+        self.attempts: list[tuple[float, int, str]] = []  # (when slow, cid, node)
         self.next_cid = 0
         self.reads: list[tuple[int, bytes]] = []
         self.read_batches: dict[int, list[int]] = {}
-        self.counts = {"unavailable": 0, "timeouts": 0, "forwarded": 0, "read_repairs": 0}
+        self.counts = {"unavailable": 0, "timeouts": 0, "forwarded": 0, "read_repairs": 0,
+                       "replaced": 0, "suspected": 0}
         self.now = 0.0
         self.latencies: list[float] = []  # of requests answered since the last report
         self.metrics = OpMetrics()  # by operation, since start: the metrics endpoint's
@@ -110,16 +143,49 @@ class Handler(Stage):
             self.routes.clear()
 
     def on_health(self, now: float, down: list[str]) -> None:
-        if frozenset(down) != self.down:
-            self.down = frozenset(down)
+        new = frozenset(down)
+        if new != self.down:
+            for node in self.down - new:  # gossip saw it come back: no more suspicion
+                self.suspects.pop(node, None)
+            self.down = new
+            self._avoid()
+
+    # Suspicion: nodes that just failed a request ----------------------------------------
+    def _suspect(self, node: str, now: float) -> None:
+        if node == self.me or self.ring is None:
+            return
+        fresh = node not in self.suspects
+        self.suspects[node] = now + SUSPECT_SECONDS
+        if fresh:
+            self.counts["suspected"] += 1
+            while len(self.suspects) > MAX_SUSPECTS:
+                del self.suspects[min(self.suspects, key=self.suspects.__getitem__)]
+            self._avoid()
+
+    def _cleared(self, node: str) -> None:
+        """``node`` answered: whatever it failed before, it serves now."""
+        if self.suspects.pop(node, None) is not None:
+            self._avoid()
+
+    def _expire_suspects(self, now: float) -> None:
+        gone = [node for node, until in self.suspects.items() if until <= now]
+        for node in gone:
+            del self.suspects[node]
+        if gone:
+            self._avoid()
+
+    def _avoid(self) -> None:
+        avoid = self.down | self.suspects.keys()
+        if avoid != self.avoid:
+            self.avoid = frozenset(avoid)
             self.routes.clear()
 
-    def _targets(self, partition: int) -> list[Target]:
-        route = self.routes.get(partition)
-        if route is None:
+    def _route(self, partition: int) -> Route:
+        found = self.routes.get(partition)
+        if found is None:
             assert self.ring is not None
-            route = self.routes[partition] = targets(self.ring, partition, self.n, self.down)
-        return route
+            found = self.routes[partition] = route(self.ring, partition, self.n, self.avoid)
+        return found
 
     def _peer(self, node: str) -> str:
         assert self.ring is not None
@@ -136,51 +202,93 @@ class Handler(Stage):
             self._reply(rid, {"ok": True, **self._ring_reply()})
             return
         n = self.n
-        chosen = self._targets(partition_of(key, self.ring.partitions))
+        partition = partition_of(key, self.ring.partitions)
+        found = self._route(partition)
         timeout = (timeout_ms or self.config.timeout_ms) / 1000.0
-        self.next_cid += 1
-        cid = self.next_cid
         if op == "get":
             needed = min(r or self.config.r, n)
-            pending = self._track(cid, rid, op, key, needed, chosen, now + timeout)
+            cid = self._cid()
+            pending = self._track(cid, rid, op, key, needed, found, now + timeout)
+            pending.attempt = ATTEMPT_SHARE * timeout
             if pending.quorum.start() is None:
-                for target in chosen:
-                    if target.node == self.me:
-                        self.reads.append((cid, key))
-                    else:
-                        self._call(target.node, cid, ["rget", key])
+                for target in found.chosen:
+                    self._ask_read(cid, pending, target.node, now)
             else:
                 self._finish(cid)
             return
-        needed = min(w or self.config.w, n)
-        mine = next((t for t in chosen if t.node == self.me), None)
-        if mine is None and not forwarded and chosen:
+        if not forwarded and found.chosen and all(t.node != self.me for t in found.chosen):
             self.counts["forwarded"] += 1
-            self._track(cid, rid, op, key, 1, [Target(chosen[0].node)],
-                        now + timeout + FORWARD_SLACK)
-            self._call(chosen[0].node, cid, ["fwd", op, key, value, context, r, w, timeout_ms])
+            cid = self._cid()
+            rest = [t.node for t in found.chosen[1:]] + list(found.spare)
+            pending = self._track(cid, rid, op, key, 1, Route(found.chosen[:1], tuple(rest)),
+                                  now + timeout + FORWARD_SLACK)
+            pending.forward = [op, key, value, context, r, w]
+            pending.attempt = FORWARD_SHARE * timeout
+            self._forward(cid, pending, found.chosen[0].node, now)
             return
-        if mine is None:  # forwarded to us, but our view has us elsewhere: we stamp anyway
-            mine = Target(self.me)
-            chosen = [mine, *chosen[: n - 1]]
-        pending = self._track(cid, rid, op, key, needed, chosen, now + timeout)
-        pending.measured = not forwarded  # the forwarding coordinator counts it
+        self._write_here(rid, op, key, value, context, w, now + timeout, timeout,
+                         measured=not forwarded)  # a forwarding coordinator counts it
+
+    def _write_here(self, rid: int, op: str, key: bytes, value: bytes | None,
+                    context: dict[str, int] | None, w: int | None, deadline: float,
+                    timeout: float, measured: bool) -> None:
+        """Stamp the write here and send it on. Our own view may not choose this node (a
+        write forwarded by a node whose view differs, or one whose replicas all failed):
+        it then stands in, with a hint, for the owner whose place it takes."""
+        assert self.ring is not None
+        n = self.n
+        partition = partition_of(key, self.ring.partitions)
+        found = with_me(self._route(partition), self.me,
+                        self.ring.preference_list(partition, n), n)
+        mine = next(t for t in found.chosen if t.node == self.me)
+        cid = self._cid()
+        pending = self._track(cid, rid, op, key, min(w or self.config.w, n), found, deadline)
+        pending.measured = measured
+        pending.attempt = ATTEMPT_SHARE * timeout
         if pending.quorum.start() is not None:
             self._finish(cid)
             return
         self.emit("versioning", ["update", self.name, cid, key, value if op == "put" else None,
                                  context, op == "delete" and context is None, mine.hint])
 
+    def _cid(self) -> int:
+        self.next_cid += 1
+        return self.next_cid
+
     def _track(self, cid: int, rid: int, op: str, key: bytes, needed: int,
-               chosen: list[Target], deadline: float) -> Pending:
-        quorum = QuorumRequest(needed, tuple(t.node for t in chosen))
-        pending = Pending(rid, op, key, quorum, deadline, chosen, started=self.now)
+               found: Route, deadline: float) -> Pending:
+        quorum = QuorumRequest(needed, tuple(t.node for t in found.chosen), found.spare)
+        pending = Pending(rid, op, key, quorum, deadline, list(found.chosen), started=self.now)
         self.requests[cid] = pending
         heapq.heappush(self.deadlines, (deadline, cid))
         return pending
 
     def _call(self, node: str, tag: Any, request: list[Any]) -> None:
         self.emit("network", ["call", self._peer(node), self.name, tag, request])
+
+    def _ask(self, cid: int, pending: Pending, node: str, request: list[Any], now: float,
+             attempt: float) -> None:
+        """Send ``request`` to ``node``; past ``attempt`` seconds it counts as slow."""
+        self._call(node, cid, request)
+        if 0 < attempt and now + attempt < pending.deadline:
+            heapq.heappush(self.attempts, (now + attempt, cid, node))
+
+    def _ask_read(self, cid: int, pending: Pending, node: str, now: float) -> None:
+        if node == self.me:
+            self.reads.append((cid, pending.key))
+        else:
+            self._ask(cid, pending, node, ["rget", pending.key], now, pending.attempt)
+
+    def _forward(self, cid: int, pending: Pending, node: str, now: float) -> None:
+        """Send the write to ``node`` with what is left of its deadline."""
+        assert pending.forward is not None
+        left = pending.deadline - FORWARD_SLACK - now
+        if left <= 0:
+            return  # the request's own deadline answers it
+        op, key, value, context, r, w = pending.forward
+        self._ask(cid, pending, node, ["fwd", op, key, value, context, r, w,
+                                       max(1, int(left * 1000))], now,
+                  min(pending.attempt, left))
 
     # Replies from replicas ------------------------------------------------------------
     def on_updated(self, now: float, cid: int, ctx: bytes | None, clock: bytes | None,
@@ -197,22 +305,28 @@ class Handler(Stage):
                     self.metrics.answered(pending.op, now - pending.started, "bad_request")
                 return
             self.log.warning("local write failed: %s", error)
-            self._feed(cid, "fail", self.me, error)
+            pending.why = f"the write failed on the coordinating replica: {error}"
+            self._feed(cid, ABORT_EVENT, self.me, error, now)
             return
+        pending.clock = clock
         for target in pending.targets:
             if target.node != self.me:
-                self._call(target.node, cid, ["rput", pending.key, clock, target.hint])
-        self._feed(cid, "ok", self.me, ctx)
+                self._ask(cid, pending, target.node,
+                          ["rput", pending.key, clock, target.hint], now, pending.attempt)
+        self._feed(cid, OK_EVENT, self.me, ctx, now)
 
     def on_got(self, now: float, tag: int, found: list[bytes | None] | None,
                error: str | None, _incarnation: str) -> None:
         for i, cid in enumerate(self.read_batches.pop(tag, [])):
+            if cid not in self.requests:
+                continue
             if found is None:
-                self._feed(cid, "fail", self.me, error)
+                self._feed(cid, FAIL_EVENT, self.me, error, now)
             else:
-                self._feed(cid, "ok", self.me, found[i])
+                self._feed(cid, OK_EVENT, self.me, found[i], now)
 
     def on_resp(self, now: float, node: str, cid: int, payload: list[Any]) -> None:
+        self._cleared(node)  # it answers: whatever it failed before, it serves now
         pending = self.requests.get(cid)
         if pending is None:
             return
@@ -226,23 +340,64 @@ class Handler(Stage):
                                   None if not isinstance(reply, dict) or reply.get("ok")
                                   else str(reply.get("error")))
         elif kind == "updated":
-            self._feed(cid, "fail" if payload[1] else "ok", node, payload[1])
+            self._feed(cid, FAIL_EVENT if payload[1] else OK_EVENT, node, payload[1], now)
         elif kind == "got":
             _, raw, error = payload
-            self._feed(cid, "fail" if error else "ok", node, raw)
+            self._feed(cid, FAIL_EVENT if error else OK_EVENT, node, raw, now)
 
     def on_unreachable(self, now: float, peer: str, cid: int) -> None:
-        """The network stage could not send to ``peer``: that replica has failed."""
+        """The network stage could not send to ``peer``: that target has failed."""
         node = self.nodes_by_peer.get(peer)
-        if node is not None and cid in self.requests:
-            self._feed(cid, "fail", node, "unreachable")
+        if node is None:
+            return
+        self._suspect(node, now)
+        if cid in self.requests:
+            self._feed(cid, FAIL_EVENT, node, "unreachable", now)
 
-    def _feed(self, cid: int, event: str, node: str, payload: Any) -> None:
+    def _slow(self, now: float, cid: int, node: str) -> None:
+        """``node`` has not answered within its attempt's share of the deadline."""
+        pending = self.requests.get(cid)
+        if pending is not None and pending.quorum.state == WAITING and \
+                node in pending.quorum.asked and node not in pending.quorum.replies and \
+                node not in pending.quorum.failed:
+            self._suspect(node, now)
+            self._feed(cid, SLOW_EVENT, node, None, now)
+
+    def _feed(self, cid: int, event: str, node: str, payload: Any, now: float) -> None:
         pending = self.requests[cid]
-        if pending.quorum.on(event, node, payload) is not None:
+        decided = pending.quorum.on(event, node, payload)
+        for spare, replaced in pending.quorum.take_asks():
+            if self._replace(cid, pending, spare, replaced, now):
+                return  # the request moved to another cid
+        if decided is not None:
             self._finish(cid)
         elif pending.replied and pending.quorum.outstanding == 0:
             self._repair(cid)
+
+    def _replace(self, cid: int, pending: Pending, node: str, replaced: str,
+                 now: float) -> bool:
+        """Ask spare ``node`` in place of ``replaced``; True if the request moved."""
+        self.counts["replaced"] += 1
+        old = next((t for t in pending.targets if t.node == replaced), Target(replaced))
+        if pending.forward is not None:
+            if node == self.me:  # every replica before us failed: we take the write
+                self.requests.pop(cid)
+                op, key, value, context, _r, w = pending.forward
+                timeout = pending.attempt / FORWARD_SHARE
+                self._write_here(pending.rid, op, key, value, context, w,
+                                 pending.deadline - FORWARD_SLACK, timeout, pending.measured)
+                return True
+            pending.targets.append(Target(node))
+            self._forward(cid, pending, node, now)
+            return False
+        target = stand_in(old, node)
+        pending.targets.append(target)
+        if pending.op == "get":
+            self._ask_read(cid, pending, node, now)
+        elif pending.clock is not None:
+            self._ask(cid, pending, node, ["rput", pending.key, pending.clock, target.hint],
+                      now, pending.attempt)
+        return False
 
     # Deadlines, replies, read repair --------------------------------------------------
     def tick(self, now: float) -> None:
@@ -252,6 +407,10 @@ class Handler(Stage):
             self.reported_at = now
             self.emit("gossip", ["foreground", len(self.latencies), p99(self.latencies)])
             self.latencies = []
+        self._expire_suspects(now)
+        while self.attempts and self.attempts[0][0] <= now:
+            _, cid, node = heapq.heappop(self.attempts)
+            self._slow(now, cid, node)
         while self.deadlines and self.deadlines[0][0] <= now:
             _, cid = heapq.heappop(self.deadlines)
             pending = self.requests.get(cid)
@@ -259,7 +418,7 @@ class Handler(Stage):
                 continue
             if pending.replied:
                 self._repair(cid)
-            elif pending.quorum.on("deadline") is not None:
+            elif pending.quorum.on(DEADLINE_EVENT) is not None:
                 self._finish(cid)
 
     def _finish(self, cid: int) -> None:
@@ -276,8 +435,9 @@ class Handler(Stage):
                                       "answered before the deadline")
         else:
             self.counts["unavailable"] += 1
-            reply = _error("unavailable", f"{quorum.needed} replicas needed, "
-                                          f"{len(quorum.asked) - len(quorum.failed)} could answer")
+            reply = _error("unavailable", pending.why or
+                           f"{quorum.needed} replicas needed, "
+                           f"{len(quorum.asked) - len(quorum.failed)} could answer")
         self._reply(pending.rid, reply)
         self.latencies.append(self.now - pending.started)
         if pending.measured:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
 from support import retry, wait_for_ring, wait_for_status, wait_until
 
-from seda_dynamo.client import Client, Unavailable
+from seda_dynamo.client import Client, DynamoError, Unavailable
 from seda_dynamo.ring import partition_of
 
 pytestmark = pytest.mark.integration
@@ -360,3 +362,36 @@ def test_a_node_down_during_deletes_holds_reaping_back_and_nothing_comes_back(
         with node.client() as c:
             for i in range(10):
                 assert c.get(f"z{i}", r=1).values == [], (node.node_id, i)
+
+
+def test_writes_succeed_the_instant_two_of_five_nodes_are_killed(cluster_factory,
+                                                                   record_property):
+    """Five nodes, N=3 R=2 W=2, two killed with SIGKILL and a tight write loop started at
+    that instant at a survivor, default timeout, no retry: while W nodes are reachable
+    every write succeeds (paper 4.6: an unreachable or silent target is replaced by the
+    next node of the extended preference list), and each is read back at R=2."""
+    nodes = cluster_factory(5, engine="memory", durability="nosync")
+    survivors, doomed = nodes[:3], nodes[3:]
+    pids = [pid for node in doomed for pid in node.all_pids()]
+    failed, acked = [], {}
+    with survivors[0].client(timeout=10.0) as c:
+        c.put("warm", b"up")
+        for pid in pids:  # every process of both nodes at once, as a power cut would
+            os.kill(pid, signal.SIGKILL)
+        started = time.monotonic()
+        for i in range(300):
+            key, value = f"crash-{i}", b"v%d" % i
+            try:
+                c.put(key, value)
+                acked[key] = value
+            except DynamoError as exc:
+                failed.append(f"{key}: {exc}")
+        seconds = time.monotonic() - started
+    record_property("failover_write_seconds", round(seconds, 2))
+    print(f"300 writes in {seconds:.2f} s after the kill, {len(failed)} failed")
+    for node in doomed:
+        node.kill9()  # reaps them
+    assert not failed, f"{len(failed)} of 300 writes failed: {failed[:5]}"
+    with survivors[1].client() as c:
+        for key, value in acked.items():
+            assert c.get(key, r=2).values == [value], key

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from seda_dynamo.ring import Member, Ring
-from seda_dynamo.routing import Target, coordinator, targets
+from seda_dynamo.routing import Route, Target, coordinator, route, stand_in, targets, with_me
 
 RING = Ring(8, 1, tuple(Member(x, "", "") for x in "abcde"),
             ("a", "b", "c", "d", "e", "a", "b", "c"))
@@ -25,3 +25,28 @@ def test_the_coordinator_is_this_node_when_chosen_else_the_first_chosen():
     assert coordinator(RING, 0, 3, set(), "b") == "b"
     assert coordinator(RING, 0, 3, set(), "e") == "a"
     assert coordinator(RING, 0, 3, {"a"}, "d") == "d"
+
+
+def test_the_route_keeps_the_healthy_nodes_beyond_the_first_n_as_spares_in_order():
+    assert route(RING, 0, 3, set()) == Route((Target("a"), Target("b"), Target("c")),
+                                             ("d", "e"))
+    assert route(RING, 0, 3, {"b"}) == Route((Target("a"), Target("c"), Target("d", "b")),
+                                             ("e",))
+    assert route(RING, 0, 3, {"a", "b", "c", "d"}) == Route((Target("e", "a"),), ())
+
+
+def test_a_stand_in_holds_the_write_for_the_owner_of_the_target_it_replaces():
+    assert stand_in(Target("b"), "d") == Target("d", "b")
+    assert stand_in(Target("d", "b"), "e") == Target("e", "b"), "a fallback's owner stays"
+
+
+def test_a_node_that_must_stamp_outside_its_route_takes_the_last_place_with_a_hint():
+    primaries = ["a", "b", "c"]
+    assert with_me(route(RING, 0, 3, set()), "e", primaries, 3) == \
+        Route((Target("e", "c"), Target("a"), Target("b")), ("d",))
+    assert with_me(route(RING, 0, 3, {"c"}), "e", primaries, 3) == \
+        Route((Target("e", "c"), Target("a"), Target("b")), ())
+    short = route(RING, 0, 3, {"a", "b", "c", "d"})  # e is all there is
+    assert with_me(short, "z", primaries, 3) == \
+        Route((Target("z", "b"), Target("e", "a")), ())
+    assert with_me(route(RING, 0, 3, set()), "b", primaries, 3) == route(RING, 0, 3, set())

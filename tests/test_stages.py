@@ -239,3 +239,44 @@ def test_a_write_forwarded_to_this_coordinator_is_counted_by_the_one_that_forwar
     ops = h.gauges()["ops"]
     assert ops["requests"]["put"] == 1, "the forwarded one is the forwarding node's"
     assert ops["latency_ms"]["put"]["count"] == 1
+
+
+def coordinator_outside_the_preference_list(down: frozenset[str] = frozenset()):
+    """Node a is a member of a five-node ring that gives it no partition: a view in which
+    a write forwarded to it (by a node whose view still has a as a replica) is not a's."""
+    config = NodeConfig(node_id="a", engine="memory", n=3, r=2, w=2, partitions=8)
+    members = tuple(Member(x, f"c-{x}", f"p-{x}") for x in "abcde")
+    ring = Ring(8, 1, members, ("b", "c", "d", "e") * 2)
+    handler = coordination.Handler(config)
+    handler.on_ring(0.0, ring.to_state(), [])
+    if down:
+        handler.on_health(0.0, sorted(down))
+    return handler, ring
+
+
+def test_a_forwarded_write_stamped_by_a_non_replica_carries_a_hint_for_the_displaced_owner():
+    """Item 10: views of the ring differ; the node a write was forwarded to stamps it, and
+    must do so as a fallback for the owner whose place it takes (the last of the N it
+    would have chosen), so the owner gets the version by hinted handoff; the rest are
+    sent ``rput`` as usual. For every partition, and with a primary down as well."""
+    from seda_dynamo.ring import partition_of
+
+    clock = causality.encode(causality.update(causality.new(b"v"), causality.EMPTY, "a#1"))
+    for down in (frozenset(), frozenset({"c"})):
+        for i in range(16):
+            key = b"k%d" % i
+            h, ring = coordinator_outside_the_preference_list(down)
+            walk = [x for x in ring.preference_list(partition_of(key, 8), 8) if x not in down]
+            h.handle_events([["req", 1, "put", key, b"v", None, None, 2, 1000, True]], 0.0)
+            primaries = ring.preference_list(partition_of(key, 8), 3)
+            displaced = "c" if "c" in down and "c" in primaries else walk[2]
+            update = next(e for dest, e in h.take_outbox() if dest == "versioning")
+            assert update[-1] == displaced, (down, key, update)
+            h.handle_events([["updated", update[2], b"ctx", clock, None]], 0.01)
+            rputs = {e[1]: e[4] for dest, e in h.take_outbox()
+                     if dest == "network" and e[0] == "call"}
+            assert set(rputs) == {f"p-{walk[0]}", f"p-{walk[1]}"}
+            assert all(req[0] == "rput" and req[2] == clock for req in rputs.values())
+            for node in walk[:2]:  # a fallback among them keeps its own hint
+                hint = rputs[f"p-{node}"][3]
+                assert hint == (None if node in primaries else "c"), (node, hint)

@@ -1,0 +1,211 @@
+"""Fail-over within a request (paper 4.6), at the coordination handler: no processes.
+
+A target the network stage cannot reach, or one that stays silent past its attempt's
+share of the deadline, is replaced by the next healthy node of the extended preference
+list (a write's stand-in carrying a hint for the owner it replaces); a forwarded write
+goes to the next replica; the request still ends by its own deadline; a node that just
+failed is routed around for a while.
+"""
+
+from __future__ import annotations
+
+from seda_dynamo import causality
+from seda_dynamo.config import NodeConfig
+from seda_dynamo.ring import Member, Ring, partition_of
+from stages import coordination
+
+CLOCK = causality.encode(causality.update(causality.new(b"v"), causality.EMPTY, "a#1"))
+TIMEOUT_MS = 1000
+ATTEMPT = coordination.ATTEMPT_SHARE * TIMEOUT_MS / 1000
+
+
+def coordinator(owners=("a", "b", "c", "d", "e", "a", "b", "c")):
+    config = NodeConfig(node_id="a", engine="memory", n=3, r=2, w=2, partitions=8)
+    members = tuple(Member(x, f"c-{x}", f"p-{x}") for x in "abcde")
+    ring = Ring(8, 1, members, tuple(owners))
+    handler = coordination.Handler(config)
+    handler.on_ring(0.0, ring.to_state(), [])
+    return handler, ring
+
+
+def keys_walking(ring: Ring, first: str, count: int = 5) -> list[tuple[bytes, list[str]]]:
+    """Keys whose extended preference list starts at ``first``, with that list."""
+    found = []
+    for i in range(1000):
+        key = b"k%d" % i
+        walk = ring.preference_list(partition_of(key, 8), 8)
+        if walk[0] == first:
+            found.append((key, walk))
+            if len(found) == count:
+                return found
+    raise AssertionError("no such key")
+
+
+def calls(out) -> list[tuple[str, list]]:
+    """(peer, request) of every peer call emitted."""
+    return [(e[1], e[4]) for dest, e in out if dest == "network" and e[0] == "call"]
+
+
+def replies(out) -> list[dict]:
+    return [e[2] for dest, e in out if dest == "network" and e[0] == "reply"]
+
+
+def put_stamped(h, key: bytes, now: float = 0.0, rid: int = 1) -> tuple[int, list]:
+    """A client put at a (a replica): stamped locally; the calls it then makes."""
+    h.handle_events([["req", rid, "put", key, b"v", None, None, 2, TIMEOUT_MS, False]], now)
+    update = next(e for dest, e in h.take_outbox() if dest == "versioning")
+    cid = update[2]
+    h.handle_events([["updated", cid, b"ctx", CLOCK, None]], now)
+    return cid, h.take_outbox()
+
+
+def test_an_unreachable_replica_is_replaced_by_the_next_node_with_a_hint():
+    _, ring = coordinator()
+    for key, walk in keys_walking(ring, "a"):
+        h, _ = coordinator()
+        assert walk[:5] == ["a", "b", "c", "d", "e"]
+        cid, out = put_stamped(h, key)
+        assert sorted(p for p, _ in calls(out)) == ["p-b", "p-c"]
+        h.handle_events([["unreachable", "p-b", cid]], 0.01)
+        out = h.take_outbox()
+        assert calls(out) == [("p-d", ["rput", key, CLOCK, "b"])], out
+        assert not replies(out)
+        h.handle_events([["resp", "d", cid, ["updated", None]]], 0.02)
+        assert [r["ok"] for r in replies(h.take_outbox())] == [True]
+
+
+def test_a_stand_in_that_fails_too_is_replaced_with_the_same_owner_in_its_hint():
+    h, ring = coordinator()
+    key, _ = keys_walking(ring, "a", 1)[0]
+    cid, _ = put_stamped(h, key)
+    h.handle_events([["unreachable", "p-b", cid], ["unreachable", "p-c", cid]], 0.01)
+    assert sorted(r for _, r in calls(h.take_outbox())) == [["rput", key, CLOCK, "b"],
+                                                            ["rput", key, CLOCK, "c"]]
+    h.handle_events([["unreachable", "p-d", cid]], 0.02)
+    out = h.take_outbox()
+    assert not calls(out), "no spare left: a and e are all there is"
+    h.handle_events([["resp", "e", cid, ["updated", None]]], 0.03)
+    assert [r["ok"] for r in replies(h.take_outbox())] == [True]
+
+
+def test_a_replica_silent_past_its_attempt_is_replaced_and_the_deadline_still_bounds_it():
+    h, ring = coordinator()
+    key, _ = keys_walking(ring, "a", 1)[0]
+    cid, _ = put_stamped(h, key)
+    h.tick(ATTEMPT * 0.9)
+    assert not calls(h.take_outbox()), "not yet"
+    h.tick(ATTEMPT * 1.01)  # b and c both silent (lost in a dead connection's queue)
+    out = h.take_outbox()
+    assert sorted(r for _, r in calls(out)) == [["rput", key, CLOCK, "b"],
+                                                ["rput", key, CLOCK, "c"]]
+    assert sorted(p for p, _ in calls(out)) == ["p-d", "p-e"]
+    h.tick(2 * ATTEMPT * 1.01)
+    assert not calls(h.take_outbox()), "no spares left"
+    h.tick(TIMEOUT_MS / 1000 + 0.001)
+    assert [r["error"] for r in replies(h.take_outbox())] == ["timeout"]
+    assert not h.requests
+
+
+def test_a_slow_replica_that_answers_after_all_still_counts():
+    h, ring = coordinator()
+    key, _ = keys_walking(ring, "a", 1)[0]
+    cid, _ = put_stamped(h, key)
+    h.tick(ATTEMPT * 1.01)
+    h.take_outbox()
+    h.handle_events([["resp", "b", cid, ["updated", None]]], ATTEMPT * 1.2)
+    assert [r["ok"] for r in replies(h.take_outbox())] == [True]
+    assert "b" not in h.suspects, "an answer clears the suspicion"
+
+
+def test_a_read_asks_the_next_node_when_a_replica_is_unreachable_or_slow():
+    h, ring = coordinator()
+    key, _ = keys_walking(ring, "a", 1)[0]
+    h.handle_events([["req", 1, "get", key, None, None, 2, None, TIMEOUT_MS, False]], 0.0)
+    out = h.take_outbox()
+    read = next(e for dest, e in out if dest == "persistence")
+    assert sorted(p for p, _ in calls(out)) == ["p-b", "p-c"]
+    cid = next(e[3] for dest, e in out if dest == "network" and e[0] == "call")
+    h.handle_events([["unreachable", "p-b", cid]], 0.01)
+    assert calls(h.take_outbox()) == [("p-d", ["rget", key])]
+    h.tick(ATTEMPT * 1.01)  # c stays silent
+    assert calls(h.take_outbox()) == [("p-e", ["rget", key])]
+    h.handle_events([["got", read[2], [CLOCK], None, "x"],
+                     ["resp", "e", cid, ["got", CLOCK, None]]], ATTEMPT * 1.1)
+    reply = replies(h.take_outbox())
+    assert [r["values"] for r in reply] == [[b"v"]]
+
+
+def test_a_forward_to_an_unreachable_replica_goes_to_the_next_one_then_to_us():
+    """a holds no replica of these keys: it forwards; each forward target that proves
+    unreachable is replaced by the next node of the list, with what is left of the
+    deadline; when every node before a has failed, a stamps the write itself."""
+    h, ring = coordinator(owners=("b", "c", "d", "a", "e", "b", "c", "d"))
+    key, walk = keys_walking(ring, "b", 1)[0]
+    assert walk == ["b", "c", "d", "a", "e"]
+    h.handle_events([["req", 1, "put", key, b"v", None, None, 2, TIMEOUT_MS, False]], 0.0)
+    out = h.take_outbox()
+    [(peer, fwd)] = calls(out)
+    assert peer == "p-b" and fwd[0] == "fwd" and fwd[-1] == TIMEOUT_MS
+    cid = next(e[3] for dest, e in out if dest == "network")
+    h.handle_events([["unreachable", "p-b", cid]], 0.1)
+    [(peer, fwd)] = calls(h.take_outbox())
+    assert peer == "p-c" and fwd[:7] == ["fwd", "put", key, b"v", None, None, 2]
+    assert fwd[7] == TIMEOUT_MS - 100, "what is left of the deadline"
+    h.tick(0.1 + coordination.FORWARD_SHARE * TIMEOUT_MS / 1000 + 0.01)  # c is silent
+    [(peer, fwd)] = calls(h.take_outbox())
+    assert peer == "p-d" and fwd[0] == "fwd"
+    h.handle_events([["unreachable", "p-d", cid]], 0.7)
+    out = h.take_outbox()
+    update = next(e for dest, e in out if dest == "versioning")
+    assert update[-1] in ("b", "c", "d"), "a stands in for an owner, with a hint"
+    h.handle_events([["updated", update[2], b"ctx", CLOCK, None]], 0.71)
+    out = h.take_outbox()
+    assert [p for p, _ in calls(out)] == ["p-e"], "the suspects are routed around"
+    h.handle_events([["resp", "e", update[2], ["updated", None]]], 0.72)
+    assert [r["ok"] for r in replies(h.take_outbox())] == [True]
+
+
+def test_a_node_that_just_failed_is_routed_around_for_a_while_then_tried_again():
+    h, ring = coordinator()
+    (key, _), (other, _) = keys_walking(ring, "a", 2)
+    cid, _ = put_stamped(h, key)
+    h.handle_events([["unreachable", "p-b", cid], ["resp", "c", cid, ["updated", None]]], 0.01)
+    h.take_outbox()
+    second, out = put_stamped(h, other, now=0.02, rid=2)
+    h.handle_events([["resp", node, second, ["updated", None]] for node in "cd"], 0.03)
+    assert dict(calls(out)) == {"p-c": ["rput", other, CLOCK, None],
+                                "p-d": ["rput", other, CLOCK, "b"]}, \
+        "the next request skips b: c as itself, d for b"
+    later = 0.01 + coordination.SUSPECT_SECONDS + 0.01
+    h.tick(later)
+    h.take_outbox()
+    _, out = put_stamped(h, other, now=later, rid=3)
+    assert sorted(p for p, _ in calls(out)) == ["p-b", "p-c"], "the suspicion has expired"
+
+
+def test_gossip_seeing_a_node_come_back_ends_its_suspicion():
+    h, ring = coordinator()
+    key, _ = keys_walking(ring, "a", 1)[0]
+    cid, _ = put_stamped(h, key)
+    h.handle_events([["unreachable", "p-b", cid]], 0.01)
+    h.on_health(0.5, ["b"])
+    h.on_health(0.6, [])
+    assert not h.suspects and not h.avoid
+
+
+def test_suspicions_are_bounded():
+    h, _ = coordinator()
+    for i in range(coordination.MAX_SUSPECTS * 2):
+        h.nodes_by_peer[f"p-x{i}"] = f"x{i}"
+        h.handle_events([["unreachable", f"p-x{i}", 0]], i * 0.001)
+    assert len(h.suspects) == coordination.MAX_SUSPECTS
+
+
+def test_a_failed_local_stamp_answers_at_once_instead_of_waiting_for_the_deadline():
+    h, ring = coordinator()
+    key, _ = keys_walking(ring, "a", 1)[0]
+    h.handle_events([["req", 1, "put", key, b"v", None, None, 2, TIMEOUT_MS, False]], 0.0)
+    update = next(e for dest, e in h.take_outbox() if dest == "versioning")
+    h.handle_events([["updated", update[2], None, None, "disk full"]], 0.01)
+    [reply] = replies(h.take_outbox())
+    assert reply["error"] == "unavailable" and "disk full" in reply["message"]
