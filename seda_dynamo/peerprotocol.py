@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from seda_dynamo import causality
 from seda_dynamo.protocol import MAX_TIMEOUT_MS
 
@@ -32,6 +34,9 @@ MAX_MEMBERS = 4096
 #: Partitions of a ring are at most this many (config: a power of two in 1..65536).
 MAX_PARTITIONS = 65536
 WRITE_OPS = ("put", "delete")
+#: Room in a peer message for what surrounds one record: the event's array headers,
+#: the sender's address, the call id, the op, a hint owner.
+MESSAGE_SLACK = 64 * 1024
 
 
 class PeerError(ValueError):
@@ -248,7 +253,8 @@ ANSWERS: dict[str, Callable[[list[Any]], None]] = {
 
 def answer_kind(request: Any) -> str | None:
     """The kind of answer a request this node sends expects (None: no answer comes)."""
-    entry = REQUESTS.get(request[0]) if isinstance(request, list) and request else None
+    entry = (REQUESTS.get(request[0]) if isinstance(request, list) and request
+             and isinstance(request[0], str) else None)
     if entry is None:
         raise PeerError(f"unknown peer request {request!r:.60}")
     return entry[1]
@@ -262,7 +268,8 @@ def parse_event(event: Any, limits: PeerLimits) -> Req | Resp:
     call_id = _int(call_id, "call id", 0, MAX_CALL_ID)
     if kind == "resp":
         node = _name(who, "node id")
-        if not isinstance(body, list) or not body or body[0] not in ANSWERS:
+        if not isinstance(body, list) or not body or not isinstance(body[0], str) \
+                or body[0] not in ANSWERS:
             raise PeerError(f"unknown answer {body!r:.60}")
         ANSWERS[body[0]](body)
         return Resp(node, call_id, body)
@@ -282,3 +289,59 @@ def check_answer(expected: str | None, payload: list[Any]) -> None:
     call, say, is refused)."""
     if payload[0] != expected:
         raise PeerError(f"answer {payload[0]!r} to a call that expects {expected!r}")
+
+
+# Sizes: the peer port's maximum message size -----------------------------------------
+def max_record_bytes(max_key_bytes: int, max_value_bytes: int, max_siblings: int) -> int:
+    """The largest record the store can hold, key included, as msgpack: ``max_siblings``
+    values of the largest size, each with its dot, and as many actors as a context may
+    name, each with the longest name. Transfers, hints and repairs carry whole records
+    and always store what they carry, so the peer port must take this much."""
+    per_value = max_value_bytes + 5  # bin32 header
+    per_actor = causality.MAX_ACTOR_BYTES + 3 + 9 + 1 + 5  # name, counter, array headers
+    return (max_key_bytes + 5 + max_siblings * per_value
+            + causality.MAX_CONTEXT_ACTORS * per_actor + 2 * 5)
+
+
+def max_message_bytes(max_key_bytes: int, max_value_bytes: int, max_siblings: int) -> int:
+    """The peer port's maximum message size (ZMQ_MAXMSGSIZE): one largest record with
+    its event around it; a sender splits its batches so that no message is larger."""
+    return max_record_bytes(max_key_bytes, max_value_bytes, max_siblings) + MESSAGE_SLACK
+
+
+def pack_events(events: list[Any], limit: int) -> tuple[list[tuple[bytes, list[Any]]],
+                                                       list[Any]]:
+    """Pack events for a peer into as few messages as fit ``limit`` bytes each (a
+    message is a msgpack array of events): ``[(message, its events)]``, and the events
+    that alone exceed the limit (the receiver would drop the connection: not sent).
+    Raises what msgpack raises for an event it cannot encode."""
+    frames: list[tuple[bytes, list[Any]]] = []
+    oversize: list[Any] = []
+    parts: list[bytes] = []
+    batch: list[Any] = []
+    size = 0
+    for event in events:
+        packed = msgpack.packb(event, use_bin_type=True)
+        if len(packed) + 5 > limit:
+            oversize.append(event)
+            continue
+        if parts and size + len(packed) + 5 > limit:
+            frames.append((_array(parts), batch))
+            parts, batch, size = [], [], 0
+        parts.append(packed)
+        batch.append(event)
+        size += len(packed)
+    if parts:
+        frames.append((_array(parts), batch))
+    return frames, oversize
+
+
+def _array(parts: list[bytes]) -> bytes:
+    count = len(parts)
+    if count < 16:
+        head = bytes([0x90 | count])
+    elif count < 65536:
+        head = b"\xdc" + count.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + count.to_bytes(4, "big")
+    return head + b"".join(parts)

@@ -73,6 +73,9 @@ class Handler(Stage):
         self.calls: dict[int, Call] = {}
         self.call_deadlines: list[tuple[float, int]] = []
         self.peer_limits = peerprotocol.PeerLimits(config.n)
+        # The largest record the store holds fits one peer message, and no more.
+        self.peer_max_bytes = peerprotocol.max_message_bytes(
+            config.max_key_bytes, config.max_value_bytes, config.max_siblings)
         self.me = config.peer
         self.http: dict[bytes, bytes] = {}  # metrics connections: the request so far
         # SEDA admission control: shed at the door rather than queue without bound.
@@ -85,7 +88,7 @@ class Handler(Stage):
         curve = bool(self.config.curve_server_key)
         ports = [Port("client", "router", f"tcp://{self.config.client}", max_msg,
                       CLIENT_DOMAIN if curve else ""),
-                 Port("peer", "router", f"tcp://{self.config.peer}",
+                 Port("peer", "router", f"tcp://{self.config.peer}", self.peer_max_bytes,
                       curve=PEER_DOMAIN if curve else "")]
         if self.config.metrics:  # Prometheus scrapes plain HTTP
             ports.append(Port("metrics", "stream", f"tcp://{self.config.metrics}"))

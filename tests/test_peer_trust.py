@@ -12,7 +12,7 @@ import itertools
 import random
 
 import msgpack
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from seda_dynamo import causality, ids
@@ -269,6 +269,7 @@ EVENT = st.one_of(
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.lists(EVENT, max_size=6), max_size=8))
+@example([[["resp", "b", 0, [[]]], ["req", PEERS["b"], 1, [["rget"], b"k"]]]])
 def test_random_peer_events_leave_no_entry_without_a_deadline(frames):
     s = TwoStages()
     for i in range(3):  # calls of our own outstanding, so answers have something to hit
@@ -350,3 +351,48 @@ def test_versioning_and_gossip_tags_never_repeat_across_a_restart():
         g = _gossip(CONFIG)
         ids_seen.append((g.check_id, g.exchange_id))
     assert ids_seen[0][0] != ids_seen[1][0] and ids_seen[0][1] != ids_seen[1][1]
+
+
+# Item 6: the peer port's largest message fits the largest record ---------------------
+def largest_record(config: NodeConfig) -> tuple[bytes, bytes]:
+    """A key of the largest size at the sibling limit: ``max_siblings`` concurrent values
+    of the largest size, and as many actors as a context may name, with the longest
+    names and counters."""
+    def actor(i: int) -> str:
+        return f"{i:04d}".ljust(causality.MAX_ACTOR_BYTES, "x")
+
+    entries = [(actor(i), 2**64 - 1, (bytes([i % 256]) * config.max_value_bytes,)
+                if i < config.max_siblings else ())
+               for i in range(causality.MAX_CONTEXT_ACTORS)]
+    clock = causality.DVVSet(tuple(entries))
+    assert len(causality.values(clock)) == config.max_siblings
+    return b"k" * config.max_key_bytes, causality.encode(clock)
+
+
+def test_a_key_at_the_sibling_limit_still_transfers():
+    from seda_dynamo import peerprotocol
+
+    config = NodeConfig(node_id="a", engine="memory", n=3, max_value_bytes=64 * 1024,
+                        max_siblings=8, max_key_bytes=1024, peer="127.0.0.1:7100")
+    limit = peerprotocol.max_message_bytes(config.max_key_bytes, config.max_value_bytes,
+                                           config.max_siblings)
+    sender, receiver = network.Handler(config), network.Handler(config)
+    assert [p.max_msg_bytes for p in receiver.ports() if p.name == "peer"] == [limit]
+    key, record = largest_record(config)
+    # Gossip streams a partition: three such records, one call each, in one batch.
+    for i in range(3):
+        sender.handle_events([["call", PEERS["b"], "gossip", ["xfer", 1, i],
+                               ["rput", key, record, None], "b"]], 0.0)
+    events = [e for _, e in sender.take_outbox()]
+    frames, oversize = peerprotocol.pack_events(events, limit)
+    assert not oversize and len(frames) == 3, "each record goes in a message of its own"
+    assert all(len(frame) <= limit for frame, _ in frames)
+    receiver.handle_frames("peer", [["id", frame] for frame, _ in frames], 0.0)
+    synced = [e for dest, e in receiver.take_outbox() if dest == "versioning"]
+    assert [e[3:] for e in synced] == [[key, record, None]] * 3
+    assert receiver.bad_peer_events == 0
+    # Small events share a message; one past the limit alone is held back, not sent.
+    small = [["req", "127.0.0.1:1", i, ["ping"]] for i in range(100)]
+    frames, oversize = peerprotocol.pack_events([*small, [b"x" * limit]], limit)
+    assert len(frames) == 1 and frames[0][1] == small and len(oversize) == 1
+    assert msgpack.unpackb(frames[0][0]) == small
