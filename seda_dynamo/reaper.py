@@ -38,12 +38,17 @@ def verdict(answers: dict[str, tuple[bytes | None, bool]]) -> bytes | None:
     if any(hinted for _, hinted in answers.values()) or len(held) != 1:
         return None
     (tombstone,) = held
+    return tombstone if only_tombstones(tombstone) else None
+
+
+def only_tombstones(raw: bytes) -> bool:
+    """Whether encoded versions hold at least one version and every one is a tombstone
+    (a holder deletes a key only then, whatever bytes it is asked to compare with)."""
     try:
-        clock = causality.decode(tombstone)
+        values = causality.values(causality.decode(raw))
     except ValueError:
-        return None
-    values = causality.values(clock)
-    return tombstone if values and all(v is None for v in values) else None
+        return False
+    return bool(values) and all(v is None for v in values)
 
 
 def worth_retrying(answers: dict[str, tuple[bytes | None, bool]]) -> bool:

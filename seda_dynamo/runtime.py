@@ -28,7 +28,7 @@ import msgpack
 import psutil
 import zmq
 
-from seda_dynamo import security
+from seda_dynamo import peerprotocol, security
 from seda_dynamo.admission import percentile
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.controllers import BatchController, QueueDelay, should_grow
@@ -144,6 +144,8 @@ class Runtime:
         self.inbound.bind(endpoint(run_dir, handler.name))
         self.outbound: dict[str, zmq.Socket] = {}
         self.ports: dict[str, zmq.Socket] = {}
+        self.peer_max_bytes = peerprotocol.max_message_bytes(
+            config.max_key_bytes, config.max_value_bytes, config.max_siblings)
         self.auth = None
         self.curve_server: security.KeyPair | None = None
         self.curve_node: security.KeyPair | None = None
@@ -168,6 +170,8 @@ class Runtime:
                 sock.setsockopt(zmq.RCVHWM, 100_000)
                 if port.max_msg_bytes > 0:
                     sock.setsockopt(zmq.MAXMSGSIZE, port.max_msg_bytes)
+                if port.name == "peer":  # what we send a peer fits what its port takes
+                    self.peer_max_bytes = port.max_msg_bytes
                 if port.curve:
                     assert self.curve_server is not None
                     security.serve(sock, self.curve_server, port.curve)
@@ -259,18 +263,30 @@ class Runtime:
                 self.counters["dropped"] += len(events)
                 continue
             try:
-                # To another node: the events (docs/peer-protocol.md). To a stage of ours:
-                # with the time sent, for the receiver's queue delay.
-                frame = msgpack.packb(events if dest.startswith(PEER_PREFIX)
-                                      else [time.monotonic(), events], use_bin_type=True)
+                # To another node: the events (docs/peer-protocol.md), in messages no
+                # larger than its peer port takes. To a stage of ours: with the time
+                # sent, for the receiver's queue delay.
+                if dest.startswith(PEER_PREFIX):
+                    frames, oversize = peerprotocol.pack_events(events, self.peer_max_bytes)
+                else:
+                    frames, oversize = [(msgpack.packb([time.monotonic(), events],
+                                                       use_bin_type=True), events)], []
             except (TypeError, ValueError, OverflowError) as exc:  # a handler bug: log it
                 self.handler.errors += 1
                 self.counters["dropped"] += len(events)
                 self.handler.log.error("events for %s cannot be encoded (%s): dropped", dest,
                                        exc)
                 continue
-            if not self._send(dest, frame, len(events)):
-                self.handler.undeliverable(dest, events, time.monotonic())
+            if oversize:
+                self.handler.errors += len(oversize)
+                self.counters["dropped"] += len(oversize)
+                self.handler.log.error("%d events for %s exceed the peer message limit of %d "
+                                       "bytes: not sent", len(oversize), dest,
+                                       self.peer_max_bytes)
+                self.handler.undeliverable(dest, oversize, time.monotonic())
+            for frame, sent in frames:
+                if not self._send(dest, frame, len(sent)):
+                    self.handler.undeliverable(dest, sent, time.monotonic())
         if self.handler.outbox:
             self.flush()
 

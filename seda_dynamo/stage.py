@@ -8,10 +8,12 @@ the next stage's queue in one message per destination. Tested without ZeroMQ.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from seda_dynamo import ids
 from seda_dynamo.config import NodeConfig
 
 Event = list[Any]  # [kind, *fields]: msgpack arrays between stages
@@ -97,8 +99,12 @@ class Stage:
     name = "stage"
     tick_interval = 0.05
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, entropy: ids.Entropy | None = None) -> None:
         self.config = config
+        # Where randomness comes from (a simulator passes a seeded one), and the start
+        # of this process's id counters: ids never repeat across restarts (ids.py).
+        self.entropy: ids.Entropy = entropy or secrets.randbits
+        self.id_base = ids.process_base(self.entropy)
         self.log = logging.getLogger(f"seda_dynamo.{self.name}")
         self.outbox: list[tuple[str, Any]] = []
         self.errors = 0

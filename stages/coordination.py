@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seda_dynamo import causality
+from seda_dynamo import causality, ids
 from seda_dynamo.admission import p99
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.membership import VIEW_FILE, View
@@ -80,8 +80,8 @@ class Handler(Stage):
     name = "coordination"
     tick_interval = 0.02
 
-    def __init__(self, config: NodeConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: NodeConfig, entropy: ids.Entropy | None = None) -> None:
+        super().__init__(config, entropy)
         self.me = config.node_id
         self.ring: Ring | None = None
         self.nodes_by_peer: dict[str, str] = {}
@@ -94,7 +94,7 @@ class Handler(Stage):
         self.requests: dict[int, Pending] = {}
         self.deadlines: list[tuple[float, int]] = []
         self.attempts: list[tuple[float, int, str]] = []  # (when slow, cid, node)
-        self.next_cid = 0
+        self.next_cid = self.id_base  # ids never repeat across restarts (ids.py)
         self.reads: list[tuple[int, bytes]] = []
         self.read_batches: dict[int, list[int]] = {}
         self.counts = {"unavailable": 0, "timeouts": 0, "forwarded": 0, "read_repairs": 0,
@@ -264,7 +264,11 @@ class Handler(Stage):
         return pending
 
     def _call(self, node: str, tag: Any, request: list[Any]) -> None:
-        self.emit("network", ["call", self._peer(node), self.name, tag, request])
+        # Naming the node and how long the answer is awaited: the network stage takes
+        # an answer only from the call it made, and forgets the call after that.
+        pending = self.requests.get(tag) if tag is not None else None
+        ttl = pending.deadline - self.now if pending is not None else None
+        self.emit("network", ["call", self._peer(node), self.name, tag, request, node, ttl])
 
     def _ask(self, cid: int, pending: Pending, node: str, request: list[Any], now: float,
              attempt: float) -> None:

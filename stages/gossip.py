@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from seda_dynamo import ids
 from seda_dynamo.admission import BackgroundShare
 from seda_dynamo.antientropy import Round
 from seda_dynamo.config import NodeConfig
@@ -56,8 +57,9 @@ class Handler(Stage):
     name = "gossip"
     tick_interval = 0.1
 
-    def __init__(self, config: NodeConfig, rng: random.Random | None = None) -> None:
-        super().__init__(config)
+    def __init__(self, config: NodeConfig, rng: random.Random | None = None,
+                 entropy: ids.Entropy | None = None) -> None:
+        super().__init__(config, entropy)
         self.me = config.node_id
         self.rng = rng or random.Random()
         self.path = Path(config.data_dir) / VIEW_FILE
@@ -74,7 +76,7 @@ class Handler(Stage):
         self.timers = {"gossip": 0.0, "ping": 0.0, "announce": 0.0, "hints": 0.0,
                        "anti_entropy": 0.0}
         self.exchange: Round | None = None
-        self.exchange_id = 0
+        self.exchange_id = self.id_base  # ids never repeat across restarts (ids.py)
         self.next_partition = 0
         self.pushes: dict[int, tuple[str, list[bytes]]] = {}
         self.ae: dict[str, Any] = {"exchanges": 0, "aborted": 0, "keys_pushed": 0,
@@ -88,7 +90,7 @@ class Handler(Stage):
         self.transfer_bytes = 0
         self.reap_queue: dict[bytes, tuple[float, int]] = {}  # key -> (when, attempts)
         self.checks: dict[int, Check] = {}
-        self.check_id = 0
+        self.check_id = self.id_base
         self.tombstones_reaped = 0
         self.tokens_at = 0.0
         self.rounds = 0
@@ -175,8 +177,8 @@ class Handler(Stage):
         self._reap(now)
         peers = self.peers()
         if self._due("ping", now, PING_EVERY):
-            for peer in peers.values():
-                self.emit("network", ["call", peer, self.name, ["ping", now], ["ping"]])
+            for node, peer in peers.items():
+                self.emit("network", ["call", peer, self.name, ["ping", now], ["ping"], node])
             self._detect(now, peers)
         if self._due("gossip", now, GOSSIP_EVERY):
             self._gossip(peers)
@@ -283,14 +285,20 @@ class Handler(Stage):
     def on_hints(self, now: float, _tag: Any, found: list[list[Any]]) -> None:
         done = []
         self.share.spend(len(found))
-        for owner, key, token, clock in found:
-            peer = self.peers().get(owner)
+        peers = self.peers()
+        for hint in found:
+            if not _well_formed_hint(hint):  # skipped: never stops the hints after it
+                self.errors += 1
+                self.log.warning("malformed hint skipped: %.120r", hint)
+                continue
+            owner, key, token, clock = hint
+            peer = peers.get(owner)
             if clock is None or peer is None:
                 done.append([owner, key, token])  # nothing to hand over, or owner left
                 continue
             self.hints_in_flight += 1
             self.emit("network", ["call", peer, self.name, ["hint", owner, key, token],
-                                  ["rput", key, clock, None]])
+                                  ["rput", key, clock, None], owner])
         if done:
             self.emit("persistence", ["hint_done", done])
         if self.hints_in_flight:
@@ -323,7 +331,7 @@ class Handler(Stage):
                     self.emit("persistence", ["check", self.name, tag, key, list(members)])
                 else:
                     self.emit("network", ["call", self.view.members[node].peer, self.name,
-                                          tag, ["rcheck", key, list(members)]])
+                                          tag, ["rcheck", key, list(members)], node])
 
     def _reap_later(self, key: bytes, now: float) -> None:
         _, attempts = self.reap_queue.get(key, (0.0, 0))
@@ -361,7 +369,7 @@ class Handler(Stage):
                 self.emit("persistence", ["reap", check.key, tombstone])
             else:
                 self.emit("network", ["call", self.view.members[holder].peer, self.name,
-                                      ["reaped"], ["rreap", check.key, tombstone]])
+                                      ["reaped"], ["rreap", check.key, tombstone], holder])
 
     # Operators' commands --------------------------------------------------------------
     def on_admin(self, now: float, rid: int, command: str, seed: str) -> None:
@@ -416,7 +424,10 @@ class Handler(Stage):
                 continue
             items = [(pp, node, *partition_range(pp, q)) for pp, node in self.view.handoff(p)]
             if all(node in peers and node not in self.down for _, node, _, _ in items):
-                self.transfers[p] = Transfer(p, next_owner, items, now)
+                # Chunks numbered from a random start: a late ack meant for an earlier
+                # hand-over (or this stage's previous process) matches none of this one.
+                self.transfers[p] = Transfer(p, next_owner, items, now,
+                                             seq=ids.call_id(self.entropy))
         finished = False
         for transfer in list(self.transfers.values()):
             finished |= self._step(transfer, now)
@@ -473,7 +484,8 @@ class Handler(Stage):
         if transfer.chunk(tag[2], [len(k) + len(v) for k, v in pairs], cursor, total):
             peer = self.peers()[transfer.target]
             for key, value in pairs:
-                self.emit("network", ["call", peer, self.name, tag, ["rput", key, value, None]])
+                self.emit("network", ["call", peer, self.name, tag, ["rput", key, value, None],
+                                      transfer.target])
         if self._step(transfer, now):
             self._transfer(now)
 
@@ -515,7 +527,7 @@ class Handler(Stage):
         tag = ["ae", self.exchange_id]
         self.emit("persistence", ["tree", self.name, tag, p, wire])
         self.emit("network", ["call", self.view.members[self.exchange.peer].peer, self.name,
-                              tag, ["tree", p, wire]])
+                              tag, ["tree", p, wire], self.exchange.peer])
 
     def on_tree_answer(self, now: float, tag: list[Any], result: Any) -> None:
         self._exchange_answer("local", tag[1], result, now)
@@ -561,9 +573,10 @@ class Handler(Stage):
         push = [key for key, kind in diffs if kind != "missing_local"]
         for key, kind in diffs:
             if kind != "missing_remote":
-                self.emit("network", ["call", peer, self.name, ["pull", key], ["rget", key]])
+                self.emit("network", ["call", peer, self.name, ["pull", key], ["rget", key],
+                                      done.peer])
         if push:
-            self.pushes[self.exchange_id] = (peer, push)
+            self.pushes[self.exchange_id] = (done.peer, push)
             self.emit("persistence", ["get", self.name, ["push", self.exchange_id], push])
         return len(diffs)
 
@@ -573,12 +586,15 @@ class Handler(Stage):
         pending = self.pushes.pop(tag[1], None) if tag[0] == "push" else None
         if pending is None or found is None:
             return
-        peer, keys = pending
+        node, keys = pending
+        member = self.view.members.get(node)
+        if member is None:
+            return
         for key, raw in zip(keys, found, strict=True):
             if raw is not None:
                 self.ae["keys_pushed"] += 1
-                self.emit("network", ["call", peer, self.name, ["pushed"],
-                                      ["rput", key, raw, None]])
+                self.emit("network", ["call", member.peer, self.name, ["pushed"],
+                                      ["rput", key, raw, None], node])
 
     def _abort(self, why: str) -> None:
         assert self.exchange is not None
@@ -606,3 +622,10 @@ class Handler(Stage):
                 "background_rate": (None if math.isinf(rate := self.share.current_rate(
                     self.last_tick)) else round(rate)),
                 "background_backoffs": self.share.backoffs}
+
+
+def _well_formed_hint(hint: Any) -> bool:
+    """``[owner, key, token, versions or nil]``, as persistence's hint scan gives them."""
+    return (isinstance(hint, list) and len(hint) == 4 and isinstance(hint[0], str)
+            and isinstance(hint[1], bytes) and isinstance(hint[2], bytes)
+            and (hint[3] is None or isinstance(hint[3], bytes)))

@@ -16,40 +16,66 @@ node's network stage hands the request to its stage and sends back
 from __future__ import annotations
 
 import heapq
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
-from seda_dynamo import metrics, protocol
+from seda_dynamo import ids, metrics, peerprotocol, protocol
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.controllers import Gate
 from seda_dynamo.protocol import Limits, ProtocolError
 from seda_dynamo.security import CLIENT_DOMAIN, PEER_DOMAIN
-from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Port, Stage
+from seda_dynamo.stage import PEER_PREFIX, Port, Stage
 
 #: How long past a request's own deadline we wait for coordination before answering.
 GRACE = 2.0
-#: Peer requests and the stage that serves each.
+#: How long a call to another node waits for its answer when its caller gave no time.
+CALL_TTL = 30.0
+#: Most calls awaiting answers; past it the oldest are forgotten (their callers time out).
+MAX_CALLS = 200_000
+#: How long a peer's read waits for persistence before it is forgotten.
+REMOTE_READ_TTL = 30.0
+
+
+@dataclass(slots=True)
+class Call:
+    """A request this node sent to ``peer``: where its answer goes, and until when."""
+
+    peer: str
+    stage: str
+    tag: Any
+    node: str | None  # the node called, when the caller named it
+    expects: str  # the kind of answer (peerprotocol.REQUESTS)
+    deadline: float
 
 
 class Handler(Stage):
     name = "network"
     tick_interval = 0.05
 
-    def __init__(self, config: NodeConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: NodeConfig, entropy: ids.Entropy | None = None) -> None:
+        super().__init__(config, entropy)
         self.limits = Limits(config.max_key_bytes, config.max_value_bytes, config.n)
         # rid -> (where the reply goes, when a coordinated request was admitted or None)
         self.pending: dict[int, tuple[Any, float | None]] = {}
         self.deadlines: list[tuple[float, int]] = []
-        self.next_rid = 0
+        self.next_rid = self.id_base
         self.stage_stats: dict[str, dict[str, Any]] = {}
         self.requests = 0
         self.bad_requests = 0
         self.peer_events = 0
         self.bad_peer_events = 0
-        self.remote_reads: dict[int, list[tuple[str, Any]]] = {}
-        self.next_tag = 0
+        self.remote_reads: dict[int, tuple[Remote, float]] = {}  # tag -> (asker, deadline)
+        self.next_tag = self.id_base
+        # Calls to other nodes awaiting an answer, by an id no sender can guess.
+        self.calls: dict[int, Call] = {}
+        self.call_deadlines: list[tuple[float, int]] = []
+        self.peer_limits = peerprotocol.PeerLimits(config.n)
+        # The largest record the store holds fits one peer message, and no more.
+        self.peer_max_bytes = peerprotocol.max_message_bytes(
+            config.max_key_bytes, config.max_value_bytes, config.max_siblings)
         self.me = config.peer
         self.http: dict[bytes, bytes] = {}  # metrics connections: the request so far
         # SEDA admission control: shed at the door rather than queue without bound.
@@ -62,7 +88,7 @@ class Handler(Stage):
         curve = bool(self.config.curve_server_key)
         ports = [Port("client", "router", f"tcp://{self.config.client}", max_msg,
                       CLIENT_DOMAIN if curve else ""),
-                 Port("peer", "router", f"tcp://{self.config.peer}",
+                 Port("peer", "router", f"tcp://{self.config.peer}", self.peer_max_bytes,
                       curve=PEER_DOMAIN if curve else "")]
         if self.config.metrics:  # Prometheus scrapes plain HTTP
             ports.append(Port("metrics", "stream", f"tcp://{self.config.metrics}"))
@@ -128,11 +154,11 @@ class Handler(Stage):
                  measured: bool = True) -> int:
         """Remember where the reply to a new request goes, until its deadline (and, for
         requests the gate admitted, since when: their latency steers it)."""
+        deadline = now + (timeout_ms or self.config.timeout_ms) / 1000.0 + GRACE
         self.next_rid += 1
         rid = self.next_rid
         self.pending[rid] = (origin, now if measured else None)
-        timeout = (timeout_ms or self.config.timeout_ms) / 1000.0
-        heapq.heappush(self.deadlines, (now + timeout + GRACE, rid))
+        heapq.heappush(self.deadlines, (deadline, rid))
         return rid
 
     def _reply(self, envelope: list[bytes], reply: dict[str, Any]) -> None:
@@ -176,19 +202,48 @@ class Handler(Stage):
             self.emit("metrics", [conn, b""])  # close the connection
 
     # Between nodes ---------------------------------------------------------------------
-    def on_call(self, now: float, peer: str, reply_stage: str, tag: Any, request: list) -> None:
-        self.emit(PEER_PREFIX + peer, ["req", self.me, [reply_stage, tag], request])
+    def on_call(self, now: float, peer: str, reply_stage: str, tag: Any, request: list,
+                node: str | None = None, ttl: float | None = None) -> None:
+        """Ask ``peer`` (node ``node``, when the caller knows it) and remember the call
+        until ``ttl`` seconds from now: only an answer naming this call's id is taken."""
+        expects = peerprotocol.answer_kind(request)
+        call_id = 0  # nothing comes back (rreap)
+        if expects is not None:
+            call_id = self._new_call_id()
+            deadline = now + (ttl if isinstance(ttl, (int, float)) and ttl > 0
+                              else CALL_TTL) + GRACE
+            if len(self.calls) >= MAX_CALLS:
+                self._expire_calls(math.inf, limit=len(self.calls) - MAX_CALLS + 1)
+            self.calls[call_id] = Call(peer, reply_stage, tag, node, expects, deadline)
+            heapq.heappush(self.call_deadlines, (deadline, call_id))
+        self.emit(PEER_PREFIX + peer, ["req", self.me, call_id, request])
+
+    def _new_call_id(self) -> int:
+        call_id = ids.call_id(self.entropy)
+        while call_id in self.calls:
+            call_id = ids.call_id(self.entropy)
+        return call_id
+
+    def _expire_calls(self, now: float, limit: int | None = None) -> None:
+        """Forget calls past their deadline (or, ``limit``, the oldest ones): their
+        callers keep deadlines of their own."""
+        while self.call_deadlines and self.call_deadlines[0][0] <= now and limit != 0:
+            _, call_id = heapq.heappop(self.call_deadlines)
+            if self.calls.pop(call_id, None) is not None and limit is not None:
+                limit -= 1
 
     def undeliverable(self, dest: str, events: list, now: float) -> None:
         """A node we are not connected to: its callers hear at once instead of waiting."""
         peer = dest.removeprefix(PEER_PREFIX)
         for event in events:
             if event[0] == "req":
-                stage, tag = event[2]
-                self.emit(stage, ["unreachable", peer, tag])
+                call = self.calls.pop(event[2], None)
+                if call is not None:
+                    self.emit(call.stage, ["unreachable", peer, call.tag])
 
-    def _respond(self, peer: str, rtag: Any, payload: list) -> None:
-        self.emit(PEER_PREFIX + peer, ["resp", self.config.node_id, rtag, payload])
+    def _respond(self, peer: str, call_id: int, payload: list) -> None:
+        if call_id:  # 0: the caller expects no answer
+            self.emit(PEER_PREFIX + peer, ["resp", self.config.node_id, call_id, payload])
 
     def _peer_frames(self, messages: list[list[bytes]], now: float) -> None:
         for frames in messages:
@@ -203,55 +258,58 @@ class Handler(Stage):
             for event in events:
                 self.peer_events += 1
                 try:
-                    self._peer_event(event, now)
-                except Exception as exc:  # noqa: BLE001 - a peer never stops the node
+                    # Checked whole before anything is stored or emitted.
+                    parsed = peerprotocol.parse_event(event, self.peer_limits)
+                except ValueError as exc:
                     self.bad_peer_events += 1
-                    self.log.warning("bad peer event dropped: %r (%s)", event[:3]
-                                     if isinstance(event, list) else event, exc)
+                    self.log.warning("bad peer event dropped: %.200r (%s)", event, exc)
+                    continue
+                try:
+                    if isinstance(parsed, peerprotocol.Resp):
+                        self._peer_answer(parsed)
+                    else:
+                        self._peer_request(parsed, now)
+                except Exception:  # noqa: BLE001 - a peer never stops the node
+                    self.errors += 1
+                    self.log.exception("peer event %.200r failed", event)
 
-    def _peer_event(self, event: list, now: float) -> None:
-        kind = event[0]
-        if kind == "resp":
-            _, node, (stage, tag), payload = event
-            if stage not in STAGE_NAMES:
-                raise ValueError(f"response for unknown stage {stage!r}")
-            self.emit(stage, ["resp", node, tag, payload])
+    def _peer_answer(self, resp: peerprotocol.Resp) -> None:
+        """An answer counts only for a call this node made, once, and of the kind that
+        call expects; whom it came from is what this node recorded, not what it says."""
+        call = self.calls.get(resp.call_id)
+        if call is None or call.expects != resp.payload[0]:
+            self.bad_peer_events += 1
+            self.log.warning("answer to no call of ours dropped: %s from %.60r",
+                             resp.payload[0], resp.node)
             return
-        if kind != "req":
-            raise ValueError(f"unknown peer event {kind!r}")
-        _, peer, rtag, request = event
-        op = request[0]
-        origin = Remote(str(peer), rtag)
-        if op == "ping":
-            self._respond(origin.peer, rtag, ["pong"])
-        elif op == "gossip":
-            self.emit("gossip", ["gossip_in", origin.as_tag(), request[1]])
-        elif op == "rput":  # ["rput", key, clock, hint]
-            _, key, clock, hint = request
-            self.emit("versioning", ["sync", self.name, origin.as_tag(), bytes(key),
-                                     bytes(clock), hint])
-        elif op == "rget":  # ["rget", key]
+        del self.calls[resp.call_id]
+        self.emit(call.stage, ["resp", call.node or resp.node, call.tag, resp.payload])
+
+    def _peer_request(self, req: peerprotocol.Req, now: float) -> None:
+        origin = Remote(req.peer, req.call_id)
+        args = req.args
+        if req.op == "ping":
+            self._respond(origin.peer, origin.rtag, ["pong"])
+        elif req.op == "gossip":
+            self.emit("gossip", ["gossip_in", origin.as_tag(), args[0]])
+        elif req.op == "rput":  # key, clock, hint
+            self.emit("versioning", ["sync", self.name, origin.as_tag(), *args])
+        elif req.op == "rget":  # key
             self.next_tag += 1
-            self.remote_reads[self.next_tag] = [origin]
-            self.emit("persistence", ["get", self.name, self.next_tag, [bytes(request[1])]])
-        elif op == "rcheck":  # ["rcheck", key, owners]: may this tombstone be reaped?
-            self.emit("persistence", ["check", self.name, origin.as_tag(), bytes(request[1]),
-                                      [str(o) for o in request[2]]])
-        elif op == "rreap":  # ["rreap", key, tombstone]: compare-and-delete
-            self.emit("persistence", ["reap", bytes(request[1]), bytes(request[2])])
-        elif op == "tree":  # ["tree", partition, request]: anti-entropy
-            self.emit("persistence", ["tree", self.name, origin.as_tag(), int(request[1]),
-                                      request[2]])
-        elif op == "fwd":  # ["fwd", op, key, value, context, r, w, timeout_ms]
-            _, fop, key, value, context, r, w, timeout_ms = request
+            self.remote_reads[self.next_tag] = (origin, now + REMOTE_READ_TTL)
+            self.emit("persistence", ["get", self.name, self.next_tag, [args[0]]])
+        elif req.op == "rcheck":  # key, members: may this tombstone be reaped?
+            self.emit("persistence", ["check", self.name, origin.as_tag(), *args])
+        elif req.op == "rreap":  # key, tombstone: compare-and-delete
+            self.emit("persistence", ["reap", *args])
+        elif req.op == "tree":  # partition, question: anti-entropy
+            self.emit("persistence", ["tree", self.name, origin.as_tag(), *args])
+        elif req.op == "fwd":  # op, key, value, context, r, w, timeout_ms
             shed = self.gate.admit(len(self.pending), now)
             if shed is not None:  # a client request of another node's: shed it too
                 self._answer(origin, protocol.error_reply("overloaded", shed))
                 return
-            self._coordinate(origin, now, fop, bytes(key), value, context, r, w, timeout_ms,
-                             True)
-        else:
-            raise ValueError(f"unknown peer request {op!r}")
+            self._coordinate(origin, now, *args, True)
 
     # Events from other stages ----------------------------------------------------------
     def on_reply(self, now: float, rid: int, reply: dict[str, Any]) -> None:
@@ -283,9 +341,11 @@ class Handler(Stage):
 
     def on_got(self, now: float, tag: int, found: list | None, error: str | None,
                _incarnation: str) -> None:
-        for i, origin in enumerate(self.remote_reads.pop(tag, [])):
-            value = found[i] if found is not None else None
-            self._respond(origin.peer, origin.rtag, ["got", value, error])
+        entry = self.remote_reads.pop(tag, None)
+        if entry is not None:
+            origin = entry[0]
+            self._respond(origin.peer, origin.rtag,
+                          ["got", found[0] if found is not None else None, error])
 
     def on_stats(self, now: float, stage: str, counters: dict[str, Any]) -> None:
         self.stage_stats[stage] = counters
@@ -295,6 +355,9 @@ class Handler(Stage):
         self.gate.report(stage, delay, now)
 
     def tick(self, now: float) -> None:
+        self._expire_calls(now)
+        for tag in [t for t, (_, deadline) in self.remote_reads.items() if deadline <= now]:
+            del self.remote_reads[tag]  # persistence did not answer: the caller times out
         while self.deadlines and self.deadlines[0][0] <= now:
             _, rid = heapq.heappop(self.deadlines)
             entry = self.pending.pop(rid, None)

@@ -44,6 +44,7 @@ from seda_dynamo.config import NodeConfig
 from seda_dynamo.durable import bump_counter, write_atomically
 from seda_dynamo.engines import KEY_SPACE, Engine, key_hash, open_engine
 from seda_dynamo.merkle import HashTree, Request, answer, object_hash
+from seda_dynamo.reaper import only_tombstones
 from seda_dynamo.ring import partition_of, partition_of_hash, partition_range
 from seda_dynamo.stage import Event, Stage
 
@@ -227,7 +228,7 @@ class Handler(Stage):
         scanned = 0
         for hkey, token in self.hints.fold(self.hint_cursor, 1 << 128):
             scanned += 1
-            owner, key = msgpack.unpackb(hkey, raw=False)
+            owner, key = _hint_record(hkey)
             if owner in wanted:
                 found.append([owner, key, token, self.engine.get(key)])
             self.hint_cursor = key_hash(hkey) + 1
@@ -255,8 +256,12 @@ class Handler(Stage):
         self.emit(reply_to, ["checked", tag, self.engine.get(key), hinted])
 
     def on_reap(self, now: float, key: bytes, tombstone: bytes) -> None:
-        """Forget ``key`` if what is stored is exactly that tombstone (compare-and-delete)."""
-        if self.engine.get(key) == tombstone:
+        """Forget ``key`` if what is stored is exactly that tombstone (compare-and-delete)
+        and every sibling it holds is a tombstone: a peer's bytes alone never delete a
+        live value (it may have just read them with ``rget``)."""
+        if not isinstance(key, bytes) or not isinstance(tombstone, bytes):
+            return
+        if self.engine.get(key) == tombstone and only_tombstones(tombstone):
             self.engine.write_batch([(key, None)])
             self._index([(key, None)])
             self.reaped += 1
@@ -269,6 +274,18 @@ class Handler(Stage):
     def close(self) -> None:
         self.hints.close()
         self.engine.close()
+
+
+def _hint_record(hkey: bytes) -> tuple[str | None, bytes]:
+    """``(owner, key)`` of a hint record; owner None if the record is malformed (it is
+    skipped, never stopping the scan of the hints after it)."""
+    try:
+        owner, key = msgpack.unpackb(hkey, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None, b""
+    if not isinstance(owner, str) or not isinstance(key, bytes):
+        return None, b""
+    return owner, key
 
 
 def hint_key(owner: str, key: bytes) -> bytes:

@@ -84,7 +84,7 @@ class Handler(Stage):
         self.inflight: dict[bytes, KeyWork] = {}
         self.queued: dict[bytes, list[Op]] = defaultdict(list)
         self.pending: dict[int, tuple[str, list[bytes], float]] = {}
-        self.next_tag = 0
+        self.next_tag = self.id_base  # ids never repeat across restarts (ids.py)
         self.conflicts = 0
         self.cas_gave_up = 0  # keys whose writes failed after MAX_CAS_RETRIES conflicts
         self.failed_ops = 0  # operations failed on their own (bad input, or a bug)

@@ -200,7 +200,7 @@ def test_allowed_nodes_form_a_cluster_and_an_unknown_node_cannot_join(node_facto
     # Nor can it write a replica straight to a member's peer port with its own key.
     forged = causality.encode(causality.update(causality.new(b"forged"), causality.EMPTY,
                                                "n3#x"))
-    event = ["req", n3.peer, ["coordination", 1], ["rput", b"planted", forged, None]]
+    event = ["req", n3.peer, 1, ["rput", b"planted", forged, None]]
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)

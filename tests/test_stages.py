@@ -156,8 +156,9 @@ def get_with_replies(replies: dict[str, bytes | None]):
     h.handle_events([["req", 1, "get", b"k", None, None, 3, None, 1000, False]], 0.0)
     out = h.take_outbox()
     read = next(e for dest, e in out if dest == "persistence")
+    cid = next(e for dest, e in out if dest == "network" and e[0] == "call")[3]
     h.handle_events([["got", read[2], [replies["a"]], None, "x"]], 0.0)
-    h.handle_events([["resp", node, 1, ["got", replies[node], None]] for node in "bc"], 0.0)
+    h.handle_events([["resp", node, cid, ["got", replies[node], None]] for node in "bc"], 0.0)
     return h.take_outbox()
 
 
