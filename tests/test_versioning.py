@@ -166,13 +166,17 @@ def test_a_write_during_the_tree_build_is_not_undone_by_the_build():
               for k in ahead[:50] + ahead[-50:]]
     store.handle_events([["write", "versioning", 1, writes, []]], 0.0)
     assert store.take_outbox()[-1][1] == ["written", 1, None, []]
-    store.handle_events([["reap", ahead[60], engine.get(ahead[60])]], 0.0)
+    gone = ahead[60]  # deleted (a tombstone), then reaped
+    tombstone = causality.encode(causality.new(None))
+    store.handle_events([["write", "versioning", 3, [[gone, tombstone]], []]], 0.0)
+    store.handle_events([["reap", gone, tombstone]], 0.0)
+    assert engine.get(gone) is None
     while store.building is not None:
         store.tick(0.0)
     for key, value, _ in writes:
         tree = store.trees[partition_of(key, CONFIG.partitions)]
         assert tree.get(key) == object_hash(value), key
-    assert store.trees[partition_of(ahead[60], CONFIG.partitions)].get(ahead[60]) is None
+    assert store.trees[partition_of(gone, CONFIG.partitions)].get(gone) is None
     again = [[k, causality.encode(causality.new(b"newer")), object_hash(v)]
              for k, v, _ in writes]
     store.handle_events([["write", "versioning", 2, again, []]], 0.0)
