@@ -43,8 +43,9 @@ from seda_dynamo.ring import Ring, partition_of
 from seda_dynamo.routing import Route, Target, route, stand_in, with_me
 from seda_dynamo.stage import Event, Stage
 
-#: The prefix of a versioning error that is the request's own fault.
-BAD_REQUEST = "bad_request: "
+#: Versioning errors that are the request's own fault start with one of these codes and
+#: ": " (stages/versioning.py), and are answered with that code at once.
+REFUSALS = ("bad_request", "too_large")
 #: How much longer than the coordinator it forwards to a forwarding node waits.
 FORWARD_SLACK = 0.25
 #: Seconds of answered requests in each foreground latency report to gossip.
@@ -302,11 +303,12 @@ class Handler(Stage):
         if pending is None:
             return
         if error:
-            if error.startswith(BAD_REQUEST):  # the request itself cannot be applied
+            code = next((c for c in REFUSALS if error.startswith(f"{c}: ")), None)
+            if code is not None:  # the request itself cannot be applied
                 self.requests.pop(cid)
-                self._reply(pending.rid, _error("bad_request", error[len(BAD_REQUEST):]))
+                self._reply(pending.rid, _error(code, error[len(code) + 2:]))
                 if pending.measured:
-                    self.metrics.answered(pending.op, now - pending.started, "bad_request")
+                    self.metrics.answered(pending.op, now - pending.started, code)
                 return
             self.log.warning("local write failed: %s", error)
             pending.why = f"the write failed on the coordinating replica: {error}"

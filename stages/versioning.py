@@ -44,6 +44,12 @@ WORK_DEADLINE = 3 * ENGINE_DEADLINE
 SWEEP_EVERY = 1.0
 #: The prefix of an error that is the request's fault (answered ``bad_request``).
 BAD_REQUEST = "bad_request: "
+#: The prefix of a write refused because the key's record would pass a size limit.
+TOO_LARGE = "too_large: "
+
+
+class TooLarge(ValueError):
+    """A client write that would make the key's record larger than the store holds."""
 
 
 @dataclass(slots=True)
@@ -294,7 +300,8 @@ class Handler(Stage):
                 context = causality.encode_context(causality.join(new))
             except ValueError as exc:  # what the request asked cannot be done
                 self.failed_ops += 1
-                work.results.append((None, None, f"{BAD_REQUEST}{exc}"))
+                prefix = TOO_LARGE if isinstance(exc, TooLarge) else BAD_REQUEST
+                work.results.append((None, None, f"{prefix}{exc}"))
                 continue
             except Exception as exc:  # noqa: BLE001 - a bug: this operation fails alone
                 self.failed_ops += 1
@@ -332,6 +339,13 @@ class Handler(Stage):
         if len(new.entries) > causality.MAX_CONTEXT_ACTORS:
             raise ValueError(f"the key's history would hold {len(new.entries)} actors, "
                              f"more than the {causality.MAX_CONTEXT_ACTORS} a context may")
+        siblings = causality.size(new)
+        if siblings > self.config.max_siblings and siblings > causality.size(state):
+            # The limit the peer port is sized by (docs/peer-protocol.md, "Sizes"); a
+            # write that resolves siblings is always taken, one that adds past it never.
+            raise TooLarge(f"the key would hold {siblings} siblings, more than "
+                           f"max_siblings ({self.config.max_siblings}); read it and write "
+                           "with its context to resolve them")
         return new
 
     def _mint(self, work: KeyWork) -> str:

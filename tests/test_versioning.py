@@ -284,3 +284,18 @@ def test_no_acknowledged_write_is_lost_through_the_handlers(script, first_seq):
         contexts.append((now["context"], set(now["values"])))
         if p.engine.get(b"K") is not None:
             copies.append(p.engine.get(b"K"))
+
+
+def test_a_write_that_would_pass_the_sibling_limit_is_refused_and_one_resolving_is_taken():
+    """The peer port is sized to the largest record (max_siblings values): a client write
+    that adds a sibling past the limit is refused with too_large; resolving them works."""
+    p = Pipeline()
+    limit = CONFIG.max_siblings
+    for i in range(limit):
+        assert put(p, b"k", b"v%d" % i)["ok"]  # blind: each one a sibling
+    refused = put(p, b"k", b"one-too-many")
+    assert refused["error"] == "too_large" and "max_siblings" in refused["message"]
+    read = get(p, b"k")
+    assert len(read["values"]) == limit
+    assert put(p, b"k", b"resolved", read["context"])["ok"]
+    assert get(p, b"k")["values"] == [b"resolved"]
