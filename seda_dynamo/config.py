@@ -53,9 +53,9 @@ class NodeConfig:
     durability: str = "fsync"
     max_key_bytes: int = 64 * 1024
     max_value_bytes: int = 1024 * 1024
-    # Siblings a record may hold: with the sizes above, this sizes the largest record and
-    # so the peer port's maximum message size (peerprotocol.max_message_bytes).
-    max_siblings: int = 32
+    # The largest record (a key's encoded versions) a client write may leave; it sizes
+    # the peer port's maximum message size (peerprotocol.max_message_bytes).
+    max_record_bytes: int = 64 * 1024 * 1024
     timeout_ms: int = 3000
     batch_max: int = 512
     # Versioning worker processes at start, and the most the supervisor may add when
@@ -134,8 +134,8 @@ FLAGS: dict[str, tuple[str, str]] = {
     "durability": ("MODE", "fsync: acked writes survive power loss; nosync: kill -9"),
     "max_key_bytes": ("BYTES", "larger keys get too_large"),
     "max_value_bytes": ("BYTES", "larger values get too_large"),
-    "max_siblings": ("N", "siblings a record may hold; sizes the peer port's largest "
-                     "message"),
+    "max_record_bytes": ("N", "largest record (a key's versions) a client write may "
+                         "leave; sizes the peer port's largest message"),
     "timeout_ms": ("MS", "default coordinator deadline of a request"),
     "batch_max": ("N", "most queued messages a stage takes per wake-up"),
     "versioning_workers": ("N", "versioning worker processes at start"),
@@ -216,13 +216,21 @@ def validate(cfg: NodeConfig) -> NodeConfig:
                           "(8: a wrong suspicion about once in 10^8 silences)")
     if not 1 <= cfg.weight <= 64:
         raise ConfigError(f"weight = {cfg.weight}: must be in 1..64")
-    for name in ("max_key_bytes", "max_value_bytes", "max_siblings", "timeout_ms",
+    if cfg.max_record_bytes < cfg.max_value_bytes + RECORD_SLACK:
+        raise ConfigError(f"max_record_bytes = {cfg.max_record_bytes}: must be at least "
+                          f"max_value_bytes + {RECORD_SLACK} (one value of the largest "
+                          "size with the largest context)")
+    for name in ("max_key_bytes", "max_value_bytes", "max_record_bytes", "timeout_ms",
                  "batch_max", "queue_hwm", "transfers_at_once"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} = {getattr(cfg, name)}: must be a positive integer")
     _check_curve(cfg)
     return cfg
 
+
+#: Room in a record for its causal metadata: a context may name 1,024 actors of up to
+#: 256 bytes (seda_dynamo/causality.py).
+RECORD_SLACK = 512 * 1024
 
 CURVE_KEYS = ("curve_server_key", "curve_node_key", "curve_client_keys", "curve_peer_keys")
 

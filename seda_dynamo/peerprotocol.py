@@ -292,21 +292,13 @@ def check_answer(expected: str | None, payload: list[Any]) -> None:
 
 
 # Sizes: the peer port's maximum message size -----------------------------------------
-def max_record_bytes(max_key_bytes: int, max_value_bytes: int, max_siblings: int) -> int:
-    """The largest record the store can hold, key included, as msgpack: ``max_siblings``
-    values of the largest size, each with its dot, and as many actors as a context may
-    name, each with the longest name. Transfers, hints and repairs carry whole records
-    and always store what they carry, so the peer port must take this much."""
-    per_value = max_value_bytes + 5  # bin32 header
-    per_actor = causality.MAX_ACTOR_BYTES + 3 + 9 + 1 + 5  # name, counter, array headers
-    return (max_key_bytes + 5 + max_siblings * per_value
-            + causality.MAX_CONTEXT_ACTORS * per_actor + 2 * 5)
-
-
-def max_message_bytes(max_key_bytes: int, max_value_bytes: int, max_siblings: int) -> int:
-    """The peer port's maximum message size (ZMQ_MAXMSGSIZE): one largest record with
-    its event around it; a sender splits its batches so that no message is larger."""
-    return max_record_bytes(max_key_bytes, max_value_bytes, max_siblings) + MESSAGE_SLACK
+def max_message_bytes(max_key_bytes: int, max_record_bytes: int) -> int:
+    """The peer port's maximum message size (ZMQ_MAXMSGSIZE): one largest record (its
+    encoded versions, at most ``max_record_bytes``: versioning refuses a client write
+    that would make a record larger) with its key and the event around it; a sender
+    splits its batches so that no message is larger. Transfers, hints and repairs carry
+    whole records and always store what they carry, so the peer port must take this."""
+    return max_key_bytes + 5 + max_record_bytes + MESSAGE_SLACK
 
 
 def pack_events(events: list[Any], limit: int) -> tuple[list[tuple[bytes, list[Any]]],

@@ -145,7 +145,7 @@ class Runtime:
         self.outbound: dict[str, zmq.Socket] = {}
         self.ports: dict[str, zmq.Socket] = {}
         self.peer_max_bytes = peerprotocol.max_message_bytes(
-            config.max_key_bytes, config.max_value_bytes, config.max_siblings)
+            config.max_key_bytes, config.max_record_bytes)
         self.auth = None
         self.curve_server: security.KeyPair | None = None
         self.curve_node: security.KeyPair | None = None

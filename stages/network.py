@@ -75,7 +75,7 @@ class Handler(Stage):
         self.peer_limits = peerprotocol.PeerLimits(config.n)
         # The largest record the store holds fits one peer message, and no more.
         self.peer_max_bytes = peerprotocol.max_message_bytes(
-            config.max_key_bytes, config.max_value_bytes, config.max_siblings)
+            config.max_key_bytes, config.max_record_bytes)
         self.me = config.peer
         self.http: dict[bytes, bytes] = {}  # metrics connections: the request so far
         # SEDA admission control: shed at the door rather than queue without bound.

@@ -297,6 +297,8 @@ class Handler(Stage):
             try:
                 new = self._one(work, op, state)
                 new_encoded = causality.encode(new, trusted=True)
+                if op.kind == "update":
+                    self._check_size(new_encoded, new, state)
                 context = causality.encode_context(causality.join(new))
             except ValueError as exc:  # what the request asked cannot be done
                 self.failed_ops += 1
@@ -339,14 +341,18 @@ class Handler(Stage):
         if len(new.entries) > causality.MAX_CONTEXT_ACTORS:
             raise ValueError(f"the key's history would hold {len(new.entries)} actors, "
                              f"more than the {causality.MAX_CONTEXT_ACTORS} a context may")
-        siblings = causality.size(new)
-        if siblings > self.config.max_siblings and siblings > causality.size(state):
-            # The limit the peer port is sized by (docs/peer-protocol.md, "Sizes"); a
-            # write that resolves siblings is always taken, one that adds past it never.
-            raise TooLarge(f"the key would hold {siblings} siblings, more than "
-                           f"max_siblings ({self.config.max_siblings}); read it and write "
-                           "with its context to resolve them")
         return new
+
+    def _check_size(self, encoded: bytes, new: DVVSet, state: DVVSet) -> None:
+        """The limit the peer port is sized by (docs/peer-protocol.md, "Sizes"): a client
+        write that resolves siblings is always taken, one that would leave the record
+        past ``max_record_bytes`` otherwise never."""
+        limit = self.config.max_record_bytes
+        if len(encoded) > limit and causality.size(new) >= causality.size(state):
+            raise TooLarge(f"the key's record would be {len(encoded)} bytes with "
+                           f"{causality.size(new)} siblings, more than max_record_bytes "
+                           f"({limit}); read it and write with its context to resolve "
+                           "them")
 
     def _mint(self, work: KeyWork) -> str:
         """A fresh actor, newer than any this node minted before: the order of the read

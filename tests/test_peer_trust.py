@@ -358,27 +358,34 @@ def test_versioning_and_gossip_tags_never_repeat_across_a_restart():
 
 # Item 6: the peer port's largest message fits the largest record ---------------------
 def largest_record(config: NodeConfig) -> tuple[bytes, bytes]:
-    """A key of the largest size at the sibling limit: ``max_siblings`` concurrent values
-    of the largest size, and as many actors as a context may name, with the longest
-    names and counters."""
+    """A key of the largest size with a record of the largest size a client write may
+    leave: as many actors as a context may name, with the longest names and counters,
+    and siblings of the largest size filling the rest of ``max_record_bytes``."""
     def actor(i: int) -> str:
         return f"{i:04d}".ljust(causality.MAX_ACTOR_BYTES, "x")
 
-    entries = [(actor(i), 2**64 - 1, (bytes([i % 256]) * config.max_value_bytes,)
-                if i < config.max_siblings else ())
-               for i in range(causality.MAX_CONTEXT_ACTORS)]
-    clock = causality.DVVSet(tuple(entries))
-    assert len(causality.values(clock)) == config.max_siblings
+    def record(siblings: int, last: int) -> causality.DVVSet:
+        sizes = [config.max_value_bytes] * siblings + [last]
+        return causality.DVVSet(tuple(
+            (actor(i), 2**64 - 1, (bytes([i % 256]) * sizes[i],) if i < len(sizes) else ())
+            for i in range(causality.MAX_CONTEXT_ACTORS)))
+
+    base = len(causality.encode(record(0, 0)))
+    room = config.max_record_bytes - base
+    siblings = room // (config.max_value_bytes + 5)
+    last = room - siblings * (config.max_value_bytes + 5) - 5
+    clock = record(siblings, last)
+    assert config.max_record_bytes - 16 <= len(causality.encode(clock)) <= config.max_record_bytes
     return b"k" * config.max_key_bytes, causality.encode(clock)
 
 
-def test_a_key_at_the_sibling_limit_still_transfers():
+def test_a_key_at_the_record_limit_still_transfers():
     from seda_dynamo import peerprotocol
 
     config = NodeConfig(node_id="a", engine="memory", n=3, max_value_bytes=64 * 1024,
-                        max_siblings=8, max_key_bytes=1024, peer="127.0.0.1:7100")
-    limit = peerprotocol.max_message_bytes(config.max_key_bytes, config.max_value_bytes,
-                                           config.max_siblings)
+                        max_record_bytes=1024 * 1024, max_key_bytes=1024,
+                        peer="127.0.0.1:7100")
+    limit = peerprotocol.max_message_bytes(config.max_key_bytes, config.max_record_bytes)
     sender, receiver = network.Handler(config), network.Handler(config)
     assert [p.max_msg_bytes for p in receiver.ports() if p.name == "peer"] == [limit]
     key, record = largest_record(config)

@@ -8,6 +8,8 @@ no key's write loops forever.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import msgpack
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -286,16 +288,26 @@ def test_no_acknowledged_write_is_lost_through_the_handlers(script, first_seq):
             copies.append(p.engine.get(b"K"))
 
 
-def test_a_write_that_would_pass_the_sibling_limit_is_refused_and_one_resolving_is_taken():
-    """The peer port is sized to the largest record (max_siblings values): a client write
-    that adds a sibling past the limit is refused with too_large; resolving them works."""
+def test_a_write_that_would_pass_the_record_limit_is_refused_and_one_resolving_is_taken():
+    """The peer port is sized to the largest record (max_record_bytes): a client write
+    that would leave a record larger, without resolving siblings, is refused with
+    too_large; resolving them works. Small siblings are not limited by their number."""
     p = Pipeline()
-    limit = CONFIG.max_siblings
-    for i in range(limit):
-        assert put(p, b"k", b"v%d" % i)["ok"]  # blind: each one a sibling
-    refused = put(p, b"k", b"one-too-many")
-    assert refused["error"] == "too_large" and "max_siblings" in refused["message"]
+    limit = 600 * 1024
+    p.stages["versioning"].config = replace(CONFIG, max_record_bytes=limit)
+    for i in range(200):
+        assert put(p, b"small", b"s%d" % i)["ok"]  # blind: 200 concurrent siblings
+    assert len(get(p, b"small")["values"]) == 200
+    big = 100 * 1024
+    stored = 0
+    while True:
+        reply = put(p, b"k", bytes([stored]) * big)
+        if not reply["ok"]:
+            break
+        stored += 1
+    assert limit // big - 1 <= stored <= limit // big and reply["error"] == "too_large"
+    assert "max_record_bytes" in reply["message"]
     read = get(p, b"k")
-    assert len(read["values"]) == limit
+    assert len(read["values"]) == stored
     assert put(p, b"k", b"resolved", read["context"])["ok"]
     assert get(p, b"k")["values"] == [b"resolved"]
