@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seda_dynamo import address
+
 ENGINES = ("bdb", "memory")
 DURABILITY = ("fsync", "nosync")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -95,9 +97,11 @@ class NodeConfig:
 
 
 def _check_endpoint(name: str, value: str) -> None:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{name} = {value!r}: expected HOST:PORT, e.g. 127.0.0.1:7000")
+    """An address key: the same check as every other address that enters a node."""
+    try:
+        address.check(value, name)
+    except address.AddressError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 #: Every key's ``serve`` flag: (metavar, one-line help). docs/configuration.md says more.
