@@ -12,7 +12,7 @@ from typing import Any
 
 import msgpack
 
-from seda_dynamo import causality
+from seda_dynamo import address, causality
 
 OPS = frozenset({"get", "put", "delete", "ping", "ring", "stats", "admin"})
 ADMIN_COMMANDS = frozenset({"status", "transfers", "leave", "join"})
@@ -129,10 +129,13 @@ def parse_request(body: bytes, limits: Limits) -> Request:
         if command not in ADMIN_COMMANDS:
             raise ProtocolError("bad_request", f"unknown admin command {command!r}; expected "
                                 f"one of {', '.join(sorted(ADMIN_COMMANDS))}", rid)
-        seed = msg.get("seed") or ""
-        if command == "join" and (not isinstance(seed, str) or ":" not in seed):
-            raise ProtocolError("bad_request", "admin join needs 'seed': a member's peer "
-                                "HOST:PORT", rid)
+        seed = ""
+        if command == "join":
+            try:  # the one address check: what cannot be connected to never gets in
+                seed = address.check(msg.get("seed"), "seed")
+            except address.AddressError as exc:
+                raise ProtocolError("bad_request", f"admin join needs 'seed': a member's "
+                                    f"peer HOST:PORT; {exc}", rid) from None
         return Request(op=op, id=rid, command=command, seed=seed)
     if op not in KEY_OPS:
         return Request(op=op, id=rid)

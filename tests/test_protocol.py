@@ -80,3 +80,24 @@ def test_arbitrary_msgpack_values_never_crash_the_parser(obj):
         parse(obj)
     except ProtocolError as exc:
         assert exc.code in ("bad_request", "too_large")
+
+
+@pytest.mark.parametrize("seed", ["x:y", "127.0.0.1:0", "host:", ":7100", "ho st:7100",
+                                  "*:7100", "a:b:c", "127.0.0.1:7100\x00", 7100, ["h", 1],
+                                  b"127.0.0.1:7100", "", None])
+def test_admin_join_takes_only_a_seed_the_address_core_accepts(seed):
+    """The client is one of the places a peer address enters: a seed the runtime could
+    not connect to is a bad_request here, never a 'joining' (that made the node deaf)."""
+    msg = {"op": "admin", "command": "join", "id": 3}
+    if seed is not None:
+        msg["seed"] = seed
+    with pytest.raises(ProtocolError) as info:
+        parse(msg)
+    assert info.value.code == "bad_request" and info.value.request_id == 3
+    assert "seed" in info.value.message
+
+
+def test_admin_join_with_a_good_seed_and_other_commands_without_one():
+    assert parse({"op": "admin", "command": "join", "seed": "[::1]:7100"}).seed == "[::1]:7100"
+    assert parse({"op": "admin", "command": "join", "seed": "db-3.internal:7100"}).seed
+    assert parse({"op": "admin", "command": "status"}).command == "status"
