@@ -20,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from seda_dynamo import metrics, protocol
+from seda_dynamo import address, metrics, protocol
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.controllers import Gate
 from seda_dynamo.protocol import Limits, ProtocolError
@@ -221,7 +221,7 @@ class Handler(Stage):
             raise ValueError(f"unknown peer event {kind!r}")
         _, peer, rtag, request = event
         op = request[0]
-        origin = Remote(str(peer), rtag)
+        origin = Remote(address.check(peer, "from_peer"), rtag)  # raises: dropped, counted
         if op == "ping":
             self._respond(origin.peer, rtag, ["pong"])
         elif op == "gossip":

@@ -239,3 +239,16 @@ def test_a_write_forwarded_to_this_coordinator_is_counted_by_the_one_that_forwar
     ops = h.gauges()["ops"]
     assert ops["requests"]["put"] == 1, "the forwarded one is the forwarding node's"
     assert ops["latency_ms"]["put"]["count"] == 1
+
+
+def test_a_peer_frame_asking_its_reply_at_a_bad_address_is_dropped_and_counted():
+    """A peer frame is one of the places an address enters (docs/peer-protocol.md: the
+    answer goes to ``from_peer``): a bad one is refused before any socket sees it."""
+    h = network.Handler(CONFIG)
+    bad = ["x:y", "127.0.0.1:0", "ho st:1", 7101, None, ["127.0.0.1", 7101]]
+    events = [["req", peer, ["gossip", 1], ["ping"]] for peer in bad]
+    events.append(["req", "127.0.0.1:7101", ["gossip", 2], ["ping"]])
+    h.handle_frames("peer", [[b"id", msgpack.packb(events)]], 0.0)
+    out = h.take_outbox()
+    assert out == [("peer:127.0.0.1:7101", ["resp", "t", ["gossip", 2], ["pong"]])]
+    assert h.bad_peer_events == len(bad)
