@@ -76,6 +76,10 @@ class NodeConfig:
     curve_node_key: str = ""
     curve_client_keys: str = ""
     curve_peer_keys: str = ""
+    # With CURVE on, the directory of the public keys of the clients that may run
+    # `admin join` and `admin leave` (each also in curve_client_keys); "": none may.
+    # Without CURVE those two are taken only from loopback clients.
+    curve_admin_keys: str = ""
 
     def workers(self, stage: str) -> tuple[int, int]:
         """(workers at start, most workers) of ``stage``: the table's, or this config's."""
@@ -150,6 +154,8 @@ FLAGS: dict[str, tuple[str, str]] = {
     "curve_node_key": ("FILE", "CURVE: this node's .key_secret file"),
     "curve_client_keys": ("DIR", "CURVE: directory of the public keys of allowed clients"),
     "curve_peer_keys": ("DIR", "CURVE: directory of the public keys of allowed nodes"),
+    "curve_admin_keys": ("DIR", "CURVE: directory of the public keys of clients allowed "
+                         "admin join and leave"),
 }
 #: The keys with a fixed set of values.
 CHOICES = {"engine": ENGINES, "durability": DURABILITY, "log_level": LOG_LEVELS}
@@ -219,9 +225,14 @@ CURVE_KEYS = ("curve_server_key", "curve_node_key", "curve_client_keys", "curve_
 
 
 def _check_curve(cfg: NodeConfig) -> None:
-    """CURVE is all or nothing: each of its four keys, and each file they name, usable."""
+    """CURVE is all or nothing: each of its four keys, and each file they name, usable;
+    the optional admin list only with CURVE, and only keys also let in as clients."""
     given = [name for name in CURVE_KEYS if getattr(cfg, name)]
     if not given:
+        if cfg.curve_admin_keys:
+            raise ConfigError(f"curve_admin_keys = {cfg.curve_admin_keys!r}: needs CURVE on "
+                              f"({', '.join(CURVE_KEYS)}); without CURVE admin join and "
+                              "leave are taken only from loopback clients")
         return
     missing = [name for name in CURVE_KEYS if not getattr(cfg, name)]
     if missing:
@@ -232,10 +243,16 @@ def _check_curve(cfg: NodeConfig) -> None:
     try:
         security.load(cfg.curve_server_key, True, "curve_server_key")
         own = security.load(cfg.curve_node_key, True, "curve_node_key").public
-        security.allowed(cfg.curve_client_keys, "curve_client_keys")
         peers = security.allowed(cfg.curve_peer_keys, "curve_peer_keys")
+        clients = security.allowed(cfg.curve_client_keys, "curve_client_keys")
+        admins = security.allowed(cfg.curve_admin_keys, "curve_admin_keys") \
+            if cfg.curve_admin_keys else []
     except security.KeyFileError as exc:
         raise ConfigError(str(exc)) from None
+    if not set(admins) <= set(clients):
+        raise ConfigError(f"curve_admin_keys = {cfg.curve_admin_keys!r}: holds keys that are "
+                          f"not in curve_client_keys ({cfg.curve_client_keys!r}); those "
+                          "clients could never connect")
     if own not in peers:
         raise ConfigError(f"curve_peer_keys = {cfg.curve_peer_keys!r}: lacks this node's own "
                           f"public key ({cfg.curve_node_key!r} without '_secret'); its peers "

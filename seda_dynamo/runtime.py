@@ -133,6 +133,32 @@ def _die_with_parent() -> None:
         pass
 
 
+class FrameCaller:
+    """The connection a message came on, read from its first frame's ZeroMQ properties
+    when the handler asks (``protocol.Caller``): ``Peer-Address``, the remote IP, and
+    ``User-Id``, the Z85 public key the ZAP handler let in (CURVE only)."""
+
+    __slots__ = ("_frame",)
+
+    def __init__(self, frame: zmq.Frame) -> None:
+        self._frame = frame
+
+    def _get(self, name: str) -> str | None:
+        try:
+            value = self._frame.get(name)
+        except zmq.ZMQError:  # not set on this connection (no CURVE, not TCP)
+            return None
+        return value if isinstance(value, str) else None
+
+    @property
+    def address(self) -> str | None:
+        return self._get("Peer-Address")
+
+    @property
+    def user_id(self) -> str | None:
+        return self._get("User-Id")
+
+
 class Runtime:
     """Runs one stage handler in this process until SIGTERM or the supervisor's death."""
 
@@ -186,6 +212,7 @@ class Runtime:
         self.poller = zmq.Poller()
         self.poller.register(self.inbound, zmq.POLLIN)
         self.port_by_socket = {sock: name for name, sock in self.ports.items()}
+        self.with_callers = {port.name for port in ports if port.callers}
         for sock in self.ports.values():
             self.poller.register(sock, zmq.POLLIN)
         self.proc = psutil.Process()
@@ -384,18 +411,27 @@ class Runtime:
             events.extend(batch)
         return events, oldest, True
 
-    def _drain_port(self, name: str, sock: zmq.Socket) -> list[list[bytes]]:
+    def _drain_port(self, name: str, sock: zmq.Socket
+                    ) -> tuple[list[list[bytes]], list[FrameCaller] | None]:
+        """Up to ``batch_max`` messages, and for a port with ``callers`` the connection
+        of each (its first frame kept uncopied: the properties are read only if asked)."""
         messages: list[list[bytes]] = []
+        callers: list[FrameCaller] | None = [] if name in self.with_callers else None
         recv, more = sock.recv, sock.getsockopt
         for _ in range(self.config.batch_max):
             try:
-                parts = [recv(zmq.NOBLOCK)]
+                if callers is None:
+                    parts = [recv(zmq.NOBLOCK)]
+                else:
+                    first = recv(zmq.NOBLOCK, copy=False)
+                    parts = [first.bytes]
+                    callers.append(FrameCaller(first))
             except zmq.Again:
                 break
             while more(zmq.RCVMORE):  # the rest of a message is there once its first is
                 parts.append(recv())
             messages.append(parts)
-        return messages
+        return messages, callers
 
     # The loop -----------------------------------------------------------------------
     def _report(self) -> None:
@@ -486,10 +522,10 @@ class Runtime:
             for sock in ready:
                 name = self.port_by_socket.get(sock)
                 if name is not None:
-                    messages = self._drain_port(name, sock)
+                    messages, callers = self._drain_port(name, sock)
                     if messages:
                         started = time.monotonic()
-                        h.handle_frames(name, messages, started)
+                        h.handle_frames(name, messages, started, callers)
                         self.flush()
                         self._account(len(messages), started)
             now = time.monotonic()

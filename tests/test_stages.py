@@ -273,3 +273,48 @@ def test_the_gossip_stage_takes_a_join_seed_only_from_the_address_core(tmp_path)
     h.handle_events([["admin", 9, "join", "127.0.0.1:7999"]], 0.0)
     replies = [e for _, e in h.take_outbox() if e[0] == "reply"]
     assert replies[0][2]["status"] == "joining" and h.seeds == ["127.0.0.1:7999"]
+
+
+class Conn:
+    """A client connection as the runtime describes it (ZeroMQ's message properties)."""
+
+    def __init__(self, address: str | None, user_id: str | None = None) -> None:
+        self.address = address
+        self.user_id = user_id
+
+
+def admin(h: network.Handler, caller: Conn | None, command: str, rid: int) -> list:
+    body = msgpack.packb({"op": "admin", "command": command, "seed": "127.0.0.1:7999",
+                          "id": rid})
+    h.handle_frames("client", [[b"c", b"", body]], 0.0,
+                    None if caller is None else [caller])
+    return h.take_outbox()
+
+
+def test_admin_join_and_leave_without_curve_only_from_loopback():
+    """Issue 11, item 7: join and leave change the cluster; without CURVE a node takes
+    them only from a loopback connection. status and transfers stay open."""
+    h = network.Handler(CONFIG)
+    for command in ("join", "leave"):
+        for caller in (Conn("10.1.2.3"), Conn("::ffff:192.168.0.9"), Conn(None), None):
+            out = admin(h, caller, command, 5)
+            assert [d for d, _ in out] == ["client"], (command, caller)
+            reply = msgpack.unpackb(out[0][1][-1])
+            assert (reply["ok"], reply["error"], reply["id"]) == (False, "bad_request", 5)
+            assert "loopback" in reply["message"]
+        for caller in (Conn("127.0.0.1"), Conn("::1")):
+            out = admin(h, caller, command, 6)
+            assert [(d, e[0], e[2]) for d, e in out] == [("gossip", "admin", command)]
+    for command in ("status", "transfers"):
+        out = admin(h, Conn("10.1.2.3"), command, 7)
+        assert [(d, e[0], e[2]) for d, e in out] == [("gossip", "admin", command)]
+
+
+def test_admin_join_and_leave_with_curve_only_from_a_key_on_the_admin_list():
+    h = network.Handler(CONFIG)
+    h.admin_keys = frozenset({b"R" * 40})  # what curve_admin_keys holds, with CURVE on
+    assert admin(h, Conn("10.1.2.3", "R" * 40), "leave", 1)[0][0] == "gossip"
+    for caller in (Conn("127.0.0.1", "M" * 40), Conn("127.0.0.1"), None):
+        out = admin(h, caller, "join", 2)
+        reply = msgpack.unpackb(out[0][1][-1])
+        assert reply["error"] == "bad_request" and "curve_admin_keys" in reply["message"]
