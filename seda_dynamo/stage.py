@@ -8,7 +8,7 @@ the next stage's queue in one message per destination. Tested without ZeroMQ.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +117,7 @@ class Stage:
             self.dispatch(event, now)
 
     def handle_frames(self, port: str, messages: list[list[bytes]], now: float,
-                      callers: Sequence[Any] | None = None) -> None:
+                      callers: list[Any] | None = None) -> None:
         """Multipart messages that arrived on one of ``ports()``; for a port with
         ``callers``, the connection each came on (``protocol.Caller``), in order."""
 

@@ -16,7 +16,6 @@ node's network stage hands the request to its stage and sends back
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -78,7 +77,7 @@ class Handler(Stage):
 
     # Client frames ---------------------------------------------------------------------
     def handle_frames(self, port: str, messages: list[list[bytes]], now: float,
-                      callers: Sequence[protocol.Caller] | None = None) -> None:
+                      callers: list[protocol.Caller] | None = None) -> None:
         if port == "peer":
             self._peer_frames(messages, now)
             return
