@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seda_dynamo import address
+
 ENGINES = ("bdb", "memory")
 DURABILITY = ("fsync", "nosync")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -81,6 +83,10 @@ class NodeConfig:
     curve_node_key: str = ""
     curve_client_keys: str = ""
     curve_peer_keys: str = ""
+    # With CURVE on, the directory of the public keys of the clients that may run
+    # `admin join` and `admin leave` (each also in curve_client_keys); "": none may.
+    # Without CURVE those two are taken only from loopback clients.
+    curve_admin_keys: str = ""
 
     def workers(self, stage: str) -> tuple[int, int]:
         """(workers at start, most workers) of ``stage``: the table's, or this config's."""
@@ -102,9 +108,11 @@ class NodeConfig:
 
 
 def _check_endpoint(name: str, value: str) -> None:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{name} = {value!r}: expected HOST:PORT, e.g. 127.0.0.1:7000")
+    """An address key: the same check as every other address that enters a node."""
+    try:
+        address.check(value, name)
+    except address.AddressError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 #: Every key's ``serve`` flag: (metavar, one-line help). docs/configuration.md says more.
@@ -156,6 +164,8 @@ FLAGS: dict[str, tuple[str, str]] = {
     "curve_node_key": ("FILE", "CURVE: this node's .key_secret file"),
     "curve_client_keys": ("DIR", "CURVE: directory of the public keys of allowed clients"),
     "curve_peer_keys": ("DIR", "CURVE: directory of the public keys of allowed nodes"),
+    "curve_admin_keys": ("DIR", "CURVE: directory of the public keys of clients allowed "
+                         "admin join and leave"),
 }
 #: The keys with a fixed set of values.
 CHOICES = {"engine": ENGINES, "durability": DURABILITY, "log_level": LOG_LEVELS}
@@ -236,9 +246,14 @@ CURVE_KEYS = ("curve_server_key", "curve_node_key", "curve_client_keys", "curve_
 
 
 def _check_curve(cfg: NodeConfig) -> None:
-    """CURVE is all or nothing: each of its four keys, and each file they name, usable."""
+    """CURVE is all or nothing: each of its four keys, and each file they name, usable;
+    the optional admin list only with CURVE, and only keys also let in as clients."""
     given = [name for name in CURVE_KEYS if getattr(cfg, name)]
     if not given:
+        if cfg.curve_admin_keys:
+            raise ConfigError(f"curve_admin_keys = {cfg.curve_admin_keys!r}: needs CURVE on "
+                              f"({', '.join(CURVE_KEYS)}); without CURVE admin join and "
+                              "leave are taken only from loopback clients")
         return
     missing = [name for name in CURVE_KEYS if not getattr(cfg, name)]
     if missing:
@@ -249,10 +264,16 @@ def _check_curve(cfg: NodeConfig) -> None:
     try:
         security.load(cfg.curve_server_key, True, "curve_server_key")
         own = security.load(cfg.curve_node_key, True, "curve_node_key").public
-        security.allowed(cfg.curve_client_keys, "curve_client_keys")
         peers = security.allowed(cfg.curve_peer_keys, "curve_peer_keys")
+        clients = security.allowed(cfg.curve_client_keys, "curve_client_keys")
+        admins = security.allowed(cfg.curve_admin_keys, "curve_admin_keys") \
+            if cfg.curve_admin_keys else []
     except security.KeyFileError as exc:
         raise ConfigError(str(exc)) from None
+    if not set(admins) <= set(clients):
+        raise ConfigError(f"curve_admin_keys = {cfg.curve_admin_keys!r}: holds keys that are "
+                          f"not in curve_client_keys ({cfg.curve_client_keys!r}); those "
+                          "clients could never connect")
     if own not in peers:
         raise ConfigError(f"curve_peer_keys = {cfg.curve_peer_keys!r}: lacks this node's own "
                           f"public key ({cfg.curve_node_key!r} without '_secret'); its peers "

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgpack
 
+from seda_dynamo import address
 from seda_dynamo.ring import Member, Ring, claim, preference_lists
 
 VIEW_FILE = "cluster.state"  # in the data directory: the view a restarted node resumes
@@ -226,6 +227,16 @@ class View:
         if ring is not None and (len(ring.owners) != ring.partitions
                                  or len(ring.next_owners) not in (0, ring.partitions)):
             raise ValueError("malformed ring: owners do not match partitions")
+        # Addresses enter here from any member: one this node could not connect to would
+        # spread to every member, so the whole view is refused (seda_dynamo.address).
+        named = [(node, e.client, e.peer) for node, e in members.items()]
+        named += [(m.id, m.client, m.peer) for m in (ring.members if ring else ())]
+        for node, client, peer in named:
+            try:
+                address.check(client, f"member {node!r} client")
+                address.check(peer, f"member {node!r} peer")
+            except address.AddressError as exc:
+                raise ValueError(f"bad address in membership state: {exc}") from None
         return self.merge(members, ring)
 
     @classmethod

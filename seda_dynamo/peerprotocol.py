@@ -22,6 +22,7 @@ from typing import Any
 
 import msgpack
 
+from seda_dynamo import address as addresses
 from seda_dynamo import causality
 from seda_dynamo.protocol import MAX_TIMEOUT_MS
 
@@ -104,12 +105,12 @@ def _opt_int(value: Any, what: str, lo: int, hi: int) -> int | None:
 
 
 def address(value: Any, what: str = "peer address") -> str:
-    """A ``HOST:PORT`` where answers may be sent."""
-    text = _name(value, what)
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise PeerError(f"{what} {text!r:.80} is not HOST:PORT")
-    return text
+    """A ``HOST:PORT`` where answers may be sent: the one address rule of the node
+    (``seda_dynamo/address.py``), so nothing a socket cannot connect to gets in."""
+    try:
+        return addresses.check(value, what)
+    except addresses.AddressError as exc:
+        raise PeerError(str(exc)) from None
 
 
 def _context(value: Any) -> causality.VersionVector | None:

@@ -8,14 +8,16 @@ and by the clients to build requests. Dynamo paper section 4.1 (the get/put inte
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
-from seda_dynamo import causality
+from seda_dynamo import address, causality
 
 OPS = frozenset({"get", "put", "delete", "ping", "ring", "stats", "admin"})
 ADMIN_COMMANDS = frozenset({"status", "transfers", "leave", "join"})
+#: The admin commands that change the cluster; the others only read.
+CHANGING_COMMANDS = frozenset({"leave", "join"})
 KEY_OPS = frozenset({"get", "put", "delete"})
 ERROR_CODES = ("bad_request", "too_large", "unavailable", "overloaded", "timeout", "internal")
 MAX_TIMEOUT_MS = 600_000
@@ -129,10 +131,13 @@ def parse_request(body: bytes, limits: Limits) -> Request:
         if command not in ADMIN_COMMANDS:
             raise ProtocolError("bad_request", f"unknown admin command {command!r}; expected "
                                 f"one of {', '.join(sorted(ADMIN_COMMANDS))}", rid)
-        seed = msg.get("seed") or ""
-        if command == "join" and (not isinstance(seed, str) or ":" not in seed):
-            raise ProtocolError("bad_request", "admin join needs 'seed': a member's peer "
-                                "HOST:PORT", rid)
+        seed = ""
+        if command == "join":
+            try:  # the one address check: what cannot be connected to never gets in
+                seed = address.check(msg.get("seed"), "seed")
+            except address.AddressError as exc:
+                raise ProtocolError("bad_request", f"admin join needs 'seed': a member's "
+                                    f"peer HOST:PORT; {exc}", rid) from None
         return Request(op=op, id=rid, command=command, seed=seed)
     if op not in KEY_OPS:
         return Request(op=op, id=rid)
@@ -167,6 +172,46 @@ def parse_request(body: bytes, limits: Limits) -> Request:
         w=_int_field(msg, "w", 1, limits.n, rid) if op != "get" else None,
         timeout_ms=_int_field(msg, "timeout_ms", 1, MAX_TIMEOUT_MS, rid),
     )
+
+
+class Caller(Protocol):
+    """What the runtime knows of the connection a client frame came on (ZeroMQ message
+    properties): its IP (``Peer-Address``) and, with CURVE, its public key in Z85 text
+    (``User-Id``, set by the ZAP handler). Either may be None."""
+
+    @property
+    def address(self) -> str | None: ...
+
+    @property
+    def user_id(self) -> str | None: ...
+
+
+def admin_refusal(command: str, caller: Caller | None,
+                  admin_keys: frozenset[bytes] | None) -> str | None:
+    """Why ``caller`` may not run admin ``command``, or None if it may.
+
+    ``status`` and ``transfers`` only read and are open to every client. ``join`` and
+    ``leave`` change the cluster: with CURVE on (``admin_keys`` the Z85 public keys of
+    ``curve_admin_keys``, empty when it is not set) the connection's key must be on that
+    list; without CURVE (``admin_keys`` None) the connection must come from loopback.
+    An unknown caller is refused.
+    """
+    if command not in CHANGING_COMMANDS:
+        return None
+    if admin_keys is not None:
+        user = caller.user_id if caller is not None else None
+        if user is not None and user.encode("ascii", "replace") in admin_keys:
+            return None
+        if not admin_keys:
+            return (f"admin {command} changes the cluster: with CURVE on it needs a client "
+                    "key on curve_admin_keys, which this node does not set")
+        return (f"admin {command} changes the cluster: with CURVE on it needs a client key "
+                "on curve_admin_keys, and this connection's key is not on it")
+    peer = caller.address if caller is not None else None
+    if address.is_loopback(peer):
+        return None
+    return (f"admin {command} changes the cluster: without CURVE it is taken only from "
+            f"loopback clients, and this one is at {peer or 'an unknown address'}")
 
 
 def _echoable(rid: Any) -> Any:

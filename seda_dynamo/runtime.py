@@ -28,7 +28,7 @@ import msgpack
 import psutil
 import zmq
 
-from seda_dynamo import peerprotocol, security
+from seda_dynamo import address, peerprotocol, security
 from seda_dynamo.admission import percentile
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.controllers import BatchController, QueueDelay, should_grow
@@ -48,6 +48,12 @@ WORKERS_CHECK = 0.5  # seconds between looks at it
 GROW_WINDOW = 5.0  # seconds of load over which a stage judges whether it needs a worker
 SERVICE_SAMPLES = 4096  # batch service times kept per report for its p50/p99
 TRIM_EVERY = 30.0  # seconds between handing freed heap pages back to the OS (malloc_trim)
+# Sockets to other nodes: peer addresses arrive from the network (gossip, the address a
+# peer asks its reply at), so the DEALERs are bounded: one unused this long is closed
+# (a live member is pinged twice a second), and past this many the least recently used.
+PEER_IDLE = 60.0
+MAX_PEER_SOCKETS = 512
+BAD_LOG_EVERY = 60.0  # seconds between log lines about one destination that cannot be used
 
 
 def endpoint(run_dir: str, stage: str) -> str:
@@ -127,6 +133,32 @@ def _die_with_parent() -> None:
         pass
 
 
+class FrameCaller:
+    """The connection a message came on, read from its first frame's ZeroMQ properties
+    when the handler asks (``protocol.Caller``): ``Peer-Address``, the remote IP, and
+    ``User-Id``, the Z85 public key the ZAP handler let in (CURVE only)."""
+
+    __slots__ = ("_frame",)
+
+    def __init__(self, frame: zmq.Frame) -> None:
+        self._frame = frame
+
+    def _get(self, name: str) -> str | None:
+        try:
+            value = self._frame.get(name)
+        except zmq.ZMQError:  # not set on this connection (no CURVE, not TCP)
+            return None
+        return value if isinstance(value, str) else None
+
+    @property
+    def address(self) -> str | None:
+        return self._get("Peer-Address")
+
+    @property
+    def user_id(self) -> str | None:
+        return self._get("User-Id")
+
+
 class Runtime:
     """Runs one stage handler in this process until SIGTERM or the supervisor's death."""
 
@@ -143,6 +175,8 @@ class Runtime:
         self.inbound.setsockopt(zmq.LINGER, 0)
         self.inbound.bind(endpoint(run_dir, handler.name))
         self.outbound: dict[str, zmq.Socket] = {}
+        self.peer_used: dict[str, float] = {}  # peer destination -> when last sent to
+        self.bad_logged: dict[str, float] = {}  # bad destination -> when last logged
         self.ports: dict[str, zmq.Socket] = {}
         self.peer_max_bytes = peerprotocol.max_message_bytes(
             config.max_key_bytes, config.max_record_bytes)
@@ -175,11 +209,14 @@ class Runtime:
                 if port.curve:
                     assert self.curve_server is not None
                     security.serve(sock, self.curve_server, port.curve)
+            if port.bind.startswith("tcp://["):  # an IPv6 literal (libzmq: off by default)
+                sock.setsockopt(zmq.IPV6, 1)
             sock.bind(port.bind)
             self.ports[port.name] = sock
         self.poller = zmq.Poller()
         self.poller.register(self.inbound, zmq.POLLIN)
         self.port_by_socket = {sock: name for name, sock in self.ports.items()}
+        self.with_callers = {port.name for port in ports if port.callers}
         for sock in self.ports.values():
             self.poller.register(sock, zmq.POLLIN)
         self.proc = psutil.Process()
@@ -189,6 +226,7 @@ class Runtime:
             "batch_size": 0.0, "service_time_ms": 0.0, "pid": os.getpid(),
             "started": time.time(), "batch_limit": 0, "queue_delay_ms": 0.0,
             "queue_delay_max_ms": 0.0, "service_p50_ms": 0.0, "service_p99_ms": 0.0,
+            "bad_destinations": 0, "peer_sockets": 0,
         }
         self.service_times: list[float] = []  # of the batches handled since the last report
         self.batch = BatchController(self.spec.batch_target, high=max(config.batch_max * 8, 16),
@@ -209,20 +247,13 @@ class Runtime:
         psutil.cpu_percent()  # the first call only starts the measurement
 
     # Sending ------------------------------------------------------------------------
-    def _socket_to(self, dest: str) -> zmq.Socket:
+    def _socket_to(self, dest: str) -> zmq.Socket | None:
+        """The socket to ``dest``, made on first use; None for a node address that
+        cannot be connected to (its events are undeliverable, as a dead node's are)."""
         sock = self.outbound.get(dest)
         if sock is None:
             if dest.startswith(PEER_PREFIX):
-                # Another node: a DEALER that queues only on a live connection, so
-                # events for a dead node are dropped at once instead of piling up.
-                sock = self.ctx.socket(zmq.DEALER)
-                sock.setsockopt(zmq.SNDHWM, PEER_HWM)
-                sock.setsockopt(zmq.IMMEDIATE, 1)
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
-                if self.curve_node is not None and self.curve_server is not None:
-                    security.connect_as(sock, self.curve_node, self.curve_server.public)
-                sock.connect(f"tcp://{dest.removeprefix(PEER_PREFIX)}")
+                return self._peer_socket(dest)
             else:
                 sock = self.ctx.socket(zmq.PUSH)
                 sock.setsockopt(zmq.SNDHWM, spec(dest).queue_hwm)
@@ -230,6 +261,60 @@ class Runtime:
                 sock.connect(endpoint(self.run_dir, dest))
             self.outbound[dest] = sock
         return sock
+
+    def _peer_socket(self, dest: str) -> zmq.Socket | None:
+        """A new DEALER to another node, which queues only on a live connection, so
+        events for a dead node are dropped at once instead of piling up."""
+        peer = dest.removeprefix(PEER_PREFIX)
+        try:
+            address.check(peer, "peer")
+        except address.AddressError as exc:
+            self._bad_destination(dest, str(exc))
+            return None
+        if len(self.peer_used) >= MAX_PEER_SOCKETS:
+            self._close_peer(min(self.peer_used, key=self.peer_used.__getitem__))
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.SNDHWM, PEER_HWM)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        if peer.startswith("["):  # an IPv6 literal: libzmq connects over IPv4 unless told
+            sock.setsockopt(zmq.IPV6, 1)
+        if self.curve_node is not None and self.curve_server is not None:
+            security.connect_as(sock, self.curve_node, self.curve_server.public)
+        try:
+            sock.connect(address.endpoint(peer))
+        except zmq.ZMQError as exc:  # what libzmq refuses that the address check took
+            sock.close(linger=0)
+            self._bad_destination(dest, str(exc))
+            return None
+        self.outbound[dest] = sock
+        self.peer_used[dest] = time.monotonic()
+        self.counters["peer_sockets"] = len(self.peer_used)
+        return sock
+
+    def _bad_destination(self, dest: str, why: str) -> None:
+        self.counters["bad_destinations"] += 1
+        now = time.monotonic()
+        if now - self.bad_logged.get(dest, -math.inf) >= BAD_LOG_EVERY:
+            if len(self.bad_logged) >= MAX_PEER_SOCKETS:
+                self.bad_logged.clear()
+            self.bad_logged[dest] = now
+            self.handler.log.warning("cannot send to %r (%s): its events are undeliverable",
+                                     dest, why)
+
+    def _close_peer(self, dest: str) -> None:
+        sock = self.outbound.pop(dest, None)
+        self.peer_used.pop(dest, None)
+        if sock is not None:
+            sock.close(linger=0)
+        self.counters["peer_sockets"] = len(self.peer_used)
+
+    def close_idle_peers(self, now: float) -> None:
+        """Close the sockets to nodes nothing was sent to for ``PEER_IDLE`` seconds (a
+        member that left, a peer's one-off reply address); made again when needed."""
+        for dest in [d for d, used in self.peer_used.items() if now - used > PEER_IDLE]:
+            self._close_peer(dest)
 
     def flush(self) -> None:
         out = self.handler.take_outbox()
@@ -293,9 +378,16 @@ class Runtime:
     def _send(self, dest: str, frame: bytes, count: int) -> bool:
         """Queue one batch for ``dest``; False when it had to be dropped."""
         sock = self._socket_to(dest)
+        if sock is None:
+            self.counters["dropped"] += count
+            return False
+        if dest in self.peer_used:
+            self.peer_used[dest] = time.monotonic()
         try:
             sock.send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
-        except zmq.Again:
+        except zmq.ZMQError as exc:
+            if not isinstance(exc, zmq.Again) and not dest.startswith(PEER_PREFIX):
+                raise
             if dest.startswith(PEER_PREFIX) or spec(dest).when_full != "block":
                 self.counters["dropped"] += count
                 return False
@@ -335,18 +427,27 @@ class Runtime:
             events.extend(batch)
         return events, oldest, True
 
-    def _drain_port(self, name: str, sock: zmq.Socket) -> list[list[bytes]]:
+    def _drain_port(self, name: str, sock: zmq.Socket
+                    ) -> tuple[list[list[bytes]], list[FrameCaller] | None]:
+        """Up to ``batch_max`` messages, and for a port with ``callers`` the connection
+        of each (its first frame kept uncopied: the properties are read only if asked)."""
         messages: list[list[bytes]] = []
+        callers: list[FrameCaller] | None = [] if name in self.with_callers else None
         recv, more = sock.recv, sock.getsockopt
         for _ in range(self.config.batch_max):
             try:
-                parts = [recv(zmq.NOBLOCK)]
+                if callers is None:
+                    parts = [recv(zmq.NOBLOCK)]
+                else:
+                    first = recv(zmq.NOBLOCK, copy=False)
+                    parts = [first.bytes]
+                    callers.append(FrameCaller(first))
             except zmq.Again:
                 break
             while more(zmq.RCVMORE):  # the rest of a message is there once its first is
                 parts.append(recv())
             messages.append(parts)
-        return messages
+        return messages, callers
 
     # The loop -----------------------------------------------------------------------
     def _report(self) -> None:
@@ -437,10 +538,10 @@ class Runtime:
             for sock in ready:
                 name = self.port_by_socket.get(sock)
                 if name is not None:
-                    messages = self._drain_port(name, sock)
+                    messages, callers = self._drain_port(name, sock)
                     if messages:
                         started = time.monotonic()
-                        h.handle_frames(name, messages, started)
+                        h.handle_frames(name, messages, started, callers)
                         self.flush()
                         self._account(len(messages), started)
             now = time.monotonic()
@@ -453,6 +554,7 @@ class Runtime:
                 h.tick(now)
                 if now >= next_report:
                     next_report = now + STATS_INTERVAL
+                    self.close_idle_peers(now)
                     self._report()
                     self._snapshot(now)
                     if self.trim is not None and now - self.trimmed_at >= TRIM_EVERY:

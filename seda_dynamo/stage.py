@@ -91,6 +91,7 @@ class Port:
     bind: str  # a ZeroMQ endpoint
     max_msg_bytes: int = -1
     curve: str = ""  # a ZAP domain: CURVE on, and only that domain's allowed keys get in
+    callers: bool = False  # hand the handler each message's connection (address, key)
 
 
 class Stage:
@@ -121,8 +122,10 @@ class Stage:
         for event in events:
             self.dispatch(event, now)
 
-    def handle_frames(self, port: str, messages: list[list[bytes]], now: float) -> None:
-        """Multipart messages that arrived on one of ``ports()``."""
+    def handle_frames(self, port: str, messages: list[list[bytes]], now: float,
+                      callers: list[Any] | None = None) -> None:
+        """Multipart messages that arrived on one of ``ports()``; for a port with
+        ``callers``, the connection each came on (``protocol.Caller``), in order."""
 
     def tick(self, now: float) -> None:
         """Called about every ``tick_interval`` seconds: deadlines, timers."""

@@ -28,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from seda_dynamo import ids
+from seda_dynamo import address, ids
 from seda_dynamo.admission import BackgroundShare
 from seda_dynamo.antientropy import Round
 from seda_dynamo.config import NodeConfig
@@ -373,6 +373,15 @@ class Handler(Stage):
 
     # Operators' commands --------------------------------------------------------------
     def on_admin(self, now: float, rid: int, command: str, seed: str) -> None:
+        try:
+            reply = self._admin(now, command, seed)
+        except Exception as exc:  # noqa: BLE001 - the request fails, with one reply
+            self.errors += 1
+            self.log.exception("admin %s failed", command)
+            reply = {"error": "internal", "message": f"admin {command} failed: {exc!r}"}
+        self.emit("network", ["reply", rid, {"ok": "error" not in reply, **reply}])
+
+    def _admin(self, now: float, command: str, seed: str) -> dict[str, Any]:
         if command == "leave":
             if self.view.members[self.me].status == "valid":
                 self.log.warning("leaving the cluster: handing every partition over")
@@ -388,9 +397,16 @@ class Handler(Stage):
                      "pending": [list(m) for m in ring.pending()] if ring else []}
         else:
             reply = self.view.status(self.down)
-        self.emit("network", ["reply", rid, {"ok": "error" not in reply, **reply}])
+        return reply
 
     def _join(self, seed: str) -> dict[str, Any]:
+        try:  # gossiped to every second: it must be an address the runtime can use
+            address.check(seed, "seed")
+        except address.AddressError as exc:
+            return {"error": "bad_request", "message": f"admin join: {exc}"}
+        if seed == self.config.peer:
+            return {"error": "bad_request", "message": f"admin join: seed {seed!r} is this "
+                    "node's own peer address; name a member of the cluster to join"}
         ring = self.view.ring
         if ring is not None and any(m.id != self.me for m in ring.members):
             return {"error": "bad_request",

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from seda_dynamo import ids, metrics, peerprotocol, protocol
+from seda_dynamo import ids, metrics, peerprotocol, protocol, security
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.controllers import Gate
 from seda_dynamo.protocol import Limits, ProtocolError
@@ -77,6 +77,13 @@ class Handler(Stage):
         self.peer_max_bytes = peerprotocol.max_message_bytes(
             config.max_key_bytes, config.max_record_bytes)
         self.me = config.peer
+        # Who may run admin join and leave (protocol.admin_refusal): None without CURVE
+        # (loopback clients only), else the public keys of curve_admin_keys.
+        self.admin_keys: frozenset[bytes] | None = None
+        if config.curve_server_key:
+            self.admin_keys = frozenset(security.allowed(
+                config.curve_admin_keys, "curve_admin_keys") if config.curve_admin_keys
+                else ())
         self.http: dict[bytes, bytes] = {}  # metrics connections: the request so far
         # SEDA admission control: shed at the door rather than queue without bound.
         self.gate = Gate(config.overload_delay_ms / 1000.0, config.max_in_flight,
@@ -87,7 +94,7 @@ class Handler(Stage):
         # Peers carry repairs, handoff and transfers, which no size limit may refuse.
         curve = bool(self.config.curve_server_key)
         ports = [Port("client", "router", f"tcp://{self.config.client}", max_msg,
-                      CLIENT_DOMAIN if curve else ""),
+                      CLIENT_DOMAIN if curve else "", callers=True),
                  Port("peer", "router", f"tcp://{self.config.peer}", self.peer_max_bytes,
                       curve=PEER_DOMAIN if curve else "")]
         if self.config.metrics:  # Prometheus scrapes plain HTTP
@@ -95,17 +102,18 @@ class Handler(Stage):
         return ports
 
     # Client frames ---------------------------------------------------------------------
-    def handle_frames(self, port: str, messages: list[list[bytes]], now: float) -> None:
+    def handle_frames(self, port: str, messages: list[list[bytes]], now: float,
+                      callers: list[protocol.Caller] | None = None) -> None:
         if port == "peer":
             self._peer_frames(messages, now)
             return
         if port == "metrics":
             self._scrapes(messages)
             return
-        for frames in messages:
+        for i, frames in enumerate(messages):
             self.requests += 1
             try:
-                self._request(frames, now)
+                self._request(frames, now, callers[i] if callers else None)
             except Exception:  # noqa: BLE001 - a node never dies from what a client sends
                 self.errors += 1
                 self.log.exception("request handling failed")
@@ -113,7 +121,8 @@ class Handler(Stage):
                 self._reply(envelope, protocol.error_reply("internal", "the node failed to "
                                                            "handle this request"))
 
-    def _request(self, frames: list[bytes], now: float) -> None:
+    def _request(self, frames: list[bytes], now: float, caller: protocol.Caller | None
+                 ) -> None:
         envelope, body = _split(frames)
         if body is None:
             self.bad_requests += 1
@@ -132,6 +141,12 @@ class Handler(Stage):
             self._reply(envelope, _with_id({"ok": True, "node": self.config.node_id,
                                             "stages": self._stats()}, req.id))
         elif req.op == "admin":
+            refused = protocol.admin_refusal(req.command, caller, self.admin_keys)
+            if refused is not None:
+                self.bad_requests += 1
+                self.log.debug("%s", refused)
+                self._reply(envelope, protocol.error_reply("bad_request", refused, req.id))
+                return
             rid = self._pending((envelope, req.id), now, None, measured=False)
             self.emit("gossip", ["admin", rid, req.command, req.seed])
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import msgpack
 import pytest
 import zmq
@@ -101,3 +103,30 @@ def test_a_frame_far_over_the_limit_never_stops_the_node(node, dealer):
             assert c.ping() == "n1"
     finally:
         other.term()
+
+
+def test_a_bad_address_from_a_client_or_a_peer_never_makes_the_node_deaf(node, dealer):
+    """Issue 11, item 4: 'admin join' with seed 'x:y' was accepted and the network stage
+    then died at every gossip round (zmq connect raised), so the node answered nothing.
+    Now the seed is a bad_request, and a peer frame asking its reply at a bad address is
+    dropped; either way the node keeps answering and its network stage keeps its pid."""
+    pid = node.stage_pids()["network"]
+    reply = ask(dealer, [b"", msgpack.packb({"op": "admin", "command": "join", "seed": "x:y",
+                                             "id": 7})])
+    assert (reply["ok"], reply["error"], reply["id"]) == (False, "bad_request", 7)
+    assert "seed" in reply["message"] and "HOST:PORT" in reply["message"]
+    ctx = zmq.Context()
+    peer = ctx.socket(zmq.DEALER)
+    peer.setsockopt(zmq.LINGER, 0)
+    peer.connect(f"tcp://{node.peer}")
+    try:
+        for bad in ("x:y", "127.0.0.1:0", "ho st:1"):
+            peer.send(msgpack.packb([["req", bad, ["gossip", 1], ["ping"]]]))
+        time.sleep(2.5)  # more than two gossip rounds: the old code died at each
+    finally:
+        peer.close(linger=0)
+        ctx.term()
+    reply = ask(dealer, [b"", msgpack.packb({"op": "ping", "id": 8})])
+    assert reply == {"ok": True, "node": "n1", "id": 8}
+    assert node.stage_pids()["network"] == pid, "the network stage died and was restarted"
+    assert node.stats()["network"]["bad_peer_events"] >= 3

@@ -109,3 +109,20 @@ def test_config_check_validates_a_file_naming_the_bad_key(tmp_path):
     assert "engine = 'leveldb': must be one of bdb, memory" in check(bad).stderr
     bad.write_text('log_levle = "debug"\n')
     assert "unknown key 'log_levle'" in check(bad).stderr
+
+
+@pytest.mark.parametrize("key", ["client", "peer", "join", "seeds", "metrics"])
+@pytest.mark.parametrize("bad", ["x:y", "ho st:7000", "*:7000", "h_st:7000", "::1:7000",
+                                 "1.2.3.256:7000", "host:07000"])
+def test_every_address_key_is_checked_by_the_address_core(key, bad):
+    """The config is one of the places an address enters: the same check as a client's
+    admin join seed, a peer's frame and a gossiped view (seda_dynamo.address)."""
+    value = [bad] if key == "seeds" else bad
+    with pytest.raises(ConfigError, match=f"^{key} = .*expected HOST:PORT"):
+        load(None, **{key: value})
+
+
+def test_address_keys_take_ip_literals_and_dns_names():
+    cfg = load(None, client="[::1]:7000", peer="node-1.example.com:7100",
+               join="10.0.0.7:7100", seeds=["[2001:db8::7]:7100", "db7:7100"])
+    assert cfg.peer == "node-1.example.com:7100"

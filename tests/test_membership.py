@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from seda_dynamo import address
 from seda_dynamo.membership import Entry, View
 
 Q, N = 64, 3
@@ -126,3 +128,57 @@ def test_status_counts_partitions_and_the_moves_still_to_do():
     for partition, _ in a.transfers_out():
         a = a.handed_over(partition)
     assert a.status(frozenset())["pending_transfers"] == 0
+
+
+def test_a_gossiped_view_with_a_bad_address_is_refused_whole():
+    """A gossiped view is one of the places an address enters: one bad member address
+    (in the members or in the ring) refuses the view, so it never spreads to members
+    whose network stage would connect to it."""
+    good = founder().to_state()
+    for where, bad in [("client", "x:y"), ("peer", "x:y"), ("peer", "127.0.0.1:0"),
+                       ("peer", "ho st:7100"), ("peer", 7100), ("ring", "x:y"),
+                       ("ring_client", "[::1:7100")]:
+        state = joiner(1).to_state() | {"members": dict(good["members"]),
+                                        "ring": dict(good["ring"])}
+        member = list(state["members"]["n0"])
+        ring_members = [list(m) for m in state["ring"]["members"]]
+        if where == "client":
+            member[0] = bad
+        elif where == "peer":
+            member[1] = bad
+        elif where == "ring":
+            ring_members[0][2] = bad
+        else:
+            ring_members[0][1] = bad
+        state["members"]["n0"] = member
+        state["ring"]["members"] = ring_members
+        with pytest.raises(ValueError, match="address"):
+            joiner(1).merge_state(state)
+    merged = joiner(1).merge_state(good)  # the same view with good addresses is taken
+    assert merged.ring is not None and "n0" in merged.members
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=30), st.integers(), st.none()),
+       st.sampled_from(["client", "peer", "ring_client", "ring_peer"]))
+def test_no_view_carrying_an_address_the_core_refuses_is_ever_merged(bad, where):
+    """The class: whatever a peer puts where an address goes, merge takes the view only
+    if the address core takes the address."""
+    state = founder().to_state()
+    member = list(state["members"]["n0"])
+    ring_members = [list(m) for m in state["ring"]["members"]]
+    if where == "client":
+        member[0] = bad
+    elif where == "peer":
+        member[1] = bad
+    elif where == "ring_client":
+        ring_members[0][1] = bad
+    else:
+        ring_members[0][2] = bad
+    state["members"]["n0"] = member
+    state["ring"] = {**state["ring"], "members": ring_members}
+    if address.valid(bad):
+        assert joiner(1).merge_state(state).members["n0"]
+    else:
+        with pytest.raises(ValueError):
+            joiner(1).merge_state(state)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seda_dynamo import causality
-from seda_dynamo.protocol import Limits, ProtocolError, parse_request
+from seda_dynamo.protocol import Limits, ProtocolError, admin_refusal, parse_request
 
 LIMITS = Limits(max_key_bytes=16, max_value_bytes=64, n=3)
 
@@ -80,3 +82,65 @@ def test_arbitrary_msgpack_values_never_crash_the_parser(obj):
         parse(obj)
     except ProtocolError as exc:
         assert exc.code in ("bad_request", "too_large")
+
+
+@pytest.mark.parametrize("seed", ["x:y", "127.0.0.1:0", "host:", ":7100", "ho st:7100",
+                                  "*:7100", "a:b:c", "127.0.0.1:7100\x00", 7100, ["h", 1],
+                                  b"127.0.0.1:7100", "", None])
+def test_admin_join_takes_only_a_seed_the_address_core_accepts(seed):
+    """The client is one of the places a peer address enters: a seed the runtime could
+    not connect to is a bad_request here, never a 'joining' (that made the node deaf)."""
+    msg = {"op": "admin", "command": "join", "id": 3}
+    if seed is not None:
+        msg["seed"] = seed
+    with pytest.raises(ProtocolError) as info:
+        parse(msg)
+    assert info.value.code == "bad_request" and info.value.request_id == 3
+    assert "seed" in info.value.message
+
+
+def test_admin_join_with_a_good_seed_and_other_commands_without_one():
+    assert parse({"op": "admin", "command": "join", "seed": "[::1]:7100"}).seed == "[::1]:7100"
+    assert parse({"op": "admin", "command": "join", "seed": "db-3.internal:7100"}).seed
+    assert parse({"op": "admin", "command": "status"}).command == "status"
+
+
+# Who may change the cluster (issue 11, item 7) ---------------------------------------
+ROOT_KEY = b"r" * 40
+OTHER_KEY = b"o" * 40
+
+
+@dataclass
+class Caller:
+    address: str | None
+    user_id: str | None = None
+
+
+@pytest.mark.parametrize("command", ["join", "leave"])
+def test_without_curve_join_and_leave_are_taken_only_from_loopback(command):
+    for host in ("127.0.0.1", "127.0.0.9", "::1", "::ffff:127.0.0.1"):
+        assert admin_refusal(command, Caller(host), None) is None, host
+    for caller in (Caller("10.0.0.5"), Caller("::ffff:10.0.0.5"), Caller("2001:db8::1"),
+                   Caller(None), Caller(""), None):
+        why = admin_refusal(command, caller, None)
+        assert why and "loopback" in why and command in why, caller
+
+
+@pytest.mark.parametrize("command", ["join", "leave"])
+def test_with_curve_join_and_leave_need_a_key_on_the_admin_list(command):
+    keys = frozenset({ROOT_KEY})
+    assert admin_refusal(command, Caller("10.0.0.5", ROOT_KEY.decode()), keys) is None
+    for caller in (Caller("127.0.0.1", OTHER_KEY.decode()), Caller("127.0.0.1", None),
+                   Caller("10.0.0.5", None), None):
+        why = admin_refusal(command, caller, keys)
+        assert why and "curve_admin_keys" in why, caller
+    # CURVE on, no admin list configured: nobody, and the message says what to set.
+    assert "curve_admin_keys" in admin_refusal(command, Caller("127.0.0.1", ROOT_KEY.decode()),
+                                               frozenset())
+
+
+@pytest.mark.parametrize("keys", [None, frozenset(), frozenset({ROOT_KEY})])
+def test_read_only_admin_commands_stay_open(keys):
+    for command in ("status", "transfers"):
+        assert admin_refusal(command, Caller("10.0.0.5"), keys) is None
+        assert admin_refusal(command, None, keys) is None

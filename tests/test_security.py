@@ -21,7 +21,7 @@ from support import wait_for_ring, wait_until
 from zmq.utils.monitor import recv_monitor_message
 
 from seda_dynamo import causality
-from seda_dynamo.client import Client, NoReply, Unavailable
+from seda_dynamo.client import BadRequest, Client, NoReply, Unavailable
 from seda_dynamo.config import ConfigError, load
 from seda_dynamo.security import (
     KEY_ENV,
@@ -226,3 +226,40 @@ def test_allowed_nodes_form_a_cluster_and_an_unknown_node_cannot_join(node_facto
         wait_until(lambda: c.get("planted", r=1).values == [b"forged"], 10,
                    "an allowed node's replica write")
     sock.close(linger=0)
+
+
+def test_the_admin_key_list_needs_curve_and_holds_only_client_keys(keys):
+    (keys / "admins").mkdir()
+    shutil.copy(keys / "alice.key", keys / "admins")
+    with pytest.raises(ConfigError, match="^curve_admin_keys = .*needs CURVE on"):
+        load(None, curve_admin_keys=str(keys / "admins"))
+    good = dict(curve_server_key=str(keys / "cluster.key_secret"),
+                curve_node_key=str(keys / "n1.key_secret"),
+                curve_client_keys=str(keys / "clients"), curve_peer_keys=str(keys / "peers"),
+                curve_admin_keys=str(keys / "admins"))
+    assert load(None, **good).curve_admin_keys
+    shutil.copy(keys / "mallory.key", keys / "admins")  # on no client list: never connects
+    with pytest.raises(ConfigError, match="^curve_admin_keys = .*not in curve_client_keys"):
+        load(None, **good)
+
+
+def test_with_curve_only_a_key_on_the_admin_list_may_join_or_leave(node_factory, keys):
+    """Issue 11, item 7: admin join and leave change the cluster. Alice may connect but
+    is not on curve_admin_keys: both are refused with a message saying why, while the
+    read-only commands stay open to her; root, on the list, is obeyed."""
+    generate(keys, "root")
+    shutil.copy(keys / "root.key", keys / "clients")
+    (keys / "admins").mkdir()
+    shutil.copy(keys / "root.key", keys / "admins")
+    node = node_factory("n1", extra=(*curve_flags(keys, "n1"), "--curve-admin-keys",
+                                     str(keys / "admins")),
+                        keys=client_keys(keys, "alice")).start()
+    with node.client() as alice:
+        for command, seed in (("join", "127.0.0.1:1"), ("leave", None)):
+            with pytest.raises(BadRequest, match="curve_admin_keys"):
+                alice.call("admin", command=command, seed=seed)
+        assert alice.admin("status")["nodes"][0]["status"] == "valid"  # nothing changed
+        assert alice.admin("transfers")["active"] == []
+    with Client(node.server, timeout=5.0, keys=client_keys(keys, "root")) as root:
+        assert root.admin("leave")["status"] in ("leaving", "left")
+        assert root.admin("status")["nodes"][0]["status"] != "valid"
