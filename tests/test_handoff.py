@@ -55,7 +55,7 @@ def test_answers_about_an_older_chunk_are_ignored():
 
 def test_a_handoff_streams_to_every_node_a_move_brings_into_a_preference_list():
     def entry(i):
-        return Entry(f"c{i}", f"p{i}")
+        return Entry(f"127.0.0.1:{7000 + i}", f"127.0.0.1:{7100 + i}")
 
     a = View.fresh("n0", entry(0), 16, 3, founder=True)
     for i in (1, 2):
