@@ -149,18 +149,24 @@ class Handler(Stage):
             if self._read_again(work):
                 reread.append(key)
                 continue
-            try:
-                write = self._merge(key, raw)
-            except Exception as exc:  # noqa: BLE001 - one key's bug fails that key only
-                self.log.exception("merge of key %r failed", key[:40])
-                self._fail([key], f"internal: merge failed: {exc}")
-                continue
+            write = self._guarded(key, "merge", self._merge, key, raw)
             if write is not None:
                 writes.append(write)
         if writes:
             self._ask("write", writes, now)
         if reread:
             self._ask("get", reread, now)
+
+    def _guarded(self, key: bytes, what: str, step: Any, *args: Any) -> Any:
+        """``step(*args)`` for one key; if it raises (a bug), that key's operations fail
+        and the rest of the batch goes on."""
+        try:
+            return step(*args)
+        except Exception as exc:  # noqa: BLE001 - one key's bug fails that key only
+            self.errors += 1
+            self.log.exception("%s of key %r failed", what, key[:40])
+            self._fail([key], f"internal: {what} failed: {exc}")
+            return None
 
     def _read_again(self, work: KeyWork) -> bool:
         """Whether an operation names an actor of ours minted after this work's read
@@ -222,12 +228,7 @@ class Handler(Stage):
         for key in keys:
             if key in again or key not in self.inflight:
                 continue
-            try:
-                follow = self._done(key)
-            except Exception as exc:  # noqa: BLE001 - one key's bug fails that key only
-                self.log.exception("follow-up of key %r failed", key[:40])
-                self._fail([key], f"internal: {exc}")
-                continue
+            follow = self._guarded(key, "follow-up", self._done, key)
             if follow is not None:
                 writes.append(follow)
         if writes:

@@ -130,28 +130,28 @@ def test_status_counts_partitions_and_the_moves_still_to_do():
     assert a.status(frozenset())["pending_transfers"] == 0
 
 
+def with_address(state: dict, where: str, bad: object) -> dict:
+    """A copy of a view's state with member n0's address at ``where`` replaced: its
+    ``client`` or ``peer`` entry, or in the ring's member list ``ring_client`` or
+    ``ring_peer``."""
+    member = list(state["members"]["n0"])
+    ring_members = [list(m) for m in state["ring"]["members"]]
+    slot = {"client": (member, 0), "peer": (member, 1),
+            "ring_client": (ring_members[0], 1), "ring_peer": (ring_members[0], 2)}[where]
+    slot[0][slot[1]] = bad
+    return {**state, "members": {**state["members"], "n0": member},
+            "ring": {**state["ring"], "members": ring_members}}
+
+
 def test_a_gossiped_view_with_a_bad_address_is_refused_whole():
     """A gossiped view is one of the places an address enters: one bad member address
     (in the members or in the ring) refuses the view, so it never spreads to members
     whose network stage would connect to it."""
     good = founder().to_state()
     for where, bad in [("client", "x:y"), ("peer", "x:y"), ("peer", "127.0.0.1:0"),
-                       ("peer", "ho st:7100"), ("peer", 7100), ("ring", "x:y"),
+                       ("peer", "ho st:7100"), ("peer", 7100), ("ring_peer", "x:y"),
                        ("ring_client", "[::1:7100")]:
-        state = joiner(1).to_state() | {"members": dict(good["members"]),
-                                        "ring": dict(good["ring"])}
-        member = list(state["members"]["n0"])
-        ring_members = [list(m) for m in state["ring"]["members"]]
-        if where == "client":
-            member[0] = bad
-        elif where == "peer":
-            member[1] = bad
-        elif where == "ring":
-            ring_members[0][2] = bad
-        else:
-            ring_members[0][1] = bad
-        state["members"]["n0"] = member
-        state["ring"]["members"] = ring_members
+        state = with_address(good, where, bad)
         with pytest.raises(ValueError, match="address"):
             joiner(1).merge_state(state)
     merged = joiner(1).merge_state(good)  # the same view with good addresses is taken
@@ -164,19 +164,7 @@ def test_a_gossiped_view_with_a_bad_address_is_refused_whole():
 def test_no_view_carrying_an_address_the_core_refuses_is_ever_merged(bad, where):
     """The class: whatever a peer puts where an address goes, merge takes the view only
     if the address core takes the address."""
-    state = founder().to_state()
-    member = list(state["members"]["n0"])
-    ring_members = [list(m) for m in state["ring"]["members"]]
-    if where == "client":
-        member[0] = bad
-    elif where == "peer":
-        member[1] = bad
-    elif where == "ring_client":
-        ring_members[0][1] = bad
-    else:
-        ring_members[0][2] = bad
-    state["members"]["n0"] = member
-    state["ring"] = {**state["ring"], "members": ring_members}
+    state = with_address(founder().to_state(), where, bad)
     if address.valid(bad):
         assert joiner(1).merge_state(state).members["n0"]
     else:
