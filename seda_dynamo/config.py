@@ -88,15 +88,6 @@ class NodeConfig:
     # Without CURVE those two are taken only from loopback clients.
     curve_admin_keys: str = ""
 
-    def workers(self, stage: str) -> tuple[int, int]:
-        """(workers at start, most workers) of ``stage``: the table's, or this config's."""
-        from seda_dynamo.stage import spec
-
-        if stage == "versioning":
-            return self.versioning_workers, self.versioning_max_workers
-        row = spec(stage)
-        return row.workers, row.max_workers
-
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 

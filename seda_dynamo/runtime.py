@@ -32,7 +32,15 @@ from seda_dynamo import address, peerprotocol, security
 from seda_dynamo.admission import percentile
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.controllers import BatchController, QueueDelay, should_grow
-from seda_dynamo.stage import PEER_PREFIX, Stage, is_stage, spec, stage_of, worker_name
+from seda_dynamo.stage import (
+    PEER_PREFIX,
+    Stage,
+    is_stage,
+    spec,
+    stage_of,
+    worker_name,
+)
+from seda_dynamo.stage import workers as stage_workers
 
 PR_SET_PDEATHSIG = 1
 STATS_INTERVAL = 1.0
@@ -241,7 +249,7 @@ class Runtime:
         self.busy = 0.0  # seconds spent handling batches since busy_since
         self.busy_since = time.monotonic()
         self.grow_asked = -math.inf
-        self.max_workers = config.workers(stage_of(handler.name))[1]
+        self.max_workers = stage_workers(config, stage_of(handler.name))[1]
         self.trim = _libc_trim()
         self.trimmed_at = time.monotonic()
         psutil.cpu_percent()  # the first call only starts the measurement

@@ -58,6 +58,14 @@ STAGES: tuple[StageSpec, ...] = (
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
+def workers(config: NodeConfig, stage: str) -> tuple[int, int]:
+    """(workers at start, most workers) of ``stage``: the table's, or the config's."""
+    if stage == "versioning":
+        return config.versioning_workers, config.versioning_max_workers
+    row = spec(stage)
+    return row.workers, row.max_workers
+
+
 def worker_name(stage: str, index: int) -> str:
     """Worker 0 is the stage's own name; the others are ``stage.N``."""
     return stage if index == 0 else f"{stage}.{index}"

@@ -24,6 +24,7 @@ from typing import Any
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.runtime import endpoint, write_workers
 from seda_dynamo.stage import STAGES, StageSpec, worker_name
+from seda_dynamo.stage import workers as stage_workers
 
 log = logging.getLogger("seda_dynamo.supervisor")
 
@@ -40,7 +41,8 @@ def make_run_dir(config: NodeConfig) -> str:
         run_dir = config.run_dir
     else:
         run_dir = tempfile.mkdtemp(prefix=f"sd-{config.node_id[:12]}-", dir="/tmp")
-    longest = max(len(endpoint(run_dir, worker_name(s.name, config.workers(s.name)[1] - 1)))
+    longest = max(len(endpoint(run_dir, worker_name(
+        s.name, stage_workers(config, s.name)[1] - 1)))
                   for s in STAGES)
     if longest > MAX_IPC_PATH:
         raise ValueError(f"run_dir {run_dir!r} is too deep for ipc:// socket paths; "
@@ -81,7 +83,7 @@ class Supervisor:
         self.restarts: dict[str, deque[float]] = {}
         self.not_before: dict[str, float] = {}
         self.stopping = False
-        self.workers = {s.name: config.workers(s.name)[0] for s in STAGES}
+        self.workers = {s.name: stage_workers(config, s.name)[0] for s in STAGES}
         self.grow_asked = False
 
     def spawn(self, name: str) -> None:
@@ -135,7 +137,8 @@ class Supervisor:
             if not ask.exists():
                 continue
             ask.unlink(missing_ok=True)
-            running, most = self.workers[stage.name], self.config.workers(stage.name)[1]
+            running = self.workers[stage.name]
+            most = stage_workers(self.config, stage.name)[1]
             if running >= most:
                 continue
             name = worker_name(stage.name, running)

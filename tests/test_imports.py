@@ -118,6 +118,42 @@ def test_a_core_imported_alone_loads_no_io_library_and_no_stage(core):
     assert done.stdout.strip() == "[]", f"importing {core} loads {done.stdout.strip()}"
 
 
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle of ``graph`` (module -> modules it imports), each once."""
+    found, state, path = [], {}, []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_the_package_has_no_import_cycle():
+    """Two modules that import each other (even lazily, inside a function) are one
+    module in two files: a cycle means a duty sits on the wrong side. (A package that
+    loads its own submodules, as the engine factory does, is no cycle.)"""
+    graph = {module_name(p): {t for _, t in imports(p) if t.startswith("seda_dynamo.")
+                              and not under(t, module_name(p))}
+             for p in PACKAGE.rglob("*.py")}
+    assert cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b", "a"]]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
 def test_the_rules_catch_each_forbidden_direction(tmp_path, monkeypatch):
     """The checker itself: one file per rule, each must be reported."""
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
