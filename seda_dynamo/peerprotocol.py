@@ -308,6 +308,9 @@ def pack_events(events: list[Any], limit: int) -> tuple[list[tuple[bytes, list[A
     message is a msgpack array of events): ``[(message, its events)]``, and the events
     that alone exceed the limit (the receiver would drop the connection: not sent).
     Raises what msgpack raises for an event it cannot encode."""
+    whole = msgpack.packb(events, use_bin_type=True)
+    if len(whole) <= limit:  # the usual case: one message, one call into msgpack
+        return [(whole, events)], []
     frames: list[tuple[bytes, list[Any]]] = []
     oversize: list[Any] = []
     parts: list[bytes] = []
