@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from seda_dynamo import causality, ids
 from seda_dynamo.admission import p99
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.membership import VIEW_FILE, View
 from seda_dynamo.metrics import OpMetrics
 from seda_dynamo.requests import (
     ABORT_EVENT,
@@ -106,15 +104,8 @@ class Handler(Stage):
         self.reported_at = 0.0
 
     def start(self, now: float) -> None:
-        """Begin with the ring gossip last saved, so a dead gossip stage costs nothing."""
-        try:
-            view = View.decode(self.me, self.config.n,
-                               (Path(self.config.data_dir) / VIEW_FILE).read_bytes())
-        except (OSError, ValueError):
-            view = None
-        ring = view.effective_ring() if view is not None else None
-        if ring is not None:
-            self.on_ring(now, ring.to_state(), [])
+        """Ask gossip, which owns membership, for the ring (it also announces it at its
+        own start and every few seconds); requests before it arrives are unavailable."""
         self.emit("gossip", ["ring_please"])
 
     @property

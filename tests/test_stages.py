@@ -281,3 +281,24 @@ def test_a_forwarded_write_stamped_by_a_non_replica_carries_a_hint_for_the_displ
             for node in walk[:2]:  # a fallback among them keeps its own hint
                 hint = rputs[f"p-{node}"][3]
                 assert hint == (None if node in primaries else "c"), (node, hint)
+
+
+def test_coordination_learns_the_ring_from_gossip_by_message_not_from_its_file(tmp_path):
+    """Membership is gossip's: a (re)started coordination stage asks gossip for the ring
+    and reads no file of gossip's; gossip's answer gives it the ring."""
+    from stages import gossip
+
+    config = NodeConfig(node_id="t", engine="memory", n=1, r=1, w=1,
+                        data_dir=str(tmp_path))
+    keeper = gossip.Handler(config)
+    keeper.start(0.0)  # saves its view in the data directory, as it does on a real node
+    keeper.take_outbox()
+    coord = coordination.Handler(config)
+    coord.start(0.0)
+    assert coord.ring is None, "coordination read gossip's file"
+    asked = coord.take_outbox()
+    assert asked == [("gossip", ["ring_please"])]
+    keeper.handle_events([asked[0][1]], 0.0)
+    coord.handle_events([e for dest, e in keeper.take_outbox() if dest == "coordination"],
+                        0.0)
+    assert coord.ring is not None and [m.id for m in coord.ring.members] == ["t"]
