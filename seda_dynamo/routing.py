@@ -31,17 +31,39 @@ class Route:
     spare: tuple[str, ...]  # the rest of the extended preference list, healthy, in order
 
 
-def route(ring: Ring, partition: int, n: int, down: Collection[str]) -> Route:
+def route(ring: Ring, partition: int, n: int, down: Collection[str],
+          suspect: Collection[str] = ()) -> Route:
     """The first ``n`` healthy nodes for ``partition`` (fallbacks carrying hints), then
-    every other healthy node of the extended preference list, in order."""
+    every other healthy node of the extended preference list, in order.
+
+    ``suspect``: nodes that just failed a request but that gossip has not declared down.
+    They are asked last, never dropped: a suspected primary still counts as itself when
+    too few other nodes are healthy, and suspected nodes end the spares. So a loaded
+    cluster whose nodes all answered one request late is slower for a moment, never
+    unavailable."""
     walk = ring.preference_list(partition, ring.partitions)  # every distinct node, clockwise
-    primaries, beyond = walk[:n], walk[n:]
-    missing = [node for node in primaries if node in down]
-    chosen = [Target(node) for node in primaries if node not in down]
-    fallbacks = [node for node in beyond if node not in down]
+    primaries = walk[:n]
+    healthy = [node for node in walk if node not in down and node not in suspect]
+    doubtful = [node for node in walk if node not in down and node in suspect]
+    chosen = [Target(node) for node in primaries if node in healthy]
+    missing = [node for node in primaries if node not in healthy]
+    fallbacks = [node for node in healthy if node not in primaries]
     for primary, node in zip(missing, fallbacks, strict=False):
         chosen.append(Target(node, primary))
-    return Route(tuple(chosen), tuple(fallbacks[len(missing):]))
+    spare = fallbacks[len(missing):]
+    unfilled = missing[len(fallbacks):]
+    # Last resort: a suspected primary as itself, then suspected others as fallbacks;
+    # what is left ends the spares.
+    last = [x for x in doubtful if x in unfilled] + [x for x in doubtful if x not in unfilled]
+    for node in last:
+        if node in unfilled:
+            unfilled.remove(node)
+            chosen.append(Target(node))
+        elif unfilled and node not in primaries:
+            chosen.append(Target(node, unfilled.pop(0)))
+        else:
+            spare.append(node)
+    return Route(tuple(chosen), tuple(spare))
 
 
 def targets(ring: Ring, partition: int, n: int, down: Collection[str]) -> list[Target]:

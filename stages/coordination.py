@@ -88,7 +88,7 @@ class Handler(Stage):
         self.moves_left = 0  # partitions planned to move and not yet handed over
         self.down: frozenset[str] = frozenset()
         self.suspects: dict[str, float] = {}  # node -> until when requests route around it
-        self.avoid: frozenset[str] = frozenset()  # down or suspected
+        self.avoid: frozenset[str] = frozenset()  # suspected: asked last
         self.routes: dict[int, Route] = {}
         self.requests: dict[int, Pending] = {}
         self.deadlines: list[tuple[float, int]] = []
@@ -140,6 +140,7 @@ class Handler(Stage):
             for node in self.down - new:  # gossip saw it come back: no more suspicion
                 self.suspects.pop(node, None)
             self.down = new
+            self.routes.clear()
             self._avoid()
 
     # Suspicion: nodes that just failed a request ----------------------------------------
@@ -167,16 +168,19 @@ class Handler(Stage):
             self._avoid()
 
     def _avoid(self) -> None:
-        avoid = self.down | self.suspects.keys()
+        """Routes are made again when the set of suspected nodes changes (they are asked
+        last, never dropped: ``routing.route``)."""
+        avoid = frozenset(self.suspects.keys())
         if avoid != self.avoid:
-            self.avoid = frozenset(avoid)
+            self.avoid = avoid
             self.routes.clear()
 
     def _route(self, partition: int) -> Route:
         found = self.routes.get(partition)
         if found is None:
             assert self.ring is not None
-            found = self.routes[partition] = route(self.ring, partition, self.n, self.avoid)
+            found = self.routes[partition] = route(self.ring, partition, self.n, self.down,
+                                                   self.avoid)
         return found
 
     def _peer(self, node: str) -> str:

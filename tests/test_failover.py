@@ -160,7 +160,9 @@ def test_a_forward_to_an_unreachable_replica_goes_to_the_next_one_then_to_us():
     assert update[-1] in ("b", "c", "d"), "a stands in for an owner, with a hint"
     h.handle_events([["updated", update[2], b"ctx", CLOCK, None]], 0.71)
     out = h.take_outbox()
-    assert [p for p, _ in calls(out)] == ["p-e"], "the suspects are routed around"
+    # e is healthy; b, c and d just failed: suspected, so asked only as a last resort,
+    # and of them only d is needed to make up three replicas (it is a primary).
+    assert sorted(p for p, _ in calls(out)) == ["p-d", "p-e"]
     h.handle_events([["resp", "e", update[2], ["updated", None]]], 0.72)
     assert [r["ok"] for r in replies(h.take_outbox())] == [True]
 
@@ -209,3 +211,20 @@ def test_a_failed_local_stamp_answers_at_once_instead_of_waiting_for_the_deadlin
     h.handle_events([["updated", update[2], None, None, "disk full"]], 0.01)
     [reply] = replies(h.take_outbox())
     assert reply["error"] == "unavailable" and "disk full" in reply["message"]
+
+
+def test_a_loaded_cluster_whose_every_peer_was_late_once_stays_writable():
+    """Suspicion routes around a node only while others can serve: with every other
+    node suspected (each answered one request late), a write still goes to them and
+    succeeds, instead of failing at once with too few replicas."""
+    h, ring = coordinator()
+    for i, node in enumerate("bcde"):  # each one late once: all suspected
+        h.nodes_by_peer[f"p-{node}"] = node
+        h.handle_events([["unreachable", f"p-{node}", 0]], 0.001 * i)
+    assert set(h.suspects) == set("bcde")
+    key, _ = keys_walking(ring, "a", 1)[0]
+    cid, out = put_stamped(h, key, now=0.01)
+    asked = sorted(p for p, _ in calls(out))
+    assert asked == ["p-b", "p-c"], "the primaries, suspected, as a last resort"
+    h.handle_events([["resp", "b", cid, ["updated", None]]], 0.02)
+    assert [r["ok"] for r in replies(h.take_outbox())] == [True]

@@ -50,3 +50,26 @@ def test_a_node_that_must_stamp_outside_its_route_takes_the_last_place_with_a_hi
     assert with_me(short, "z", primaries, 3) == \
         Route((Target("z", "b"), Target("e", "a")), ())
     assert with_me(route(RING, 0, 3, set()), "b", primaries, 3) == route(RING, 0, 3, set())
+
+
+def test_suspected_nodes_are_asked_last_never_dropped():
+    """A node that just failed a request is routed around while others can serve, but a
+    loaded cluster whose nodes all answered late stays available: suspected primaries
+    still count as themselves, suspected others as hinted fallbacks, the rest as spares."""
+    r = RING
+    walk = r.preference_list(0, r.partitions)
+    p1, p2, p3, b1, b2 = walk
+    # One suspected primary: the first healthy node beyond takes it, with a hint.
+    found = route(r, 0, 3, (), {p2})
+    assert found.chosen == (Target(p1), Target(p3), Target(b1, p2))
+    assert found.spare == (b2, p2)
+    # Every other node suspected: the suspected primaries still serve as themselves.
+    found = route(r, 0, 3, (), {p2, p3, b1, b2})
+    assert found.chosen == (Target(p1), Target(p2), Target(p3))
+    assert found.spare == (b1, b2)
+    # A primary down and the rest suspected: a suspected node beyond holds its hint.
+    found = route(r, 0, 3, {p1}, {p2, p3, b1, b2})
+    assert found.chosen == (Target(p2), Target(p3), Target(b1, p1))
+    assert found.spare == (b2,)
+    # Down nodes are never asked.
+    assert all(t.node != p1 for t in found.chosen) and p1 not in found.spare
