@@ -19,7 +19,7 @@ import time
 import msgpack
 import psutil
 
-from seda_dynamo.merkle import Exchange, HashTree, Request, answer, object_hash
+from seda_dynamo.merkle import Exchange, HashTree, Question, answer, object_hash
 
 
 def rss_mb() -> float:
@@ -66,7 +66,7 @@ def exchange(local: HashTree, remote: HashTree) -> tuple[Exchange, float]:
     ex = Exchange(local)
     req = ex.start()
     while req is not None:
-        req = ex.feed(wire(answer(remote, Request.from_wire(wire(req.to_wire())))))
+        req = ex.feed(wire(answer(remote, Question.from_wire(wire(req.to_wire())))))
     return ex, time.perf_counter() - t0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from seda_dynamo.merkle import Exchange, HashTree, Request
+from seda_dynamo.merkle import Exchange, HashTree, Question
 
 #: Every partition's tree on every replica: 1,024 segments under a root of fan-out 32.
 TREE_SEGMENTS = 1024
@@ -27,7 +27,7 @@ def new_tree() -> HashTree:
 class _Answered:
     """A stand-in for the local tree that knows only its answer to one request."""
 
-    def __init__(self, levels: int, width: int, request: Request, answer: Any) -> None:
+    def __init__(self, levels: int, width: int, request: Question, answer: Any) -> None:
         self._levels, self.width = levels, width
         self._request, self._answer = request, answer
 
@@ -55,17 +55,17 @@ class Round:
     started: float
     levels: int = TREE_LEVELS
     width: int = TREE_WIDTH
-    request: Request | None = None
+    request: Question | None = None
     answers: dict[str, Any] = field(default_factory=dict)
     exchange: Exchange | None = None
 
-    def start(self) -> Request:
-        self.exchange = Exchange(_Answered(self.levels, self.width, Request("hashes", 0, (0,)),
+    def start(self) -> Question:
+        self.exchange = Exchange(_Answered(self.levels, self.width, Question("hashes", 0, (0,)),
                                            []))
         self.request = self.exchange.start()
         return self.request
 
-    def feed(self, side: str, answer: Any) -> Request | None:
+    def feed(self, side: str, answer: Any) -> Question | None:
         """One side's ("local" or "remote") answer; the next request once both are in."""
         self.answers[side] = answer
         if len(self.answers) < 2:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from seda_dynamo.admission import p99
+from seda_dynamo.background import p99
 
 
 @dataclass(slots=True)

@@ -119,7 +119,7 @@ class View:
         return [(p, b) for p, a, b in self.ring.pending()
                 if a == self.me and not self._moved(p, a)]
 
-    def handoff(self, partition: int) -> list[tuple[int, str]]:
+    def transfer_plan(self, partition: int) -> list[tuple[int, str]]:
         """What handing ``partition`` over must stream: (partition whose keys, to whom).
 
         Moving one partition's ownership changes the preference lists of the partitions

@@ -183,7 +183,7 @@ class HashTree:
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
+class Question:
     """One question to the remote tree: node hashes at a level, or whole segments."""
 
     kind: str  # "hashes" | "segments"
@@ -194,7 +194,7 @@ class Request:
         return {"kind": self.kind, "level": self.level, "indices": list(self.indices)}
 
     @classmethod
-    def from_wire(cls, body: Any) -> Request:
+    def from_wire(cls, body: Any) -> Question:
         """Parse and shape-check a request that came off the network (ValueError if bad)."""
         if not isinstance(body, dict):
             raise ValueError("request must be a map")
@@ -206,7 +206,7 @@ class Request:
         return cls(kind, level, tuple(indices))
 
 
-def answer(tree: HashTree, request: Request) -> list[bytes] | dict[int, dict[bytes, bytes]]:
+def answer(tree: HashTree, request: Question) -> list[bytes] | dict[int, dict[bytes, bytes]]:
     """What the remote side computes for ``request`` (ValueError if it does not fit the tree).
 
     ``hashes`` -> the list of node hashes; ``segments`` -> ``{segment: {key: hash}}``. Its
@@ -226,7 +226,7 @@ def _packed_size(obj: Any) -> int:
 class Exchange:
     """Compare a local tree with a remote one, level by level, without IO.
 
-    Start: exchange = Exchange(local_tree); req = exchange.start()  # the first Request
+    Start: exchange = Exchange(local_tree); req = exchange.start()  # the first Question
     Loop: send req over the network, the remote answers with ``answer(remote_tree, req)``;
           feed the answer: req = exchange.feed(answer) until req is None; then
           exchange.differences -> sorted keys whose hash differs or that one side lacks,
@@ -251,9 +251,9 @@ class Exchange:
         self.kinds: dict[bytes, str] = {}
         self.bytes_exchanged = 0
         self.round_trips = 0
-        self._queue: deque[Request] = deque()
+        self._queue: deque[Question] = deque()
         self._differing: list[int] = []
-        self._outstanding: Request | None = None
+        self._outstanding: Question | None = None
         self._started = False
 
     @property
@@ -264,13 +264,13 @@ class Exchange:
     def done(self) -> bool:
         return self._started and self._outstanding is None
 
-    def start(self) -> Request:
+    def start(self) -> Question:
         if self._started:
             raise RuntimeError("exchange already started")
         self._started = True
-        return self._send(Request("hashes", 0, (0,)))
+        return self._send(Question("hashes", 0, (0,)))
 
-    def feed(self, reply: Any) -> Request | None:
+    def feed(self, reply: Any) -> Question | None:
         """Take the remote's answer to the outstanding request; the next one, or None."""
         request = self._outstanding
         if request is None:
@@ -289,13 +289,13 @@ class Exchange:
             self._plan_next_level(request)
         return self._send(self._queue.popleft()) if self._queue else None
 
-    def _send(self, request: Request) -> Request:
+    def _send(self, request: Question) -> Question:
         self._outstanding = request
         self.round_trips += 1
         self.bytes_exchanged += _packed_size(request.to_wire())
         return request
 
-    def _plan_next_level(self, done: Request) -> None:
+    def _plan_next_level(self, done: Question) -> None:
         differing, self._differing = self._differing, []
         if done.kind == "segments" or not differing:
             return
@@ -306,7 +306,7 @@ class Exchange:
             kind, level, batch = "hashes", done.level + 1, self.batch
             indices = [c for i in differing for c in range(i * w, i * w + w)]
         for start in range(0, len(indices), batch):
-            self._queue.append(Request(kind, level, tuple(indices[start:start + batch])))
+            self._queue.append(Question(kind, level, tuple(indices[start:start + batch])))
 
     def _compare_segments(self, segments: tuple[int, ...], reply: Any) -> None:
         if not isinstance(reply, dict):

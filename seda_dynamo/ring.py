@@ -148,11 +148,11 @@ def preference_lists(owners: Sequence[str], n: int) -> list[list[str]]:
 # Claim ----------------------------------------------------------------------------------
 
 
-def targets(weights: Mapping[str, int], partitions: int,
+def quotas(weights: Mapping[str, int], partitions: int,
             current: Mapping[str, int] | None = None,
             prefer: Mapping[str, int] | None = None) -> dict[str, int]:
     """How many partitions each node should own: ``partitions * w / sum(w)`` rounded so the
-    targets sum to ``partitions``. Round-ups go to the largest remainders, but first to
+    quotas sum to ``partitions``. Round-ups go to the largest remainders, but first to
     nodes that ``current``-ly own more than the rounded-down share (fewer moves); ties go
     to the lowest ``prefer`` rank, then to the lowest id."""
     total = sum(weights.values())
@@ -185,13 +185,13 @@ def claim(owners: Sequence[str | None] | None, weights: Mapping[str, int], parti
     from ``owners`` (None or all-empty for a fresh ring). Nodes absent from ``weights``
     (they left) give up all their partitions.
 
-    Each node ends with its share of Q rounded down or up (see ``targets``). Only the
+    Each node ends with its share of Q rounded down or up (see ``quotas``). Only the
     partitions that must change hands move: a leaver's go to nodes under target, nodes
     under target take from nodes over it, each picking partitions at least N from its
     own. Then at most ``slack`` more transfers (default N) mend windows of N partitions
     that repeat an owner. Up to N + 1 nodes follow a fixed layout of N + 1 slots, so the
     node that makes N + 1 takes a whole slot and the ring meets the spread rule with no
-    extra moves. A ring that already meets its targets comes back unchanged.
+    extra moves. A ring that already meets its quotas comes back unchanged.
     """
     if partitions < 1 or n < 1 or not weights or min(weights.values()) < 1:
         raise ValueError("claim needs partitions >= 1, n >= 1 and weights >= 1")
@@ -227,7 +227,7 @@ class _Claim:
             self._plan_slots(*layout)
         count = {k: self.own.count(k) for k in self.nodes}
         bigger = {x: -self.slot.count(j) for x, j in self.plan.items()}
-        self.target = targets(weights, q, count, bigger)
+        self.target = quotas(weights, q, count, bigger)
         self.need = {k: self.target[k] - count[k] for k in self.nodes}
         total = sum(weights.values())  # every count stays within low..high
         self.low = {k: q * w // total for k, w in weights.items()}

@@ -29,7 +29,7 @@ import psutil
 import zmq
 
 from seda_dynamo import address, peerprotocol, security
-from seda_dynamo.admission import percentile
+from seda_dynamo.background import percentile
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.controllers import BatchController, QueueDelay, should_grow
 from seda_dynamo.stage import (

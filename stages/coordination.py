@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seda_dynamo import causality, ids
-from seda_dynamo.admission import p99
+from seda_dynamo.background import p99
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.metrics import OpMetrics
 from seda_dynamo.requests import (

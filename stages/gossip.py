@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from seda_dynamo import address, ids
-from seda_dynamo.admission import BackgroundShare
 from seda_dynamo.antientropy import Round
+from seda_dynamo.background import BackgroundShare
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.failure import Detector, Settings
-from seda_dynamo.handoff import Transfer
 from seda_dynamo.membership import VIEW_FILE, Entry, View
-from seda_dynamo.merkle import Request
+from seda_dynamo.merkle import Question
 from seda_dynamo.reaper import CHECK_DEADLINE, MAX_ATTEMPTS, Check, verdict, worth_retrying
 from seda_dynamo.ring import partition_range
 from seda_dynamo.stage import Stage
+from seda_dynamo.transfer import Transfer
 
 GOSSIP_EVERY = 1.0
 PING_EVERY = 0.5
@@ -94,7 +94,7 @@ class Handler(Stage):
         self.tombstones_reaped = 0
         self.tokens_at = 0.0
         self.rounds = 0
-        # Paper 6.5: background work draws on what the foreground leaves (admission.py).
+        # Paper 6.5: background work draws on what the foreground leaves (background.py).
         self.share = BackgroundShare(config.background_p99_ms / 1000.0)
         self.last_tick = 0.0
 
@@ -438,7 +438,7 @@ class Handler(Stage):
                 break
             if p in self.transfers:
                 continue
-            items = [(pp, node, *partition_range(pp, q)) for pp, node in self.view.handoff(p)]
+            items = [(pp, node, *partition_range(pp, q)) for pp, node in self.view.transfer_plan(p)]
             if all(node in peers and node not in self.down for _, node, _, _ in items):
                 # Chunks numbered from a random start: a late ack meant for an earlier
                 # hand-over (or this stage's previous process) matches none of this one.
@@ -457,7 +457,7 @@ class Handler(Stage):
             q = self.config.partitions
             sent = {(pp, node) for pp, node, _, _ in transfer.items}
             more = [(pp, node, *partition_range(pp, q))
-                    for pp, node in self.view.handoff(transfer.partition)
+                    for pp, node in self.view.transfer_plan(transfer.partition)
                     if (pp, node) not in sent]
             if more:
                 transfer.extend(more)
@@ -537,7 +537,7 @@ class Handler(Stage):
         self.next_partition = q  # nothing more to compare in this sweep
         self.timers["anti_entropy"] = now + self.config.anti_entropy_every
 
-    def _ask_trees(self, request: Request) -> None:
+    def _ask_trees(self, request: Question) -> None:
         assert self.exchange is not None
         wire, p = request.to_wire(), self.exchange.partition
         tag = ["ae", self.exchange_id]

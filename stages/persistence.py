@@ -43,7 +43,7 @@ from seda_dynamo.antientropy import new_tree
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.durable import bump_counter, write_atomically
 from seda_dynamo.engines import KEY_SPACE, Engine, key_hash, open_engine
-from seda_dynamo.merkle import HashTree, Request, answer, object_hash
+from seda_dynamo.merkle import HashTree, Question, answer, object_hash
 from seda_dynamo.reaper import only_tombstones
 from seda_dynamo.ring import partition_of, partition_of_hash, partition_range
 from seda_dynamo.stage import Event, Stage
@@ -214,7 +214,7 @@ class Handler(Stage):
         if partition_range(partition, self.config.partitions)[1] <= self.built_upto:
             tree = self.trees.get(partition) or new_tree()
             try:
-                result = answer(tree, Request.from_wire(request))
+                result = answer(tree, Question.from_wire(request))
             except ValueError as exc:
                 self.log.warning("bad tree request %r: %s", request, exc)
         self.emit(reply_to, ["tree_answer", tag, result])

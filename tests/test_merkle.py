@@ -13,7 +13,7 @@ from seda_dynamo.merkle import (
     EMPTY,
     Exchange,
     HashTree,
-    Request,
+    Question,
     answer,
     object_hash,
     segment_of,
@@ -43,7 +43,7 @@ def run(local: HashTree, remote: HashTree, **kwargs: int) -> Exchange:
     exchange = Exchange(local, **kwargs)
     req = exchange.start()
     while req is not None:
-        req = Request.from_wire(wire(req.to_wire()))
+        req = Question.from_wire(wire(req.to_wire()))
         req = exchange.feed(wire(answer(remote, req)))
     assert exchange.done
     return exchange
@@ -169,14 +169,14 @@ def test_bad_shapes_and_requests_raise_value_error():
     with pytest.raises(ValueError):
         HashTree(segments=64, width=1)
     tree = HashTree(**SMALL)
-    for bad in (Request("hashes", 9, (0,)), Request("hashes", 1, (4,)),
-                Request("segments", 3, (64,)), Request("nope", 0, (0,))):
+    for bad in (Question("hashes", 9, (0,)), Question("hashes", 1, (4,)),
+                Question("segments", 3, (64,)), Question("nope", 0, (0,))):
         with pytest.raises(ValueError):
             answer(tree, bad)
     for body in (None, {"kind": "hashes", "level": "0", "indices": []},
                  {"kind": "hashes", "level": 0, "indices": ["x"]}):
         with pytest.raises(ValueError):
-            Request.from_wire(body)
+            Question.from_wire(body)
     exchange = Exchange(tree)
     with pytest.raises(RuntimeError):
         exchange.feed([])

@@ -124,7 +124,7 @@ SERVER_MODULES = [*sorted((ROOT / "stages").glob("*.py")),
                   *(ROOT / "seda_dynamo" / f"{m}.py" for m in (
                       "runtime", "supervisor", "stage", "metrics", "security", "config",
                       "causality", "ring", "merkle", "membership", "protocol",
-                      "controllers", "admission", "durable", "handoff", "reaper",
+                      "controllers", "background", "durable", "transfer", "reaper",
                       "routing", "requests", "antientropy"))]
 
 

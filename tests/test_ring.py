@@ -16,8 +16,8 @@ from seda_dynamo.ring import (
     moved,
     partition_of,
     partition_range,
+    quotas,
     spread_violations,
-    targets,
 )
 
 
@@ -99,11 +99,11 @@ def extra(old: tuple[str, ...], new: tuple[str, ...]) -> int:
     return len(moved(old, new)) - sum(gained.values())
 
 
-def test_targets_round_by_largest_remainder_preferring_current_owners():
-    assert targets({"a": 1, "b": 1, "c": 1}, 64) == {"a": 22, "b": 21, "c": 21}
-    assert targets({"a": 1, "b": 1, "c": 1}, 64, {"c": 30}) == {"a": 21, "b": 21, "c": 22}
-    assert targets({"a": 1, "b": 3}, 64) == {"a": 16, "b": 48}
-    assert targets({"a": 1, "b": 2}, 64) == {"a": 21, "b": 43}
+def test_quotas_round_by_largest_remainder_preferring_current_owners():
+    assert quotas({"a": 1, "b": 1, "c": 1}, 64) == {"a": 22, "b": 21, "c": 21}
+    assert quotas({"a": 1, "b": 1, "c": 1}, 64, {"c": 30}) == {"a": 21, "b": 21, "c": 22}
+    assert quotas({"a": 1, "b": 3}, 64) == {"a": 16, "b": 48}
+    assert quotas({"a": 1, "b": 2}, 64) == {"a": 21, "b": 43}
 
 
 def test_spread_violations_and_moved():
@@ -135,7 +135,7 @@ def test_fresh_rings_are_balanced(q, s, equal, rnd):
     have = Counter(owners)
     if equal and q // s >= 16:
         assert max(have.values()) <= 1.1 * q / s
-        assert all(abs(have[k] - t) <= 1 for k, t in targets(weights, q).items())
+        assert all(abs(have[k] - t) <= 1 for k, t in quotas(weights, q).items())
     if equal and s > N:
         assert spread_violations(owners, N) == 0
 
@@ -151,7 +151,7 @@ def test_joins_move_only_the_joiners_share_and_keep_replicas_apart(q, names):
         have = Counter(new)
         if q // s >= 16:
             assert max(have.values()) <= 1.1 * q / s
-            assert all(abs(have[k] - t) <= 1 for k, t in targets(weights, q).items())
+            assert all(abs(have[k] - t) <= 1 for k, t in quotas(weights, q).items())
         if old is not None:
             transfers = moved(old, new)
             assert len(transfers) == have[joiner] <= quota(weights, joiner, q)[1]

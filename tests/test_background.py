@@ -1,4 +1,4 @@
-"""The background/foreground controller of paper section 6.5 (seda_dynamo.admission)."""
+"""The background/foreground controller of paper section 6.5 (seda_dynamo.background)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seda_dynamo.admission import REPORT_TTL, BackgroundShare, p99
+from seda_dynamo.background import REPORT_TTL, BackgroundShare, p99
 
 
 def test_idle_foreground_leaves_background_work_unthrottled():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from seda_dynamo.handoff import CHUNK_DEADLINE, Transfer
 from seda_dynamo.membership import Entry, View
+from seda_dynamo.transfer import CHUNK_DEADLINE, Transfer
 
 
 def two_ranges() -> Transfer:
@@ -63,7 +63,7 @@ def test_a_handoff_streams_to_every_node_a_move_brings_into_a_preference_list():
     moves = a.transfers_out()
     assert moves
     for partition, next_owner in moves:
-        plan = a.handoff(partition)
+        plan = a.transfer_plan(partition)
         assert (partition, next_owner) in plan
         assert all(node != "n0" for _, node in plan)
 
