@@ -392,6 +392,23 @@ def encode_context(vv: VersionVector) -> bytes:
     return bytes([CONTEXT_VERSION]) + msgpack.packb([list(i) for i in items], use_bin_type=True)
 
 
+def _context_item(actor: Any, n: Any) -> tuple[str, int]:
+    """One ``actor: counter`` of a context from outside: what the store could issue."""
+    actor, n = _check_actor(actor), _check_counter(n, 1)
+    if n > MAX_CONTEXT_COUNTER:
+        raise ValueError(f"counter of {actor[:40]!r} is above {MAX_CONTEXT_COUNTER}, "
+                         "more than this store issues")
+    return actor, n
+
+
+def check_context(vv: Any) -> VersionVector:
+    """A decoded context from outside (a peer's forwarded write): the same bounds as
+    ``decode_context`` puts on a client's; ValueError otherwise."""
+    if not isinstance(vv, dict) or len(vv) > MAX_CONTEXT_ACTORS:
+        raise ValueError(f"a context is a map of at most {MAX_CONTEXT_ACTORS} actors")
+    return dict(_context_item(actor, n) for actor, n in vv.items())
+
+
 def decode_context(data: bytes) -> VersionVector:
     """Inverse of ``encode_context``; raises ValueError (only) on anything malformed."""
     if isinstance(data, (bytes, bytearray, memoryview)):
@@ -411,10 +428,7 @@ def decode_context(data: bytes) -> VersionVector:
         for item in obj:
             if not isinstance(item, list) or len(item) != 2:
                 raise ValueError("expected [actor, counter] pairs")
-            actor, n = _check_actor(item[0]), _check_counter(item[1], 1)
-            if n > MAX_CONTEXT_COUNTER:
-                raise ValueError(f"counter of {actor[:40]!r} is above {MAX_CONTEXT_COUNTER}, "
-                                 "more than this store issues")
+            actor, n = _context_item(item[0], item[1])
             if actor <= prev:
                 raise ValueError("actors are not sorted or repeat")
             vv[actor] = n

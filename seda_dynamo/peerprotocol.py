@@ -114,19 +114,13 @@ def address(value: Any, what: str = "peer address") -> str:
 
 
 def _context(value: Any) -> causality.VersionVector | None:
-    """A forwarded write's context: a version vector the forwarding node decoded."""
+    """A forwarded write's context: held to the client port's bounds (``causality``)."""
     if value is None:
         return None
-    if not isinstance(value, dict) or len(value) > causality.MAX_CONTEXT_ACTORS:
-        raise PeerError(f"context must be a map of at most {causality.MAX_CONTEXT_ACTORS} "
-                        "actors")
-    for actor, counter in value.items():
-        if not isinstance(actor, str) or \
-                len(actor.encode("utf-8", "surrogatepass")) > causality.MAX_ACTOR_BYTES:
-            raise PeerError("context actors must be str of at most "
-                            f"{causality.MAX_ACTOR_BYTES} bytes")
-        _int(counter, "a context counter", 1, 2**64 - 1)
-    return value
+    try:
+        return causality.check_context(value)
+    except ValueError as exc:
+        raise PeerError(f"context: {exc}") from None
 
 
 def _arity(request: list[Any], count: int) -> None:

@@ -12,6 +12,7 @@ import itertools
 import random
 
 import msgpack
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -406,3 +407,19 @@ def test_a_key_at_the_record_limit_still_transfers():
     frames, oversize = peerprotocol.pack_events([*small, [b"x" * limit]], limit)
     assert len(frames) == 1 and frames[0][1] == small and len(oversize) == 1
     assert msgpack.unpackb(frames[0][0]) == small
+
+
+def test_a_forwarded_context_is_held_to_the_client_ports_bounds():
+    """A peer's forwarded write carries a decoded context: the same limits as a client's
+    (actors, counters up to what the store issues), checked by the one causality rule."""
+    from seda_dynamo import peerprotocol
+
+    limits = peerprotocol.PeerLimits(3)
+    ok = {"a#1.m1.1": causality.MAX_CONTEXT_COUNTER}
+    event = ["req", PEERS["b"], 7, ["fwd", "put", b"k", b"v", ok, None, None, None]]
+    assert peerprotocol.parse_event(event, limits).args[3] == ok
+    for bad in ({"a": causality.MAX_CONTEXT_COUNTER + 1}, {"": 1}, {"a": 0},
+                {f"x{i}": 1 for i in range(causality.MAX_CONTEXT_ACTORS + 1)}, ["a", 1]):
+        event[3][4] = bad
+        with pytest.raises(ValueError):
+            peerprotocol.parse_event(event, limits)
