@@ -68,7 +68,8 @@ class QuorumRequest:
     def outstanding(self) -> int:
         return len(self.asked) - len(self.replies) - len(self.failed)
 
-    def _waiting_on(self, node: str) -> bool:
+    def waiting_on(self, node: str) -> bool:
+        """Whether ``node`` was asked and has neither answered nor failed."""
         return node in self.asked and node not in self.replies and node not in self.failed
 
     def _finish(self, outcome: Outcome) -> Outcome:
@@ -82,13 +83,13 @@ class QuorumRequest:
             self.asks.append((spare, node))
 
     def _ok(self, node: str, payload: Any) -> Outcome | None:
-        if not self._waiting_on(node):
+        if not self.waiting_on(node):
             return None
         self.replies[node] = payload
         return self._finish(Outcome.OK) if len(self.replies) >= self.needed else None
 
     def _fail(self, node: str, _payload: Any) -> Outcome | None:
-        if not self._waiting_on(node):
+        if not self.waiting_on(node):
             return None
         self.failed.add(node)
         if node not in self.slow:  # a slow one was replaced already
@@ -98,7 +99,7 @@ class QuorumRequest:
         return None
 
     def _slow(self, node: str, _payload: Any) -> None:
-        if self._waiting_on(node) and node not in self.slow:
+        if self.waiting_on(node) and node not in self.slow:
             self.slow.add(node)
             self._replace(node)
 
@@ -110,7 +111,7 @@ class QuorumRequest:
 
     def _late(self, node: str, payload: Any) -> None:
         """After the reply: keep late answers (read repair looks at them)."""
-        if self._waiting_on(node):
+        if self.waiting_on(node):
             self.replies[node] = payload
 
     def _ignore(self, _node: str, _payload: Any) -> None:

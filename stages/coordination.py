@@ -359,8 +359,7 @@ class Handler(Stage):
         """``node`` has not answered within its attempt's share of the deadline."""
         pending = self.requests.get(cid)
         if pending is not None and pending.quorum.state == WAITING and \
-                node in pending.quorum.asked and node not in pending.quorum.replies and \
-                node not in pending.quorum.failed:
+                pending.quorum.waiting_on(node):
             self._suspect(node, now)
             self._feed(cid, SLOW_EVENT, node, None, now)
 

@@ -257,11 +257,10 @@ class Handler(Stage):
         """Answer a key's finished operations; start on its queued ones (no read needed)."""
         work = self.inflight.pop(key)
         self._answer(work)
-        waiting = self.queued.pop(key, None)
-        if not waiting or work.state is None:
-            if waiting:  # cannot happen: a finished work always has its state
-                self._answer_all(waiting, "internal: lost the key's state")
+        if key not in self.queued:
             return None
+        assert work.state is not None  # _apply always leaves the state it reached
+        waiting = self.queued.pop(key)
         base = object_hash(work.encoded) if work.encoded is not None else work.base
         follow = KeyWork(waiting, base=base, mint=work.mint, minted=work.minted,
                          since=work.since)
