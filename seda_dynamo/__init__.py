@@ -3,7 +3,7 @@
 ``from seda_dynamo import Client`` works as before, but the client (and with it pyzmq and
 asyncio) is loaded only when one of its names is asked for (PEP 562): importing a pure
 core such as ``seda_dynamo.ring`` loads no network library (docs/architecture.md,
-"Which way imports point"; tests/test_imports.py).
+"Which way imports point"; tests/cores/test_imports.py).
 """
 
 from __future__ import annotations

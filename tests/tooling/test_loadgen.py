@@ -6,7 +6,7 @@ Fast (~10 s): the pure parts, then small runs (at most a few hundred requests) a
 bare echo chain of ``bench/echo_chain.py``, in-process fake servers (a thread of ROUTER
 sockets, one of which answers ``ring``; a thread speaking RESP) and one real node (the
 ``node`` fixture). Every process started here is stopped by pid before the module ends.
-Redis and etcd themselves are driven in ``tests/test_peers.py``.
+Redis and etcd themselves are driven in ``tests/tooling/test_peers.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Fail-over within a request (paper 4.6), at the coordination handler: no processes.
+"""The coordination stage's handler alone (paper 4.5, 4.6): quorums, read repair,
+forwarding, fail-over within a request, and learning the ring from gossip.
+
+Fail-over within a request (paper 4.6), at the coordination handler: no processes.
 
 A target the network stage cannot reach, or one that stays silent past its attempt's
 share of the deadline, is replaced by the next healthy node of the extended preference
@@ -15,7 +18,11 @@ from seda_dynamo.ring import Member, Ring, partition_of
 from stages import coordination
 
 CLOCK = causality.encode(causality.update(causality.new(b"v"), causality.EMPTY, "a#1"))
+
+
 TIMEOUT_MS = 1000
+
+
 ATTEMPT = coordination.ATTEMPT_SHARE * TIMEOUT_MS / 1000
 
 
@@ -228,3 +235,125 @@ def test_a_loaded_cluster_whose_every_peer_was_late_once_stays_writable():
     assert asked == ["p-b", "p-c"], "the primaries, suspected, as a last resort"
     h.handle_events([["resp", "b", cid, ["updated", None]]], 0.02)
     assert [r["ok"] for r in replies(h.take_outbox())] == [True]
+
+
+def three_node_coordinator():
+    config = NodeConfig(node_id="a", engine="memory", n=3, r=2, w=2, partitions=8)
+    members = tuple(Member(x, f"c-{x}", f"p-{x}") for x in "abc")
+    handler = coordination.Handler(config)
+    handler.on_ring(0.0, Ring(8, 1, members, ("a", "b", "c") * 2 + ("a", "b")).to_state(), [])
+    return handler
+
+
+def get_with_replies(replies: dict[str, bytes | None]):
+    """A get at node a, answered by a (locally) and b, c (as peers); what it emits."""
+    h = three_node_coordinator()
+    h.handle_events([["req", 1, "get", b"k", None, None, 3, None, 1000, False]], 0.0)
+    out = h.take_outbox()
+    read = next(e for dest, e in out if dest == "persistence")
+    cid = next(e for dest, e in out if dest == "network" and e[0] == "call")[3]
+    h.handle_events([["got", read[2], [replies["a"]], None, "x"]], 0.0)
+    h.handle_events([["resp", node, cid, ["got", replies[node], None]] for node in "bc"], 0.0)
+    return h.take_outbox()
+
+
+def test_read_repair_sends_the_merged_version_only_to_stale_replicas():
+    from seda_dynamo import causality
+
+    one = causality.update(causality.new(b"v1"), causality.EMPTY, "a#1")
+    two = causality.update(causality.new(b"v2", causality.join(one)), one, "a#1")
+    out = get_with_replies({"a": causality.encode(two), "b": causality.encode(one), "c": None})
+    reply = next(e for dest, e in out if dest == "network" and e[0] == "reply")
+    assert reply[2]["values"] == [b"v2"]
+    repairs = [(e[1], e[4]) for dest, e in out if dest == "network" and e[0] == "call"]
+    assert sorted(peer for peer, _ in repairs) == ["p-b", "p-c"]
+    assert all(req[0] == "rput" and causality.decode(req[2]) == two for _, req in repairs)
+
+
+def test_replicas_holding_the_same_siblings_get_no_repair():
+    from seda_dynamo import causality
+
+    base = causality.update(causality.new(b"x"), causality.EMPTY, "a#1")
+    sibs = causality.update(causality.new(b"y"), base, "b#1")  # two concurrent siblings
+    raw = causality.encode(sibs)
+    out = get_with_replies({"a": raw, "b": raw, "c": raw})
+    assert sorted(next(e for d, e in out if e[0] == "reply")[2]["values"]) == [b"x", b"y"]
+    assert not [e for dest, e in out if e[0] in ("call", "sync")]
+
+
+def test_a_write_forwarded_to_this_coordinator_is_counted_by_the_one_that_forwarded_it():
+    h = three_node_coordinator()
+    clock = causality.encode(causality.update(causality.new(b"v"), causality.EMPTY, "a#1"))
+    for rid, forwarded in ((1, True), (2, False)):
+        h.handle_events([["req", rid, "put", b"k", b"v", None, None, 2, 1000, forwarded]], 0.0)
+        update = next(e for dest, e in h.take_outbox() if dest == "versioning")
+        cid = update[2]
+        h.handle_events([["updated", cid, b"ctx", clock, None],
+                         ["resp", "b", cid, ["updated", None]]], 0.01)
+        assert any(e[0] == "reply" and e[2]["ok"] for dest, e in h.take_outbox()
+                   if dest == "network")
+    ops = h.gauges()["ops"]
+    assert ops["requests"]["put"] == 1, "the forwarded one is the forwarding node's"
+    assert ops["latency_ms"]["put"]["count"] == 1
+
+
+def coordinator_outside_the_preference_list(down: frozenset[str] = frozenset()):
+    """Node a is a member of a five-node ring that gives it no partition: a view in which
+    a write forwarded to it (by a node whose view still has a as a replica) is not a's."""
+    config = NodeConfig(node_id="a", engine="memory", n=3, r=2, w=2, partitions=8)
+    members = tuple(Member(x, f"c-{x}", f"p-{x}") for x in "abcde")
+    ring = Ring(8, 1, members, ("b", "c", "d", "e") * 2)
+    handler = coordination.Handler(config)
+    handler.on_ring(0.0, ring.to_state(), [])
+    if down:
+        handler.on_health(0.0, sorted(down))
+    return handler, ring
+
+
+def test_a_forwarded_write_stamped_by_a_non_replica_carries_a_hint_for_the_displaced_owner():
+    """Item 10: views of the ring differ; the node a write was forwarded to stamps it, and
+    must do so as a fallback for the owner whose place it takes (the last of the N it
+    would have chosen), so the owner gets the version by hinted handoff; the rest are
+    sent ``rput`` as usual. For every partition, and with a primary down as well."""
+    from seda_dynamo.ring import partition_of
+
+    clock = causality.encode(causality.update(causality.new(b"v"), causality.EMPTY, "a#1"))
+    for down in (frozenset(), frozenset({"c"})):
+        for i in range(16):
+            key = b"k%d" % i
+            h, ring = coordinator_outside_the_preference_list(down)
+            walk = [x for x in ring.preference_list(partition_of(key, 8), 8) if x not in down]
+            h.handle_events([["req", 1, "put", key, b"v", None, None, 2, 1000, True]], 0.0)
+            primaries = ring.preference_list(partition_of(key, 8), 3)
+            displaced = "c" if "c" in down and "c" in primaries else walk[2]
+            update = next(e for dest, e in h.take_outbox() if dest == "versioning")
+            assert update[-1] == displaced, (down, key, update)
+            h.handle_events([["updated", update[2], b"ctx", clock, None]], 0.01)
+            rputs = {e[1]: e[4] for dest, e in h.take_outbox()
+                     if dest == "network" and e[0] == "call"}
+            assert set(rputs) == {f"p-{walk[0]}", f"p-{walk[1]}"}
+            assert all(req[0] == "rput" and req[2] == clock for req in rputs.values())
+            for node in walk[:2]:  # a fallback among them keeps its own hint
+                hint = rputs[f"p-{node}"][3]
+                assert hint == (None if node in primaries else "c"), (node, hint)
+
+
+def test_coordination_learns_the_ring_from_gossip_by_message_not_from_its_file(tmp_path):
+    """Membership is gossip's: a (re)started coordination stage asks gossip for the ring
+    and reads no file of gossip's; gossip's answer gives it the ring."""
+    from stages import gossip
+
+    config = NodeConfig(node_id="t", engine="memory", n=1, r=1, w=1,
+                        data_dir=str(tmp_path))
+    keeper = gossip.Handler(config)
+    keeper.start(0.0)  # saves its view in the data directory, as it does on a real node
+    keeper.take_outbox()
+    coord = coordination.Handler(config)
+    coord.start(0.0)
+    assert coord.ring is None, "coordination read gossip's file"
+    asked = coord.take_outbox()
+    assert asked == [("gossip", ["ring_please"])]
+    keeper.handle_events([asked[0][1]], 0.0)
+    coord.handle_events([e for dest, e in keeper.take_outbox() if dest == "coordination"],
+                        0.0)
+    assert coord.ring is not None and [m.id for m in coord.ring.members] == ["t"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "seda_dynamo"
 
 #: The modules of ``seda_dynamo`` that may touch sockets, processes or the disk engine

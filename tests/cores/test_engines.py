@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from seda_dynamo.engines import KEY_SPACE, Engine, key_hash, open_engine
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FULL = (0, KEY_SPACE)
 MakeEngine = Callable[..., Engine]
 

@@ -15,7 +15,7 @@ import pytest
 from seda_dynamo.cli import parser
 from seda_dynamo.config import NON_NEGATIVE, ConfigError, NodeConfig, load
 
-DEFAULT_TOML = Path(__file__).parent.parent / "conf" / "default.toml"
+DEFAULT_TOML = Path(__file__).parents[2] / "conf" / "default.toml"
 
 
 def test_the_shipped_default_file_loads_and_matches_the_defaults():
@@ -72,7 +72,7 @@ def test_every_serve_flag_is_a_config_key_and_every_key_a_flag():
     assert dests == keys, f"keys without a serve flag: {keys - dests}"
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_key_is_documented_with_its_default_and_in_the_commented_file():

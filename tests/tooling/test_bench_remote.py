@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_report_measures_a_running_cluster_and_says_where(cluster_factory, tmp_path):

@@ -1,4 +1,6 @@
-"""Where addresses and admin commands enter a node, at the stage handlers (no sockets).
+"""The network stage's handler: the client and peer ports, without sockets.
+
+Where addresses and admin commands enter a node, at the stage handlers (no sockets).
 
 Issue 11, items 4 and 7: a peer frame's reply address and an ``admin join`` seed pass the
 one address check (``seda_dynamo.address``) before any socket sees them; ``admin join``
@@ -9,12 +11,9 @@ and ``leave`` are taken only from loopback (no CURVE) or from a key on
 from __future__ import annotations
 
 import msgpack
+from pipeline import CONFIG
 
-from seda_dynamo.config import NodeConfig
-from stages import gossip, network
-
-CONFIG = NodeConfig(node_id="t", engine="memory", n=1, r=1, w=1)
-
+from stages import network
 
 
 def test_a_peer_frame_asking_its_reply_at_a_bad_address_is_dropped_and_counted():
@@ -28,25 +27,6 @@ def test_a_peer_frame_asking_its_reply_at_a_bad_address_is_dropped_and_counted()
     out = h.take_outbox()
     assert out == [("peer:127.0.0.1:7101", ["resp", "t", 2, ["pong"]])]
     assert h.bad_peer_events == len(bad)
-
-
-def test_the_gossip_stage_takes_a_join_seed_only_from_the_address_core(tmp_path):
-    """The protocol refuses a bad seed, and so does the gossip stage itself (an event
-    can reach it from elsewhere): a seed it would gossip to every second must be one the
-    runtime can connect to, and not this node itself. Every admin gets one reply."""
-    cfg = NodeConfig(node_id="t", engine="memory", data_dir=str(tmp_path))
-    h = gossip.Handler(cfg)
-    h.start(0.0)
-    h.take_outbox()
-    for rid, seed in enumerate(["x:y", "", "ho st:7100", cfg.peer, 7100]):
-        h.handle_events([["admin", rid, "join", seed]], 0.0)
-        (dest, (kind, got, reply)), = [e for e in h.take_outbox() if e[0] == "network"]
-        assert (kind, got, reply["ok"], reply["error"]) == ("reply", rid, False,
-                                                            "bad_request"), seed
-    assert h.seeds == [] and h.view.ring is not None  # still the founder of its own ring
-    h.handle_events([["admin", 9, "join", "127.0.0.1:7999"]], 0.0)
-    replies = [e for _, e in h.take_outbox() if e[0] == "reply"]
-    assert replies[0][2]["status"] == "joining" and h.seeds == ["127.0.0.1:7999"]
 
 
 class Conn:
