@@ -26,6 +26,16 @@ from typing import Any
 from seda_dynamo import causality, ids
 from seda_dynamo.background import p99
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.messages import (
+    Call,
+    Deleted,
+    Foreground,
+    Get,
+    Reply,
+    RingPlease,
+    Sync,
+    Update,
+)
 from seda_dynamo.metrics import OpMetrics
 from seda_dynamo.requests import (
     ABORT_EVENT,
@@ -106,7 +116,7 @@ class Handler(Stage):
     def start(self, now: float) -> None:
         """Ask gossip, which owns membership, for the ring (it also announces it at its
         own start and every few seconds); requests before it arrives are unavailable."""
-        self.emit("gossip", ["ring_please"])
+        self.emit("gossip", RingPlease.wire())
 
     @property
     def n(self) -> int:
@@ -119,9 +129,9 @@ class Handler(Stage):
             self.dispatch(event, now)
         if self.reads:
             self.next_cid += 1
-            tag = self.next_cid
-            self.read_batches[tag] = [cid for cid, _ in self.reads]
-            self.emit("persistence", ["get", self.name, tag, [key for _, key in self.reads]])
+            ref = self.next_cid
+            self.read_batches[ref] = [cid for cid, _ in self.reads]
+            self.emit("persistence", Get.wire(self.name, ref, [key for _, key in self.reads]))
             self.reads = []
 
     # From gossip ----------------------------------------------------------------------
@@ -244,8 +254,9 @@ class Handler(Stage):
         if pending.quorum.start() is not None:
             self._finish(cid)
             return
-        self.emit("versioning", ["update", self.name, cid, key, value if op == "put" else None,
-                                 context, op == "delete" and context is None, mine.hint])
+        self.emit("versioning", Update.wire(self.name, cid, key,
+                                            value if op == "put" else None, context,
+                                            op == "delete" and context is None, mine.hint))
 
     def _cid(self) -> int:
         self.next_cid += 1
@@ -259,12 +270,12 @@ class Handler(Stage):
         heapq.heappush(self.deadlines, (deadline, cid))
         return pending
 
-    def _call(self, node: str, tag: Any, request: list[Any]) -> None:
+    def _call(self, node: str, cid: int | None, request: list[Any]) -> None:
         # Naming the node and how long the answer is awaited: the network stage takes
         # an answer only from the call it made, and forgets the call after that.
-        pending = self.requests.get(tag) if tag is not None else None
+        pending = self.requests.get(cid) if cid is not None else None
         ttl = pending.deadline - self.now if pending is not None else None
-        self.emit("network", ["call", self._peer(node), self.name, tag, request, node, ttl])
+        self.emit("network", Call.wire(self._peer(node), self.name, cid, request, node, ttl))
 
     def _ask(self, cid: int, pending: Pending, node: str, request: list[Any], now: float,
              attempt: float) -> None:
@@ -316,9 +327,9 @@ class Handler(Stage):
                           ["rput", pending.key, clock, target.hint], now, pending.attempt)
         self._feed(cid, OK_EVENT, self.me, ctx, now)
 
-    def on_got(self, now: float, tag: int, found: list[bytes | None] | None,
+    def on_got(self, now: float, ref: int, found: list[bytes | None] | None,
                error: str | None, _incarnation: str) -> None:
-        for i, cid in enumerate(self.read_batches.pop(tag, [])):
+        for i, cid in enumerate(self.read_batches.pop(ref, [])):
             if cid not in self.requests:
                 continue
             if found is None:
@@ -405,7 +416,7 @@ class Handler(Stage):
         if now - self.reported_at >= FOREGROUND_WINDOW:
             # Paper 6.5: gossip runs background work in the slices the foreground leaves.
             self.reported_at = now
-            self.emit("gossip", ["foreground", len(self.latencies), p99(self.latencies)])
+            self.emit("gossip", Foreground.wire(len(self.latencies), p99(self.latencies)))
             self.latencies = []
         self._expire_suspects(now)
         while self.attempts and self.attempts[0][0] <= now:
@@ -445,7 +456,7 @@ class Handler(Stage):
                                   None if reply["ok"] else reply["error"])
         pending.replied = True
         if pending.op == "delete" and quorum.outcome is Outcome.OK:
-            self.emit("gossip", ["deleted", pending.key])  # its tombstone may be reaped later
+            self.emit("gossip", Deleted.wire(pending.key))  # its tombstone may be reaped later
         if pending.op != "get" or quorum.outcome is not Outcome.OK or quorum.outstanding == 0:
             self._repair(cid)
 
@@ -471,13 +482,13 @@ class Handler(Stage):
             self.counts["read_repairs"] += 1
             encoded = encoded or causality.encode(merged)
             if target.node == self.me:
-                self.emit("versioning", ["sync", self.name, None, pending.key, encoded,
-                                         target.hint])
+                self.emit("versioning", Sync.wire(self.name, None, pending.key, encoded,
+                                                  target.hint))
             else:
                 self._call(target.node, None, ["rput", pending.key, encoded, target.hint])
 
     def _reply(self, rid: int, reply: dict[str, Any]) -> None:
-        self.emit("network", ["reply", rid, reply])
+        self.emit("network", Reply.wire(rid, reply))
 
     def _ring_reply(self) -> dict[str, Any]:
         assert self.ring is not None

@@ -5,12 +5,14 @@ docs/protocol.md. Every frame is validated here (``seda_dynamo.protocol``); a ba
 gets its error reply at once and never travels further. Valid requests go on to the
 coordination stage and their replies come back here to be matched to their client.
 
-Between nodes (docs/peer-protocol.md) a stage asks another node with
-``["call", peer, reply_stage, tag, request]``; this stage sends
-``["req", my_peer, [reply_stage, tag], request]`` in the batch for that peer, the other
-node's network stage hands the request to its stage and sends back
-``["resp", node_id, [reply_stage, tag], payload]``, which arrives at ``reply_stage`` as
-``["resp", node_id, tag, payload]``.
+Between nodes (docs/peer-protocol.md) a stage asks another node with a ``call``
+(``seda_dynamo.messages``); this stage sends ``["req", my_peer, call_id, request]`` in
+the batch for that peer and remembers the call. The other node's network stage hands
+the request to the stage that serves it, naming the request's ``origin``
+(``[peer, call_id]``) as the ``ref`` to answer with; that stage's answer comes back in
+the one reply envelope, ``respond`` (``messagetable.answer_to``), which this stage
+relays as ``["resp", node_id, call_id, payload]`` without looking inside. The answer
+arrives at the caller's ``reply_stage`` as a ``resp`` carrying the caller's ``ref``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,18 @@ import msgpack
 from seda_dynamo import ids, metrics, peerprotocol, protocol, security
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.controllers import Gate
+from seda_dynamo.messages import (
+    Admin,
+    Check,
+    Get,
+    GossipIn,
+    Reap,
+    Request,
+    Resp,
+    Sync,
+    Tree,
+    Unreachable,
+)
 from seda_dynamo.protocol import Limits, ProtocolError
 from seda_dynamo.security import CLIENT_DOMAIN, PEER_DOMAIN
 from seda_dynamo.stage import PEER_PREFIX, Port, Stage
@@ -35,8 +49,6 @@ GRACE = 2.0
 CALL_TTL = 30.0
 #: Most calls awaiting answers; past it the oldest are forgotten (their callers time out).
 MAX_CALLS = 200_000
-#: How long a peer's read waits for persistence before it is forgotten.
-REMOTE_READ_TTL = 30.0
 
 
 @dataclass(slots=True)
@@ -45,7 +57,7 @@ class Call:
 
     peer: str
     stage: str
-    tag: Any
+    ref: Any  # the caller's, handed back with the answer
     node: str | None  # the node called, when the caller named it
     expects: str  # the kind of answer (peerprotocol.REQUESTS)
     deadline: float
@@ -67,8 +79,6 @@ class Handler(Stage):
         self.bad_requests = 0
         self.peer_events = 0
         self.bad_peer_events = 0
-        self.remote_reads: dict[int, tuple[Remote, float]] = {}  # tag -> (asker, deadline)
-        self.next_tag = self.id_base
         # Calls to other nodes awaiting an answer, by an id no sender can guess.
         self.calls: dict[int, Call] = {}
         self.call_deadlines: list[tuple[float, int]] = []
@@ -148,7 +158,7 @@ class Handler(Stage):
                 self._reply(envelope, protocol.error_reply("bad_request", refused, req.id))
                 return
             rid = self._pending((envelope, req.id), now, None, measured=False)
-            self.emit("gossip", ["admin", rid, req.command, req.seed])
+            self.emit("gossip", Admin.wire(rid, req.command, req.seed))
         else:
             shed = self.gate.admit(len(self.pending), now)
             if shed is not None:
@@ -162,8 +172,8 @@ class Handler(Stage):
                     forwarded: bool) -> None:
         """Hand a request to coordination; ``origin`` says where its reply goes."""
         rid = self._pending(origin, now, timeout_ms)
-        self.emit("coordination", ["req", rid, op, key, value, context, r, w, timeout_ms,
-                                   forwarded])
+        self.emit("coordination", Request.wire(rid, op, key, value, context, r, w, timeout_ms,
+                                               forwarded))
 
     def _pending(self, origin: Any, now: float, timeout_ms: int | None,
                  measured: bool = True) -> int:
@@ -181,7 +191,7 @@ class Handler(Stage):
 
     def _answer(self, origin: Any, reply: dict[str, Any]) -> None:
         if isinstance(origin, Remote):
-            self._respond(origin.peer, origin.rtag, ["reply", reply])
+            self._respond(origin.peer, origin.call_id, ["reply", reply])
         else:
             self._reply(origin[0], _with_id(reply, origin[1]))
 
@@ -217,7 +227,7 @@ class Handler(Stage):
             self.emit("metrics", [conn, b""])  # close the connection
 
     # Between nodes ---------------------------------------------------------------------
-    def on_call(self, now: float, peer: str, reply_stage: str, tag: Any, request: list,
+    def on_call(self, now: float, peer: str, reply_stage: str, ref: Any, request: list,
                 node: str | None = None, ttl: float | None = None) -> None:
         """Ask ``peer`` (node ``node``, when the caller knows it) and remember the call
         until ``ttl`` seconds from now: only an answer naming this call's id is taken."""
@@ -229,7 +239,7 @@ class Handler(Stage):
                               else CALL_TTL) + GRACE
             if len(self.calls) >= MAX_CALLS:
                 self._expire_calls(math.inf, limit=len(self.calls) - MAX_CALLS + 1)
-            self.calls[call_id] = Call(peer, reply_stage, tag, node, expects, deadline)
+            self.calls[call_id] = Call(peer, reply_stage, ref, node, expects, deadline)
             heapq.heappush(self.call_deadlines, (deadline, call_id))
         self.emit(PEER_PREFIX + peer, ["req", self.me, call_id, request])
 
@@ -254,7 +264,7 @@ class Handler(Stage):
             if event[0] == "req":
                 call = self.calls.pop(event[2], None)
                 if call is not None:
-                    self.emit(call.stage, ["unreachable", peer, call.tag])
+                    self.emit(call.stage, Unreachable.wire(peer, call.ref))
 
     def _respond(self, peer: str, call_id: int, payload: list) -> None:
         if call_id:  # 0: the caller expects no answer
@@ -298,27 +308,27 @@ class Handler(Stage):
                              resp.payload[0], resp.node)
             return
         del self.calls[resp.call_id]
-        self.emit(call.stage, ["resp", call.node or resp.node, call.tag, resp.payload])
+        self.emit(call.stage, Resp.wire(call.node or resp.node, call.ref, resp.payload))
 
     def _peer_request(self, req: peerprotocol.Req, now: float) -> None:
+        """Hand a peer's request to the stage that serves it; its answer comes back as a
+        ``respond`` naming the request's origin (``on_respond``)."""
         origin = Remote(req.peer, req.call_id)
         args = req.args
         if req.op == "ping":
-            self._respond(origin.peer, origin.rtag, ["pong"])
+            self._respond(origin.peer, origin.call_id, ["pong"])
         elif req.op == "gossip":
-            self.emit("gossip", ["gossip_in", origin.as_tag(), args[0]])
+            self.emit("gossip", GossipIn.wire(origin.as_wire(), args[0]))
         elif req.op == "rput":  # key, clock, hint
-            self.emit("versioning", ["sync", self.name, origin.as_tag(), *args])
+            self.emit("versioning", Sync.wire(self.name, origin.as_wire(), *args))
         elif req.op == "rget":  # key
-            self.next_tag += 1
-            self.remote_reads[self.next_tag] = (origin, now + REMOTE_READ_TTL)
-            self.emit("persistence", ["get", self.name, self.next_tag, [args[0]]])
+            self.emit("persistence", Get.wire(self.name, origin.as_wire(), [args[0]]))
         elif req.op == "rcheck":  # key, members: may this tombstone be reaped?
-            self.emit("persistence", ["check", self.name, origin.as_tag(), *args])
+            self.emit("persistence", Check.wire(self.name, origin.as_wire(), *args))
         elif req.op == "rreap":  # key, tombstone: compare-and-delete
-            self.emit("persistence", ["reap", *args])
+            self.emit("persistence", Reap.wire(*args))
         elif req.op == "tree":  # partition, question: anti-entropy
-            self.emit("persistence", ["tree", self.name, origin.as_tag(), *args])
+            self.emit("persistence", Tree.wire(self.name, origin.as_wire(), *args))
         elif req.op == "fwd":  # op, key, value, context, r, w, timeout_ms
             shed = self.gate.admit(len(self.pending), now)
             if shed is not None:  # a client request of another node's: shed it too
@@ -336,31 +346,12 @@ class Handler(Stage):
         if admitted is not None:
             self.gate.answered(now - admitted, now)
 
-    def on_respond(self, now: float, tag: list, payload: list) -> None:
-        """A stage's answer to a peer's request (the gossip stage's view, say)."""
-        origin = Remote.from_tag(tag)
-        self._respond(origin.peer, origin.rtag, payload)
-
-    def on_updated(self, now: float, tag: list, _ctx: Any, _clock: Any,
-                   error: str | None) -> None:
-        origin = Remote.from_tag(tag)
-        self._respond(origin.peer, origin.rtag, ["updated", error])
-
-    def on_checked(self, now: float, tag: list, raw: bytes | None, hinted: bool) -> None:
-        origin = Remote.from_tag(tag)
-        self._respond(origin.peer, origin.rtag, ["checked", raw, hinted])
-
-    def on_tree_answer(self, now: float, tag: list, result: Any) -> None:
-        origin = Remote.from_tag(tag)
-        self._respond(origin.peer, origin.rtag, ["tree", result])
-
-    def on_got(self, now: float, tag: int, found: list | None, error: str | None,
-               _incarnation: str) -> None:
-        entry = self.remote_reads.pop(tag, None)
-        if entry is not None:
-            origin = entry[0]
-            self._respond(origin.peer, origin.rtag,
-                          ["got", found[0] if found is not None else None, error])
+    def on_respond(self, now: float, origin: list, payload: list) -> None:
+        """The one reply envelope: a stage's answer to a peer's request (a merged write,
+        a read, a tree answer, a reaping check, the gossip stage's view), relayed as the
+        serving stage shaped it."""
+        remote = Remote.from_wire(origin)
+        self._respond(remote.peer, remote.call_id, payload)
 
     def on_stats(self, now: float, stage: str, counters: dict[str, Any]) -> None:
         self.stage_stats[stage] = counters
@@ -371,8 +362,6 @@ class Handler(Stage):
 
     def tick(self, now: float) -> None:
         self._expire_calls(now)
-        for tag in [t for t, (_, deadline) in self.remote_reads.items() if deadline <= now]:
-            del self.remote_reads[tag]  # persistence did not answer: the caller times out
         while self.deadlines and self.deadlines[0][0] <= now:
             _, rid = heapq.heappop(self.deadlines)
             entry = self.pending.pop(rid, None)
@@ -406,20 +395,21 @@ def _split(frames: list[bytes]) -> tuple[list[bytes], bytes | None]:
 
 
 class Remote:
-    """Where a peer's request came from: its peer address and its reply tag."""
+    """A peer's request, where its answer goes: the peer's address and its call id (on
+    the queues, the ``origin`` ``[peer, call_id]``)."""
 
-    __slots__ = ("peer", "rtag")
+    __slots__ = ("peer", "call_id")
 
-    def __init__(self, peer: str, rtag: Any) -> None:
+    def __init__(self, peer: str, call_id: Any) -> None:
         self.peer = peer
-        self.rtag = rtag
+        self.call_id = call_id
 
-    def as_tag(self) -> list[Any]:
-        return [self.peer, self.rtag]
+    def as_wire(self) -> list[Any]:
+        return [self.peer, self.call_id]
 
     @classmethod
-    def from_tag(cls, tag: list[Any]) -> Remote:
-        return cls(str(tag[0]), tag[1])
+    def from_wire(cls, origin: list[Any]) -> Remote:
+        return cls(str(origin[0]), origin[1])
 
 
 def _with_id(reply: dict[str, Any], request_id: Any) -> dict[str, Any]:
