@@ -32,6 +32,7 @@ from seda_dynamo import address, peerprotocol, security
 from seda_dynamo.background import percentile
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.controllers import BatchController, QueueDelay, should_grow
+from seda_dynamo.messagetable import shard_index
 from seda_dynamo.stage import (
     PEER_PREFIX,
     Stage,
@@ -340,13 +341,12 @@ class Runtime:
             batches.setdefault(dest, []).append(event)
         for dest, events in list(batches.items()):
             count = self.workers.get(dest, 1)
-            at = spec(dest).shard_at if count > 1 else None
-            if at is not None:
+            if count > 1:
                 del batches[dest]
                 for event in events:
-                    name = worker_name(dest, shard(event[at] if len(event) > at else None,
-                                                   count))
-                    batches.setdefault(name, []).append(event)
+                    at = shard_index(event[0])  # None: not sharded, to worker 0
+                    key = event[at] if at is not None and len(event) > at else None
+                    batches.setdefault(worker_name(dest, shard(key, count)), []).append(event)
         for dest, events in batches.items():
             if dest == self.handler.name:
                 self.handler.handle_events(events, time.monotonic())
