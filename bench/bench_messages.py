@@ -7,8 +7,8 @@ does (``[sent_at, events]``), unpacks it and dispatches every event to its ``on_
 (handlers that do nothing, so only the messaging is measured):
 
 - ``old``: events built as list literals (before issue 12);
-- ``wire``: ``Type.wire(...)``, the type's named fields straight to the list (what the
-  stages do);
+- ``wire``: ``Type.wire(...)``, the type's named fields straight to the list, answers
+  through ``answer_to`` (the reply envelope's check): what the stages do;
 - ``new``: ``Type(...).to_wire()``, an object first;
 - ``emit``: the typed object handed to ``emit``, which calls ``to_wire``.
 
@@ -29,6 +29,7 @@ import msgpack
 
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.messages import Get, Got, Reply, Request, Update, Updated, Write, Written
+from seda_dynamo.messagetable import answer_to
 from seda_dynamo.stage import Stage
 
 KEY = b"bench-key-0001"
@@ -90,10 +91,10 @@ def wire_events(stage: Stage, rid: int) -> None:
     emit("coordination", Request.wire(rid, "put", KEY, VALUE, None, None, None, None, False))
     emit("versioning", Update.wire("coordination", rid, KEY, VALUE, None, False, None))
     emit("persistence", Get.wire("versioning", rid, [KEY], True))
-    emit("versioning", Got.wire(rid, [None], None, "inc", [1, rid]))
+    emit(*answer_to("versioning", Got.wire(rid, [None], None, "inc", [1, rid])))
     emit("persistence", Write.wire("versioning", rid, [[KEY, CLOCK, b""]], []))
     emit("versioning", Written.wire(rid, None, []))
-    emit("coordination", Updated.wire(rid, CONTEXT, CLOCK, None))
+    emit(*answer_to("coordination", Updated.wire(rid, CONTEXT, CLOCK, None)))
     emit("network", Reply.wire(rid, {"ok": True, "context": CONTEXT, "epoch": 1}))
 
 
