@@ -17,9 +17,6 @@ arrives at the caller's ``reply_stage`` as a ``resp`` carrying the caller's ``re
 
 from __future__ import annotations
 
-import heapq
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -39,28 +36,10 @@ from seda_dynamo.messages import (
     Tree,
     Unreachable,
 )
+from seda_dynamo.outstanding import Calls, Remote, Requests
 from seda_dynamo.protocol import Limits, ProtocolError
 from seda_dynamo.security import CLIENT_DOMAIN, PEER_DOMAIN
 from seda_dynamo.stage import PEER_PREFIX, Port, Stage
-
-#: How long past a request's own deadline we wait for coordination before answering.
-GRACE = 2.0
-#: How long a call to another node waits for its answer when its caller gave no time.
-CALL_TTL = 30.0
-#: Most calls awaiting answers; past it the oldest are forgotten (their callers time out).
-MAX_CALLS = 200_000
-
-
-@dataclass(slots=True)
-class Call:
-    """A request this node sent to ``peer``: where its answer goes, and until when."""
-
-    peer: str
-    stage: str
-    ref: Any  # the caller's, handed back with the answer
-    node: str | None  # the node called, when the caller named it
-    expects: str  # the kind of answer (peerprotocol.REQUESTS)
-    deadline: float
 
 
 class Handler(Stage):
@@ -70,18 +49,15 @@ class Handler(Stage):
     def __init__(self, config: NodeConfig, entropy: ids.Entropy | None = None) -> None:
         super().__init__(config, entropy)
         self.limits = Limits(config.max_key_bytes, config.max_value_bytes, config.n)
-        # rid -> (where the reply goes, when a coordinated request was admitted or None)
-        self.pending: dict[int, tuple[Any, float | None]] = {}
-        self.deadlines: list[tuple[float, int]] = []
-        self.next_rid = self.id_base
+        # Requests handed to coordination: where each reply goes, until when.
+        self.waiting = Requests(self.id_base)
         self.stage_stats: dict[str, dict[str, Any]] = {}
         self.requests = 0
         self.bad_requests = 0
         self.peer_events = 0
         self.bad_peer_events = 0
         # Calls to other nodes awaiting an answer, by an id no sender can guess.
-        self.calls: dict[int, Call] = {}
-        self.call_deadlines: list[tuple[float, int]] = []
+        self.calls = Calls(self.entropy)
         self.peer_limits = peerprotocol.PeerLimits(config.n)
         # The largest record the store holds fits one peer message, and no more.
         self.peer_max_bytes = peerprotocol.max_message_bytes(
@@ -160,7 +136,7 @@ class Handler(Stage):
             rid = self._pending((envelope, req.id), now, None, measured=False)
             self.emit("gossip", Admin.wire(rid, req.command, req.seed))
         else:
-            shed = self.gate.admit(len(self.pending), now)
+            shed = self.gate.admit(len(self.waiting), now)
             if shed is not None:
                 self._reply(envelope, protocol.error_reply("overloaded", shed, req.id))
                 return
@@ -179,12 +155,8 @@ class Handler(Stage):
                  measured: bool = True) -> int:
         """Remember where the reply to a new request goes, until its deadline (and, for
         requests the gate admitted, since when: their latency steers it)."""
-        deadline = now + (timeout_ms or self.config.timeout_ms) / 1000.0 + GRACE
-        self.next_rid += 1
-        rid = self.next_rid
-        self.pending[rid] = (origin, now if measured else None)
-        heapq.heappush(self.deadlines, (deadline, rid))
-        return rid
+        timeout = (timeout_ms or self.config.timeout_ms) / 1000.0
+        return self.waiting.open(origin, now, timeout, measured)
 
     def _reply(self, envelope: list[bytes], reply: dict[str, Any]) -> None:
         self.emit("client", [*envelope, protocol.pack(reply)])
@@ -231,38 +203,17 @@ class Handler(Stage):
                 node: str | None = None, ttl: float | None = None) -> None:
         """Ask ``peer`` (node ``node``, when the caller knows it) and remember the call
         until ``ttl`` seconds from now: only an answer naming this call's id is taken."""
-        expects = peerprotocol.answer_kind(request)
-        call_id = 0  # nothing comes back (rreap)
-        if expects is not None:
-            call_id = self._new_call_id()
-            deadline = now + (ttl if isinstance(ttl, (int, float)) and ttl > 0
-                              else CALL_TTL) + GRACE
-            if len(self.calls) >= MAX_CALLS:
-                self._expire_calls(math.inf, limit=len(self.calls) - MAX_CALLS + 1)
-            self.calls[call_id] = Call(peer, reply_stage, ref, node, expects, deadline)
-            heapq.heappush(self.call_deadlines, (deadline, call_id))
+        # Call id 0: nothing comes back (rreap).
+        call_id = self.calls.open(now, peer, reply_stage, ref, node,
+                                  peerprotocol.answer_kind(request), ttl)
         self.emit(PEER_PREFIX + peer, ["req", self.me, call_id, request])
-
-    def _new_call_id(self) -> int:
-        call_id = ids.call_id(self.entropy)
-        while call_id in self.calls:
-            call_id = ids.call_id(self.entropy)
-        return call_id
-
-    def _expire_calls(self, now: float, limit: int | None = None) -> None:
-        """Forget calls past their deadline (or, ``limit``, the oldest ones): their
-        callers keep deadlines of their own."""
-        while self.call_deadlines and self.call_deadlines[0][0] <= now and limit != 0:
-            _, call_id = heapq.heappop(self.call_deadlines)
-            if self.calls.pop(call_id, None) is not None and limit is not None:
-                limit -= 1
 
     def undeliverable(self, dest: str, events: list, now: float) -> None:
         """A node we are not connected to: its callers hear at once instead of waiting."""
         peer = dest.removeprefix(PEER_PREFIX)
         for event in events:
             if event[0] == "req":
-                call = self.calls.pop(event[2], None)
+                call = self.calls.lost(event[2])
                 if call is not None:
                     self.emit(call.stage, Unreachable.wire(peer, call.ref))
 
@@ -301,13 +252,12 @@ class Handler(Stage):
     def _peer_answer(self, resp: peerprotocol.Resp) -> None:
         """An answer counts only for a call this node made, once, and of the kind that
         call expects; whom it came from is what this node recorded, not what it says."""
-        call = self.calls.get(resp.call_id)
-        if call is None or call.expects != resp.payload[0]:
+        call = self.calls.answered(resp.call_id, resp.payload[0])
+        if call is None:
             self.bad_peer_events += 1
             self.log.warning("answer to no call of ours dropped: %s from %.60r",
                              resp.payload[0], resp.node)
             return
-        del self.calls[resp.call_id]
         self.emit(call.stage, Resp.wire(call.node or resp.node, call.ref, resp.payload))
 
     def _peer_request(self, req: peerprotocol.Req, now: float) -> None:
@@ -330,7 +280,7 @@ class Handler(Stage):
         elif req.op == "tree":  # partition, question: anti-entropy
             self.emit("persistence", Tree.wire(self.name, origin.as_wire(), *args))
         elif req.op == "fwd":  # op, key, value, context, r, w, timeout_ms
-            shed = self.gate.admit(len(self.pending), now)
+            shed = self.gate.admit(len(self.waiting), now)
             if shed is not None:  # a client request of another node's: shed it too
                 self._answer(origin, protocol.error_reply("overloaded", shed))
                 return
@@ -338,7 +288,7 @@ class Handler(Stage):
 
     # Events from other stages ----------------------------------------------------------
     def on_reply(self, now: float, rid: int, reply: dict[str, Any]) -> None:
-        entry = self.pending.pop(rid, None)
+        entry = self.waiting.close(rid)
         if entry is None:
             return
         origin, admitted = entry
@@ -361,17 +311,14 @@ class Handler(Stage):
         self.gate.report(stage, delay, now)
 
     def tick(self, now: float) -> None:
-        self._expire_calls(now)
-        while self.deadlines and self.deadlines[0][0] <= now:
-            _, rid = heapq.heappop(self.deadlines)
-            entry = self.pending.pop(rid, None)
-            if entry is not None:
-                self._answer(entry[0], {"ok": False, "error": "timeout",
-                                      "message": "the coordinator did not answer in time"})
+        self.calls.expire(now)
+        for origin in self.waiting.expired(now):
+            self._answer(origin, {"ok": False, "error": "timeout",
+                                  "message": "the coordinator did not answer in time"})
 
     def gauges(self) -> dict[str, Any]:
         return {"requests": self.requests, "bad_requests": self.bad_requests,
-                "requests_in_flight": len(self.pending), "peer_events": self.peer_events,
+                "requests_in_flight": len(self.waiting), "peer_events": self.peer_events,
                 "bad_peer_events": self.bad_peer_events, "shed": self.gate.shed,
                 "shed_by": dict(self.gate.shed_by),
                 "in_flight_limit": round(self.gate.limit)}
@@ -393,23 +340,6 @@ def _split(frames: list[bytes]) -> tuple[list[bytes], bytes | None]:
     rest = frames[1:]
     return envelope, rest[0] if len(rest) == 1 else None
 
-
-class Remote:
-    """A peer's request, where its answer goes: the peer's address and its call id (on
-    the queues, the ``origin`` ``[peer, call_id]``)."""
-
-    __slots__ = ("peer", "call_id")
-
-    def __init__(self, peer: str, call_id: Any) -> None:
-        self.peer = peer
-        self.call_id = call_id
-
-    def as_wire(self) -> list[Any]:
-        return [self.peer, self.call_id]
-
-    @classmethod
-    def from_wire(cls, origin: list[Any]) -> Remote:
-        return cls(str(origin[0]), origin[1])
 
 
 def _with_id(reply: dict[str, Any], request_id: Any) -> dict[str, Any]:
