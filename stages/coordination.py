@@ -23,7 +23,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
-from seda_dynamo import causality, ids
+from seda_dynamo import ids, quorumreply
 from seda_dynamo.background import p99
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.messages import (
@@ -37,6 +37,8 @@ from seda_dynamo.messages import (
     Update,
 )
 from seda_dynamo.metrics import OpMetrics
+from seda_dynamo.placement import Placement
+from seda_dynamo.quorumreply import error
 from seda_dynamo.requests import (
     ABORT_EVENT,
     DEADLINE_EVENT,
@@ -48,12 +50,9 @@ from seda_dynamo.requests import (
     QuorumRequest,
 )
 from seda_dynamo.ring import Ring, partition_of
-from seda_dynamo.routing import Route, Target, route, stand_in, with_me
+from seda_dynamo.routing import Route, Target, stand_in, with_me
 from seda_dynamo.stage import Event, Stage
 
-#: Versioning errors that are the request's own fault start with one of these codes and
-#: ": " (stages/versioning.py), and are answered with that code at once.
-REFUSALS = ("bad_request", "too_large")
 #: How much longer than the coordinator it forwards to a forwarding node waits.
 FORWARD_SLACK = 0.25
 #: Seconds of answered requests in each foreground latency report to gossip.
@@ -62,10 +61,6 @@ FOREGROUND_WINDOW = 0.5
 ATTEMPT_SHARE = 0.25
 #: ... and a node a write was forwarded to (it may need a replacement round itself).
 FORWARD_SHARE = 0.5
-#: Seconds a node that failed a request is routed around, unless it answers meanwhile.
-SUSPECT_SECONDS = 2.0
-#: At most this many suspected nodes are remembered (the oldest suspicion goes first).
-MAX_SUSPECTS = 64
 
 
 @dataclass(slots=True)
@@ -92,14 +87,8 @@ class Handler(Stage):
     def __init__(self, config: NodeConfig, entropy: ids.Entropy | None = None) -> None:
         super().__init__(config, entropy)
         self.me = config.node_id
-        self.ring: Ring | None = None
-        self.nodes_by_peer: dict[str, str] = {}
-        self.others: list[list[str]] = []  # members not (or no longer) owning partitions
-        self.moves_left = 0  # partitions planned to move and not yet handed over
-        self.down: frozenset[str] = frozenset()
-        self.suspects: dict[str, float] = {}  # node -> until when requests route around it
-        self.avoid: frozenset[str] = frozenset()  # suspected: asked last
-        self.routes: dict[int, Route] = {}
+        # The ring, who is down or suspected, and the routes they give (paper 4.6).
+        self.placement = Placement(self.me, config.n)
         self.requests: dict[int, Pending] = {}
         self.deadlines: list[tuple[float, int]] = []
         self.attempts: list[tuple[float, int, str]] = []  # (when slow, cid, node)
@@ -119,9 +108,8 @@ class Handler(Stage):
         self.emit("gossip", RingPlease.wire())
 
     @property
-    def n(self) -> int:
-        """N, capped by the number of members: a one-node ring keeps one replica."""
-        return min(self.config.n, len(self.ring.members)) if self.ring else 0
+    def ring(self) -> Ring | None:
+        return self.placement.ring
 
     def handle_events(self, events: list[Event], now: float) -> None:
         self.now = now
@@ -137,79 +125,29 @@ class Handler(Stage):
     # From gossip ----------------------------------------------------------------------
     def on_ring(self, now: float, state: dict[str, Any], others: list[list[str]],
                 moves_left: int = 0) -> None:
-        self.others = others
-        self.moves_left = moves_left
-        if self.ring is None or state["epoch"] != self.ring.epoch:
-            self.ring = Ring.from_state(state)
-            self.nodes_by_peer = {m.peer: m.id for m in self.ring.members}
-            self.routes.clear()
+        self.placement.learn_ring(state, others, moves_left)
 
     def on_health(self, now: float, down: list[str]) -> None:
-        new = frozenset(down)
-        if new != self.down:
-            for node in self.down - new:  # gossip saw it come back: no more suspicion
-                self.suspects.pop(node, None)
-            self.down = new
-            self.routes.clear()
-            self._avoid()
+        self.placement.learn_down(down)
 
-    # Suspicion: nodes that just failed a request ----------------------------------------
     def _suspect(self, node: str, now: float) -> None:
-        if node == self.me or self.ring is None:
-            return
-        fresh = node not in self.suspects
-        self.suspects[node] = now + SUSPECT_SECONDS
-        if fresh:
+        if self.placement.suspect(node, now):
             self.counts["suspected"] += 1
-            while len(self.suspects) > MAX_SUSPECTS:
-                del self.suspects[min(self.suspects, key=self.suspects.__getitem__)]
-            self._avoid()
-
-    def _cleared(self, node: str) -> None:
-        """``node`` answered: whatever it failed before, it serves now."""
-        if self.suspects.pop(node, None) is not None:
-            self._avoid()
-
-    def _expire_suspects(self, now: float) -> None:
-        gone = [node for node, until in self.suspects.items() if until <= now]
-        for node in gone:
-            del self.suspects[node]
-        if gone:
-            self._avoid()
-
-    def _avoid(self) -> None:
-        """Routes are made again when the set of suspected nodes changes (they are asked
-        last, never dropped: ``routing.route``)."""
-        avoid = frozenset(self.suspects.keys())
-        if avoid != self.avoid:
-            self.avoid = avoid
-            self.routes.clear()
-
-    def _route(self, partition: int) -> Route:
-        found = self.routes.get(partition)
-        if found is None:
-            assert self.ring is not None
-            found = self.routes[partition] = route(self.ring, partition, self.n, self.down,
-                                                   self.avoid)
-        return found
-
-    def _peer(self, node: str) -> str:
-        assert self.ring is not None
-        return self.ring.member(node).peer
 
     # From the network stage -----------------------------------------------------------
     def on_req(self, now: float, rid: int, op: str, key: bytes, value: bytes | None,
                context: dict[str, int] | None, r: int | None, w: int | None,
                timeout_ms: int | None, forwarded: bool) -> None:
         if self.ring is None:
-            self._reply(rid, _error("unavailable", "this node has not joined a ring yet"))
+            self._reply(rid, error("unavailable", "this node has not joined a ring yet"))
             return
         if op == "ring":
-            self._reply(rid, {"ok": True, **self._ring_reply()})
+            self._reply(rid, {"ok": True, **self.placement.ring_reply(self.config.r,
+                                                                      self.config.w)})
             return
-        n = self.n
+        n = self.placement.n
         partition = partition_of(key, self.ring.partitions)
-        found = self._route(partition)
+        found = self.placement.route(partition)
         timeout = (timeout_ms or self.config.timeout_ms) / 1000.0
         if op == "get":
             needed = min(r or self.config.r, n)
@@ -242,9 +180,9 @@ class Handler(Stage):
         write forwarded by a node whose view differs, or one whose replicas all failed):
         it then stands in, with a hint, for the owner whose place it takes."""
         assert self.ring is not None
-        n = self.n
+        n = self.placement.n
         partition = partition_of(key, self.ring.partitions)
-        found = with_me(self._route(partition), self.me,
+        found = with_me(self.placement.route(partition), self.me,
                         self.ring.preference_list(partition, n), n)
         mine = next(t for t in found.chosen if t.node == self.me)
         cid = self._cid()
@@ -275,7 +213,8 @@ class Handler(Stage):
         # an answer only from the call it made, and forgets the call after that.
         pending = self.requests.get(cid) if cid is not None else None
         ttl = pending.deadline - self.now if pending is not None else None
-        self.emit("network", Call.wire(self._peer(node), self.name, cid, request, node, ttl))
+        self.emit("network", Call.wire(self.placement.peer(node), self.name, cid, request,
+                                       node, ttl))
 
     def _ask(self, cid: int, pending: Pending, node: str, request: list[Any], now: float,
              attempt: float) -> None:
@@ -309,10 +248,10 @@ class Handler(Stage):
         if pending is None:
             return
         if error:
-            code = next((c for c in REFUSALS if error.startswith(f"{c}: ")), None)
+            code = quorumreply.refusal(error)
             if code is not None:  # the request itself cannot be applied
                 self.requests.pop(cid)
-                self._reply(pending.rid, _error(code, error[len(code) + 2:]))
+                self._reply(pending.rid, quorumreply.error(code, error[len(code) + 2:]))
                 if pending.measured:
                     self.metrics.answered(pending.op, now - pending.started, code)
                 return
@@ -338,7 +277,7 @@ class Handler(Stage):
                 self._feed(cid, OK_EVENT, self.me, found[i], now)
 
     def on_resp(self, now: float, node: str, cid: int, payload: list[Any]) -> None:
-        self._cleared(node)  # it answers: whatever it failed before, it serves now
+        self.placement.cleared(node)  # it answers: whatever it failed before, it serves now
         pending = self.requests.get(cid)
         if pending is None:
             return
@@ -349,8 +288,7 @@ class Handler(Stage):
             self._reply(pending.rid, reply)
             self.latencies.append(now - pending.started)
             self.metrics.answered(pending.op, now - pending.started,
-                                  None if not isinstance(reply, dict) or reply.get("ok")
-                                  else str(reply.get("error")))
+                                  quorumreply.replyerror(reply))
         elif kind == "updated":
             self._feed(cid, FAIL_EVENT if payload[1] else OK_EVENT, node, payload[1], now)
         elif kind == "got":
@@ -359,7 +297,7 @@ class Handler(Stage):
 
     def on_unreachable(self, now: float, peer: str, cid: int) -> None:
         """The network stage could not send to ``peer``: that target has failed."""
-        node = self.nodes_by_peer.get(peer)
+        node = self.placement.nodes_by_peer.get(peer)
         if node is None:
             return
         self._suspect(node, now)
@@ -418,7 +356,7 @@ class Handler(Stage):
             self.reported_at = now
             self.emit("gossip", Foreground.wire(len(self.latencies), p99(self.latencies)))
             self.latencies = []
-        self._expire_suspects(now)
+        self.placement.expire(now)
         while self.attempts and self.attempts[0][0] <= now:
             _, cid, node = heapq.heappop(self.attempts)
             self._slow(now, cid, node)
@@ -437,18 +375,16 @@ class Handler(Stage):
         quorum = pending.quorum
         if quorum.outcome is Outcome.OK:
             try:
-                reply = self._ok_reply(pending.op, quorum.replies)
+                reply, read = quorumreply.ok_reply(pending.op, quorum.replies, self.me,
+                                                   self.ring.epoch if self.ring else 0)
+                if read is not None:
+                    self.metrics.read(read)
             except ValueError as exc:
-                reply = _error("internal", f"a replica returned unreadable versions: {exc}")
-        elif quorum.outcome is Outcome.TIMEOUT:
-            self.counts["timeouts"] += 1
-            reply = _error("timeout", f"{len(quorum.replies)} of {quorum.needed} replicas "
-                                      "answered before the deadline")
+                reply = error("internal", f"a replica returned unreadable versions: {exc}")
         else:
-            self.counts["unavailable"] += 1
-            reply = _error("unavailable", pending.why or
-                           f"{quorum.needed} replicas needed, "
-                           f"{len(quorum.asked) - len(quorum.failed)} could answer")
+            self.counts["timeouts" if quorum.outcome is Outcome.TIMEOUT
+                        else "unavailable"] += 1
+            reply = quorumreply.failed_reply(quorum, pending.why)
         self._reply(pending.rid, reply)
         self.latencies.append(self.now - pending.started)
         if pending.measured:
@@ -465,22 +401,10 @@ class Handler(Stage):
         pending = self.requests.pop(cid)
         if pending.op != "get" or pending.quorum.outcome is not Outcome.OK:
             return
-        replies = pending.quorum.replies
-        try:
-            clocks = {node: causality.decode(raw) if raw is not None else causality.EMPTY
-                      for node, raw in replies.items()}
-        except ValueError:
-            return
-        merged = causality.sync_all(clocks.values())
-        if causality.size(merged) == 0 and not causality.join(merged):
-            return
-        encoded = None
-        for target in pending.targets:
-            clock = clocks.get(target.node)
-            if clock is None or causality.equal(clock, merged):
-                continue
+        encoded, behind = quorumreply.repairs(pending.quorum.replies, pending.targets)
+        for target in behind:
             self.counts["read_repairs"] += 1
-            encoded = encoded or causality.encode(merged)
+            assert encoded is not None
             if target.node == self.me:
                 self.emit("versioning", Sync.wire(self.name, None, pending.key, encoded,
                                                   target.hint))
@@ -490,36 +414,8 @@ class Handler(Stage):
     def _reply(self, rid: int, reply: dict[str, Any]) -> None:
         self.emit("network", Reply.wire(rid, reply))
 
-    def _ring_reply(self) -> dict[str, Any]:
-        assert self.ring is not None
-        wire = self.ring.to_wire(self.config.n, self.config.r, self.config.w)
-        wire["pending_transfers"] = self.moves_left
-        wire["nodes"] += [{"id": node, "client": client, "peer": peer, "status": status}
-                          for node, client, peer, status in self.others]
-        for node in wire["nodes"]:
-            if node["id"] in self.down:
-                node["status"] = "down"
-        return wire
-
     def gauges(self) -> dict[str, Any]:
         return {"requests_in_flight": len(self.requests), **self.counts,
                 "ops": self.metrics.to_wire(),
-                "epoch": self.ring.epoch if self.ring else 0, "down": sorted(self.down)}
-
-    def _ok_reply(self, op: str, replies: dict[str, Any]) -> dict[str, Any]:
-        epoch = self.ring.epoch if self.ring else 0
-        if op != "get":  # the context of the version this node stamped
-            return {"ok": True, "context": replies[self.me], "epoch": epoch}
-        clocks = [causality.decode(raw) for raw in replies.values() if raw is not None]
-        if not clocks:
-            self.metrics.read(0)
-            return {"ok": True, "values": [], "context": None, "epoch": epoch}
-        merged = causality.sync_all(clocks)
-        values = [v for v in causality.values(merged) if v is not None]
-        self.metrics.read(len(values))
-        return {"ok": True, "values": values, "epoch": epoch,
-                "context": causality.encode_context(causality.join(merged))}
-
-
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "error": code, "message": message}
+                "epoch": self.ring.epoch if self.ring else 0,
+                "down": sorted(self.placement.down)}
