@@ -19,23 +19,13 @@ as if gossip had marked it down) unless it answers first or gossip sees it come 
 
 from __future__ import annotations
 
-import heapq
-from dataclasses import dataclass, field
 from typing import Any
 
 from seda_dynamo import ids, quorumreply
 from seda_dynamo.background import p99
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.messages import (
-    Call,
-    Deleted,
-    Foreground,
-    Get,
-    Reply,
-    RingPlease,
-    Sync,
-    Update,
-)
+from seda_dynamo.inflight import InFlight, Pending
+from seda_dynamo.messages import Call, Deleted, Foreground, Get, Reply, RingPlease, Sync, Update
 from seda_dynamo.metrics import OpMetrics
 from seda_dynamo.placement import Placement
 from seda_dynamo.quorumreply import error
@@ -45,9 +35,7 @@ from seda_dynamo.requests import (
     FAIL_EVENT,
     OK_EVENT,
     SLOW_EVENT,
-    WAITING,
     Outcome,
-    QuorumRequest,
 )
 from seda_dynamo.ring import Ring, partition_of
 from seda_dynamo.routing import Route, Target, stand_in, with_me
@@ -63,23 +51,6 @@ ATTEMPT_SHARE = 0.25
 FORWARD_SHARE = 0.5
 
 
-@dataclass(slots=True)
-class Pending:
-    rid: int
-    op: str
-    key: bytes
-    quorum: QuorumRequest
-    deadline: float
-    targets: list[Target] = field(default_factory=list)
-    replied: bool = False  # the client has its answer; a get may still be read-repairing
-    started: float = 0.0
-    measured: bool = True  # in this node's metrics (not a write another node forwarded)
-    attempt: float = 0.0  # seconds each target has before it is slow and a spare is asked
-    clock: bytes | None = None  # a write: the version this node stamped, for stand-ins
-    forward: list[Any] | None = None  # a forwarded write: [op, key, value, context, r, w]
-    why: str = ""  # what failed, when the request was aborted
-
-
 class Handler(Stage):
     name = "coordination"
     tick_interval = 0.02
@@ -89,10 +60,8 @@ class Handler(Stage):
         self.me = config.node_id
         # The ring, who is down or suspected, and the routes they give (paper 4.6).
         self.placement = Placement(self.me, config.n)
-        self.requests: dict[int, Pending] = {}
-        self.deadlines: list[tuple[float, int]] = []
-        self.attempts: list[tuple[float, int, str]] = []  # (when slow, cid, node)
-        self.next_cid = self.id_base  # ids never repeat across restarts (ids.py)
+        self.inflight = InFlight(self.id_base)  # ids never repeat across restarts (ids.py)
+        self.requests = self.inflight.requests  # by cid: the same dict
         self.reads: list[tuple[int, bytes]] = []
         self.read_batches: dict[int, list[int]] = {}
         self.counts = {"unavailable": 0, "timeouts": 0, "forwarded": 0, "read_repairs": 0,
@@ -116,8 +85,7 @@ class Handler(Stage):
         for event in events:
             self.dispatch(event, now)
         if self.reads:
-            self.next_cid += 1
-            ref = self.next_cid
+            ref = self.inflight.new_id()
             self.read_batches[ref] = [cid for cid, _ in self.reads]
             self.emit("persistence", Get.wire(self.name, ref, [key for _, key in self.reads]))
             self.reads = []
@@ -151,8 +119,8 @@ class Handler(Stage):
         timeout = (timeout_ms or self.config.timeout_ms) / 1000.0
         if op == "get":
             needed = min(r or self.config.r, n)
-            cid = self._cid()
-            pending = self._track(cid, rid, op, key, needed, found, now + timeout)
+            cid, pending = self.inflight.track(rid, op, key, needed, found, now + timeout,
+                                               self.now)
             pending.attempt = ATTEMPT_SHARE * timeout
             if pending.quorum.start() is None:
                 for target in found.chosen:
@@ -162,10 +130,10 @@ class Handler(Stage):
             return
         if not forwarded and found.chosen and all(t.node != self.me for t in found.chosen):
             self.counts["forwarded"] += 1
-            cid = self._cid()
             rest = [t.node for t in found.chosen[1:]] + list(found.spare)
-            pending = self._track(cid, rid, op, key, 1, Route(found.chosen[:1], tuple(rest)),
-                                  now + timeout + FORWARD_SLACK)
+            cid, pending = self.inflight.track(rid, op, key, 1,
+                                               Route(found.chosen[:1], tuple(rest)),
+                                               now + timeout + FORWARD_SLACK, self.now)
             pending.forward = [op, key, value, context, r, w]
             pending.attempt = FORWARD_SHARE * timeout
             self._forward(cid, pending, found.chosen[0].node, now)
@@ -185,8 +153,8 @@ class Handler(Stage):
         found = with_me(self.placement.route(partition), self.me,
                         self.ring.preference_list(partition, n), n)
         mine = next(t for t in found.chosen if t.node == self.me)
-        cid = self._cid()
-        pending = self._track(cid, rid, op, key, min(w or self.config.w, n), found, deadline)
+        cid, pending = self.inflight.track(rid, op, key, min(w or self.config.w, n), found,
+                                           deadline, self.now)
         pending.measured = measured
         pending.attempt = ATTEMPT_SHARE * timeout
         if pending.quorum.start() is not None:
@@ -195,18 +163,6 @@ class Handler(Stage):
         self.emit("versioning", Update.wire(self.name, cid, key,
                                             value if op == "put" else None, context,
                                             op == "delete" and context is None, mine.hint))
-
-    def _cid(self) -> int:
-        self.next_cid += 1
-        return self.next_cid
-
-    def _track(self, cid: int, rid: int, op: str, key: bytes, needed: int,
-               found: Route, deadline: float) -> Pending:
-        quorum = QuorumRequest(needed, tuple(t.node for t in found.chosen), found.spare)
-        pending = Pending(rid, op, key, quorum, deadline, list(found.chosen), started=self.now)
-        self.requests[cid] = pending
-        heapq.heappush(self.deadlines, (deadline, cid))
-        return pending
 
     def _call(self, node: str, cid: int | None, request: list[Any]) -> None:
         # Naming the node and how long the answer is awaited: the network stage takes
@@ -220,8 +176,7 @@ class Handler(Stage):
              attempt: float) -> None:
         """Send ``request`` to ``node``; past ``attempt`` seconds it counts as slow."""
         self._call(node, cid, request)
-        if 0 < attempt and now + attempt < pending.deadline:
-            heapq.heappush(self.attempts, (now + attempt, cid, node))
+        self.inflight.attempt(cid, pending.deadline, node, now, attempt)
 
     def _ask_read(self, cid: int, pending: Pending, node: str, now: float) -> None:
         if node == self.me:
@@ -304,14 +259,6 @@ class Handler(Stage):
         if cid in self.requests:
             self._feed(cid, FAIL_EVENT, node, "unreachable", now)
 
-    def _slow(self, now: float, cid: int, node: str) -> None:
-        """``node`` has not answered within its attempt's share of the deadline."""
-        pending = self.requests.get(cid)
-        if pending is not None and pending.quorum.state == WAITING and \
-                pending.quorum.waiting_on(node):
-            self._suspect(node, now)
-            self._feed(cid, SLOW_EVENT, node, None, now)
-
     def _feed(self, cid: int, event: str, node: str, payload: Any, now: float) -> None:
         pending = self.requests[cid]
         decided = pending.quorum.on(event, node, payload)
@@ -357,14 +304,10 @@ class Handler(Stage):
             self.emit("gossip", Foreground.wire(len(self.latencies), p99(self.latencies)))
             self.latencies = []
         self.placement.expire(now)
-        while self.attempts and self.attempts[0][0] <= now:
-            _, cid, node = heapq.heappop(self.attempts)
-            self._slow(now, cid, node)
-        while self.deadlines and self.deadlines[0][0] <= now:
-            _, cid = heapq.heappop(self.deadlines)
-            pending = self.requests.get(cid)
-            if pending is None:
-                continue
+        for cid, node in self.inflight.slow(now):  # silent past its attempt's share
+            self._suspect(node, now)
+            self._feed(cid, SLOW_EVENT, node, None, now)
+        for cid, pending in self.inflight.due(now):
             if pending.replied:
                 self._repair(cid)
             elif pending.quorum.on(DEADLINE_EVENT) is not None:
