@@ -13,8 +13,8 @@ that has not answered within its attempt's share of the deadline (``ATTEMPT_SHAR
 the request's timeout for a replica, ``FORWARD_SHARE`` for a forwarded write), is
 replaced by the next healthy node of the extended preference list, a write's stand-in
 carrying a hint for the owner it replaces; the request still ends by its own deadline.
-Such a node is *suspected* for ``SUSPECT_SECONDS`` (later requests route around it
-as if gossip had marked it down) unless it answers first or gossip sees it come back.
+Such a node is *suspected* for ``placement.SUSPECT_SECONDS`` (later requests ask it
+last) unless it answers first or gossip sees it come back.
 """
 
 from __future__ import annotations
