@@ -26,7 +26,8 @@ SHELLS = frozenset({
     "seda_dynamo.client", "seda_dynamo.cli", "seda_dynamo.admin",
     "seda_dynamo.localcluster", "seda_dynamo.loadgen", "seda_dynamo.loaddrivers",
     "seda_dynamo.engines.bdb",
-})
+}) | {"seda_dynamo.cli." + p.stem for p in (PACKAGE / "cli").glob("*.py")
+      if p.name != "__init__.py"}  # the command modules of the cli package
 #: What a core never loads: the network library, the disk engine, event loops, process
 #: inspection, and stage code.
 IO_LIBRARIES = ("zmq", "berkeleydb", "asyncio", "psutil")
