@@ -27,9 +27,11 @@ from bench import exit_on_sigterm, start_node
 from seda_dynamo.loadgen import run_mix
 from seda_dynamo.runtime import PROFILE_ENV
 
+DVVSETS = "DVVSets (causality, actors, contexts)"
 #: Own-time areas, by the file a function is in (first match wins).
 AREAS = (("zmq", "ZeroMQ (pyzmq)"), ("msgpack", "msgpack"), ("berkeleydb", "Berkeley DB"),
-         ("engines/", "engine wrapper"), ("causality", "DVVSet (causality.py)"),
+         ("engines/", "engine wrapper"), ("causality", DVVSETS),
+         ("seda_dynamo/actors", DVVSETS), ("seda_dynamo/contexts", DVVSETS),
          ("merkle", "Merkle trees"), ("runtime.py", "stage runtime"),
          ("controllers", "SEDA controllers"), ("stages/", "stage handlers"),
          ("seda_dynamo/", "other cores"), ("psutil", "psutil (stats)"),

@@ -5,7 +5,7 @@ removing nodes), with the ring of section 6.2 strategy 3. Each member's own entr
 (addresses, weight, status, and the partitions it has handed over) is written only by
 that member and carries a version, so merging two views keeps the higher version of
 every entry. A membership change makes a *plan*: the ring keeps its settled ``owners``
-and gains ``next_owners`` from ``ring.claim``. A partition moves to its next owner only
+and gains ``next_owners`` from ``claim.claim``. A partition moves to its next owner only
 once the current owner has streamed it there and said so in its entry; the *effective*
 ring (what requests are routed by) follows those hand-overs, and once every move is done
 any node settles the plan. Plans and settlements are deterministic functions of the
@@ -22,7 +22,8 @@ from typing import Any
 import msgpack
 
 from seda_dynamo import address
-from seda_dynamo.ring import Member, Ring, claim, preference_lists
+from seda_dynamo.claim import claim
+from seda_dynamo.ring import Member, Ring, preference_lists
 
 VIEW_FILE = "cluster.state"  # in the data directory: the view a restarted node resumes
 #: The effective ring's epoch is ``plan epoch * EPOCH_STRIDE + moves done``, so it grows

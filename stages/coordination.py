@@ -23,7 +23,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
-from seda_dynamo import causality, ids
+from seda_dynamo import causality, contexts, ids
 from seda_dynamo.background import p99
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.metrics import OpMetrics
@@ -507,7 +507,7 @@ class Handler(Stage):
         values = [v for v in causality.values(merged) if v is not None]
         self.metrics.read(len(values))
         return {"ok": True, "values": values, "epoch": epoch,
-                "context": causality.encode_context(causality.join(merged))}
+                "context": contexts.encode_context(causality.join(merged))}
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

@@ -123,7 +123,8 @@ SERVER_MODULES = [*sorted((ROOT / "stages").glob("*.py")),
                   *sorted((ROOT / "seda_dynamo" / "engines").glob("*.py")),
                   *(ROOT / "seda_dynamo" / f"{m}.py" for m in (
                       "runtime", "supervisor", "stage", "metrics", "security", "config",
-                      "causality", "ring", "merkle", "membership", "protocol",
+                      "causality", "actors", "contexts", "ring", "claim", "merkle",
+                      "membership", "protocol",
                       "controllers", "background", "durable", "transfer", "reaper",
                       "routing", "requests", "antientropy"))]
 
