@@ -76,9 +76,10 @@ class Node:
         cfg = self.config
         # Versioning and persistence take no entropy: their tags and hint tokens are not
         # seeded, but nothing they do depends on those values (test_a_seed_is_a_run).
-        self.coordination = coordination.Handler(cfg, entropy())
-        self.gossip = gossip.Handler(cfg, random.Random(rng.getrandbits(64)), entropy())
-        self.network = network.Handler(cfg, entropy())
+        self.coordination = coordination.Handler(cfg, entropy=entropy())
+        self.gossip = gossip.Handler(cfg, rng=random.Random(rng.getrandbits(64)),
+                                     entropy=entropy())
+        self.network = network.Handler(cfg, entropy=entropy())
         self.stages: dict[str, Stage] = {
             "persistence": persistence.Handler(cfg, engine=self.engine, hints=self.hints,
                                                incarnation_id=f"{rng.getrandbits(32):08x}",
