@@ -21,7 +21,7 @@ from seda_dynamo.security import KEY_ENV, SERVER_KEY_ENV
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from seda_dynamo.runtime import setup_logging
+    from seda_dynamo.hygiene import setup_logging
     from seda_dynamo.supervisor import Supervisor
 
     try:

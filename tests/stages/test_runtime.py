@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from seda_dynamo import runtime as runtime_module
+from seda_dynamo import sockets as sockets_module
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.runtime import Runtime
 from seda_dynamo.stage import PEER_PREFIX, Stage
@@ -57,15 +58,15 @@ def test_a_destination_that_cannot_be_connected_to_is_undeliverable_not_fatal(ru
     for bad in BAD:
         h.emit(PEER_PREFIX + bad, ["req", "me", ["gossip", 1], ["ping"]])
     h.emit(PEER_PREFIX + "127.0.0.1:1", ["req", "me", ["gossip", 2], ["ping"]])  # nobody
-    runtime.flush()  # raised ZMQError on "x:y" before: the stage died, and again at restart
+    runtime.send_outbox()  # raised ZMQError on "x:y" before: the stage died, and again at restart
     assert sorted(dest for dest, _ in h.lost) == sorted(PEER_PREFIX + a for a in
                                                           [*BAD, "127.0.0.1:1"])
     assert runtime.counters["bad_destinations"] == len(BAD)
     assert runtime.counters["dropped"] == len(BAD) + 1
-    assert set(runtime.outbound) == {PEER_PREFIX + "127.0.0.1:1"}  # no socket for the bad
+    assert set(runtime.sockets.outbound) == {PEER_PREFIX + "127.0.0.1:1"}  # no socket for the bad
     for _ in range(3):  # and again: still not fatal, still no socket
         h.emit(PEER_PREFIX + "x:y", ["req", "me", ["gossip", 3], ["ping"]])
-        runtime.flush()
+        runtime.send_outbox()
     assert runtime.counters["bad_destinations"] == len(BAD) + 3
 
 
@@ -73,25 +74,24 @@ def test_sockets_to_other_nodes_are_bounded_and_closed_when_idle(runtime, monkey
     """Peer addresses come from the network (gossip, a peer's 'reply to' address): the
     runtime's DEALERs are capped, least recently used closed first, and idle ones are
     closed, so the outbound sockets never grow without bound."""
-    monkeypatch.setattr(runtime_module, "MAX_PEER_SOCKETS", 8)
+    monkeypatch.setattr(sockets_module, "MAX_PEER_SOCKETS", 8)
     h = runtime.handler
     for port in range(20_001, 20_041):
         h.emit(f"{PEER_PREFIX}127.0.0.1:{port}", ["req", "me", ["gossip", port], ["ping"]])
-        runtime.flush()
+        runtime.send_outbox()
         assert runtime.counters["peer_sockets"] <= 8
-    peers = [d for d in runtime.outbound if d.startswith(PEER_PREFIX)]
+    peers = [d for d in runtime.sockets.outbound if d.startswith(PEER_PREFIX)]
     assert len(peers) == 8
     assert sorted(peers) == [f"{PEER_PREFIX}127.0.0.1:{p}" for p in range(20_033, 20_041)]
     # A stage's own queues are not peers: never closed by this.
     h.emit("network", ["stats", "gossip", {}])
-    runtime.flush()
-    runtime.close_idle_peers(now=runtime_module.time.monotonic() + runtime_module.PEER_IDLE
-                             + 1)
-    assert not [d for d in runtime.outbound if d.startswith(PEER_PREFIX)]
-    assert "network" in runtime.outbound and runtime.counters["peer_sockets"] == 0
+    runtime.send_outbox()
+    runtime.sockets.close_idle_peers(now=time.monotonic() + sockets_module.PEER_IDLE + 1)
+    assert not [d for d in runtime.sockets.outbound if d.startswith(PEER_PREFIX)]
+    assert "network" in runtime.sockets.outbound and runtime.counters["peer_sockets"] == 0
     # A closed peer's socket is made again when it is needed again.
     h.emit(f"{PEER_PREFIX}127.0.0.1:20001", ["req", "me", ["gossip", 9], ["ping"]])
-    runtime.flush()
+    runtime.send_outbox()
     assert runtime.counters["peer_sockets"] == 1
 
 
@@ -112,7 +112,7 @@ def test_a_node_at_an_ipv6_literal_is_reached(runtime):
         runtime.handler.emit(f"{PEER_PREFIX}[::1]:{port}", ["req", "me", ["gossip", 1],
                                                            ["ping"]])
         for _ in range(50):  # IMMEDIATE: sends are dropped until the connection is up
-            runtime.flush()
+            runtime.send_outbox()
             if router.poll(100):
                 break
             runtime.handler.emit(f"{PEER_PREFIX}[::1]:{port}", ["req", "me", ["gossip", 1],
