@@ -39,11 +39,11 @@ from seda_dynamo.requests import (
 )
 from seda_dynamo.ring import Ring, partition_of
 from seda_dynamo.routing import Route, Target, route, stand_in, with_me
-from seda_dynamo.stage import Event, Stage
+from seda_dynamo.stage import Event, Stage, stage_of
 
-#: Versioning errors that are the request's own fault start with one of these codes and
-#: ": " (stages/versioning.py), and are answered with that code at once.
-REFUSALS = ("bad_request", "too_large")
+#: Versioning errors answered with their own code at once start with one of these and
+#: ": " (stages/versioning.py): the request's own fault, or a queue of this node full.
+REFUSALS = ("bad_request", "too_large", "overloaded")
 #: How much longer than the coordinator it forwards to a forwarding node waits.
 FORWARD_SLACK = 0.25
 #: Seconds of answered requests in each foreground latency report to gossip.
@@ -97,7 +97,7 @@ class Handler(Stage):
         self.reads: list[tuple[int, bytes]] = []
         self.read_batches: dict[int, list[int]] = {}
         self.counts = {"unavailable": 0, "timeouts": 0, "forwarded": 0, "read_repairs": 0,
-                       "replaced": 0, "suspected": 0}
+                       "replaced": 0, "suspected": 0, "overloaded": 0}
         self.now = 0.0
         self.latencies: list[float] = []  # of requests answered since the last report
         self.metrics = OpMetrics()  # by operation, since start: the metrics endpoint's
@@ -299,7 +299,7 @@ class Handler(Stage):
             return
         if error:
             code = next((c for c in REFUSALS if error.startswith(f"{c}: ")), None)
-            if code is not None:  # the request itself cannot be applied
+            if code is not None:  # the request cannot be applied, or not now
                 self.requests.pop(cid)
                 self._reply(pending.rid, _error(code, error[len(code) + 2:]))
                 if pending.measured:
@@ -354,6 +354,30 @@ class Handler(Stage):
         self._suspect(node, now)
         if cid in self.requests:
             self._feed(cid, FAIL_EVENT, node, "unreachable", now)
+
+    def undeliverable(self, dest: str, events: list[Event], now: float) -> None:
+        """A stage of this node could not take a request's next step (its queue is
+        full): that request is answered ``overloaded`` at once (SEDA's full-queue
+        event), not left to time out. Read repairs and reports are only dropped."""
+        why = f"the {stage_of(dest)} stage's queue is full"
+        for event in events:
+            kind = event[0]
+            if kind == "update":  # ["update", reply_to, cid, ...] to versioning
+                self._overloaded(event[2], why, now)
+            elif kind == "get":  # ["get", reply_to, tag, keys] to persistence
+                for cid in self.read_batches.pop(event[2], []):
+                    self._overloaded(cid, why, now)
+            elif kind == "call":  # ["call", peer, reply_stage, cid, ...] to network
+                self._overloaded(event[3], why, now)
+
+    def _overloaded(self, cid: Any, why: str, now: float) -> None:
+        pending = self.requests.pop(cid, None) if cid is not None else None
+        if pending is None or pending.replied:
+            return  # answered already (a read repair's step): nothing waits
+        self.counts["overloaded"] += 1
+        self._reply(pending.rid, _error("overloaded", why))
+        if pending.measured:
+            self.metrics.answered(pending.op, now - pending.started, "overloaded")
 
     def _slow(self, now: float, cid: int, node: str) -> None:
         """``node`` has not answered within its attempt's share of the deadline."""

@@ -27,7 +27,7 @@ from seda_dynamo.config import NodeConfig
 from seda_dynamo.controllers import Gate
 from seda_dynamo.protocol import Limits, ProtocolError
 from seda_dynamo.security import CLIENT_DOMAIN, PEER_DOMAIN
-from seda_dynamo.stage import PEER_PREFIX, Port, Stage
+from seda_dynamo.stage import PEER_PREFIX, Port, Stage, stage_of
 
 #: How long past a request's own deadline we wait for coordination before answering.
 GRACE = 2.0
@@ -248,13 +248,39 @@ class Handler(Stage):
                 limit -= 1
 
     def undeliverable(self, dest: str, events: list, now: float) -> None:
-        """A node we are not connected to: its callers hear at once instead of waiting."""
-        peer = dest.removeprefix(PEER_PREFIX)
+        """Events that could not be queued: each waiting caller hears at once instead of
+        waiting for its deadline. To a node we are not connected to, a call's stage
+        hears ``unreachable``; to a stage of ours with a full queue, a client's request
+        (or another node's forwarded one) is answered ``overloaded``, and another node's
+        replica request gets an error answer so its coordinator asks a spare now."""
+        if dest.startswith(PEER_PREFIX):
+            peer = dest.removeprefix(PEER_PREFIX)
+            for event in events:
+                if event[0] == "req":
+                    call = self.calls.pop(event[2], None)
+                    if call is not None:
+                        self.emit(call.stage, ["unreachable", peer, call.tag])
+            return
+        why = f"the {stage_of(dest)} stage's queue is full"
         for event in events:
-            if event[0] == "req":
-                call = self.calls.pop(event[2], None)
-                if call is not None:
-                    self.emit(call.stage, ["unreachable", peer, call.tag])
+            kind = event[0]
+            if kind in ("req", "admin"):  # to coordination, to gossip: [kind, rid, ...]
+                entry = self.pending.pop(event[1], None)
+                if entry is not None:
+                    self._answer(entry[0], protocol.error_reply("overloaded", why))
+            elif kind == "sync" and event[2] is not None:  # a peer's rput, to versioning
+                origin = Remote.from_tag(event[2])
+                self._respond(origin.peer, origin.rtag, ["updated", f"overloaded: {why}"])
+            elif kind == "get" and event[1] == self.name:  # a peer's rget, to persistence
+                entry = self.remote_reads.pop(event[2], None)
+                if entry is not None:
+                    self._respond(entry[0].peer, entry[0].rtag,
+                                  ["got", None, f"overloaded: {why}"])
+            elif kind == "tree" and event[1] == self.name:  # a peer's anti-entropy question
+                origin = Remote.from_tag(event[2])
+                self._respond(origin.peer, origin.rtag, ["tree", None])
+            # Anything else (a gossip round, a tombstone check, answers and reports to
+            # other stages) has a deadline of its own, or none that anyone waits on.
 
     def _respond(self, peer: str, call_id: int, payload: list) -> None:
         if call_id:  # 0: the caller expects no answer

@@ -31,7 +31,7 @@ from seda_dynamo import actors, causality, contexts
 from seda_dynamo.causality import DVVSet
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.merkle import object_hash
-from seda_dynamo.stage import Event, Stage
+from seda_dynamo.stage import Event, Stage, stage_of
 
 #: How long persistence may take to answer before the waiting operations fail.
 ENGINE_DEADLINE = 10.0
@@ -46,6 +46,8 @@ SWEEP_EVERY = 1.0
 BAD_REQUEST = "bad_request: "
 #: The prefix of a write refused because the key's record would pass a size limit.
 TOO_LARGE = "too_large: "
+#: The prefix of an operation failed because a queue it needed was full.
+OVERLOADED = "overloaded: "
 
 
 class TooLarge(ValueError):
@@ -233,6 +235,17 @@ class Handler(Stage):
                 writes.append(follow)
         if writes:
             self._ask("write", writes, now)
+
+    def undeliverable(self, dest: str, events: list[Event], now: float) -> None:
+        """Persistence's queue is full: the operations waiting on that read or write
+        fail now with ``overloaded`` (their callers answer or ask a spare), not at
+        ``ENGINE_DEADLINE``."""
+        for event in events:
+            if event[0] in ("get", "write") and event[1] == self.name:
+                entry = self.pending.pop(event[2], None)
+                if entry is not None:
+                    self._fail(entry[1], f"{OVERLOADED}the {stage_of(dest)} stage's queue "
+                                         "is full")
 
     def tick(self, now: float) -> None:
         late = [tag for tag, (_, _, deadline) in self.pending.items() if deadline < now]

@@ -32,7 +32,7 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seda_dynamo.runtime import setup_logging
+    from seda_dynamo.hygiene import setup_logging
     from seda_dynamo.supervisor import Supervisor
 
     try:

@@ -22,7 +22,9 @@ PACKAGE = ROOT / "seda_dynamo"
 #: The modules of ``seda_dynamo`` that may touch sockets, processes or the disk engine
 #: (the thin shells); every other module of the package is a pure core.
 SHELLS = frozenset({
-    "seda_dynamo.runtime", "seda_dynamo.supervisor", "seda_dynamo.security",
+    "seda_dynamo.runtime", "seda_dynamo.sockets", "seda_dynamo.outbox",
+    "seda_dynamo.accounting", "seda_dynamo.hygiene", "seda_dynamo.contract",
+    "seda_dynamo.supervisor", "seda_dynamo.security",
     "seda_dynamo.client", "seda_dynamo.cli", "seda_dynamo.admin",
     "seda_dynamo.localcluster", "seda_dynamo.loadgen", "seda_dynamo.loaddrivers",
     "seda_dynamo.engines.bdb",
