@@ -40,7 +40,8 @@ LAZY = {
 }
 #: The client speaks the wire protocol: of the package it uses only these.
 CLIENT_MAY_USE = frozenset({"seda_dynamo.protocol", "seda_dynamo.causality",
-                            "seda_dynamo.ring", "seda_dynamo.security"})
+                            "seda_dynamo.ring", "seda_dynamo.routing",
+                            "seda_dynamo.security"})
 
 
 def module_name(path: Path) -> str:
