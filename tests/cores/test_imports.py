@@ -24,7 +24,8 @@ PACKAGE = ROOT / "seda_dynamo"
 SHELLS = frozenset({
     "seda_dynamo.runtime", "seda_dynamo.supervisor", "seda_dynamo.security",
     "seda_dynamo.client", "seda_dynamo.cli", "seda_dynamo.admin",
-    "seda_dynamo.localcluster", "seda_dynamo.loadgen", "seda_dynamo.loaddrivers",
+    "seda_dynamo.launcher", "seda_dynamo.localcluster", "seda_dynamo.loadgen",
+    "seda_dynamo.loaddrivers",
     "seda_dynamo.engines.bdb",
 })
 #: What a core never loads: the network library, the disk engine, event loops, process
