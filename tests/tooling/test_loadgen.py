@@ -1,6 +1,6 @@
-"""The load generator (``seda_dynamo.loadgen``, ``seda_dynamo.loaddrivers``): histogram
-merge, result dicts, formatting, the Zipfian key chooser, the RESP and HTTP parsers, mixed
-runs and ``seda-dynamo bench --json``.
+"""The load generator (the ``seda_dynamo.loadgen`` package): histogram merge, result
+dicts, formatting, the Zipfian key chooser, the RESP and HTTP parsers, mixed runs,
+``seda-dynamo bench --json``, and ``bench`` without the ``bench`` extra.
 
 Fast (~10 s): the pure parts, then small runs (at most a few hundred requests) against the
 bare echo chain of ``bench/echo_chain.py``, in-process fake servers (a thread of ROUTER
@@ -12,6 +12,7 @@ Redis and etcd themselves are driven in ``tests/tooling/test_peers.py``.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import socket
@@ -32,7 +33,6 @@ from hypothesis import strategies as st
 
 from bench import REPO_ROOT, free_port
 from bench.echo_chain import EchoChain, start_echo_chain
-from seda_dynamo.loaddrivers import parse_http_response, parse_resp, parse_target
 from seda_dynamo.loadgen import (
     CDF_PERCENTILES,
     Zipfian,
@@ -42,6 +42,9 @@ from seda_dynamo.loadgen import (
     merge_histograms,
     new_histogram,
     owner_routes,
+    parse_http_response,
+    parse_resp,
+    parse_target,
     run_mix,
     run_phase,
     run_phases,
@@ -590,6 +593,19 @@ def test_cli_writes_the_mix_result_as_json(echo: EchoChain, tmp_path: Any) -> No
     assert [p["phase"] for p in json.loads(phases.stdout)] == ["put", "get"]
     bad = _bench_cli("--mix", "90/20")
     assert bad.returncode == 2 and "add up to 100" in bad.stderr
+
+
+def test_bench_without_the_bench_extra_names_the_extra_and_exits_2(tmp_path: Any) -> None:
+    """HdrHistogram missing (``sys.modules["hdrh"] = None`` in a sitecustomize, as if the
+    extra were not installed): one line naming the extra, exit 2, no traceback."""
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['hdrh'] = None\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), REPO_ROOT])}
+    proc = subprocess.run([sys.executable, "-m", "seda_dynamo.cli", "bench", "--server",
+                           f"127.0.0.1:{free_port()}", "--ops", "1", "--no-progress"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'seda-dynamo[bench]'" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
 def test_no_load_generator_process_is_left() -> None:
