@@ -270,13 +270,15 @@ class NodeProcess:
 
 
 # A cluster ------------------------------------------------------------------------------
-class Member(Protocol):
+class Serving(Protocol):
+    """What ``wait_for_ring`` asks a node through: its id and a client to it."""
+
     node_id: str
 
     def client(self, timeout: float = 5.0) -> Client: ...
 
 
-def wait_for_ring(nodes: Sequence[Member], members: int, seconds: float = 30.0) -> dict:
+def wait_for_ring(nodes: Sequence[Serving], members: int, seconds: float = 30.0) -> dict:
     """Until the cluster is what a client needs: every node reports the same settled ring
     (no pending transfers) of ``members`` members, all up, and in every node's ``stats``
     gossip and coordination see no member down, coordination routes by that ring's epoch
