@@ -26,7 +26,12 @@ REPORT_EVERY = 0.5  # seconds between progress reports (children to parent, and 
 
 
 def make_driver(spec: dict[str, Any]) -> SedaDriver | FifoTcpDriver:
-    """The driver of ``spec["kind"]`` for this client process's share of the run."""
+    """The driver of ``spec["kind"]`` for this client process's share of the run.
+
+    Every driver takes requests (``send``), pushes them out (``flush``), waits for
+    readiness (``wait``) and hands back finished requests as ``(id, None)`` or ``(id,
+    error code)`` (``collect``); ``abandon(id)`` is told when the loop gave up waiting
+    for a request, ``close()`` at the end."""
     kind = spec["kind"]
     if kind == "seda":
         return SedaDriver(spec["endpoints"], spec["route"], spec.get("contexts", False))

@@ -29,12 +29,6 @@ def zmq_endpoint(server: str) -> str:
     return server if "://" in server else f"tcp://{server}"
 
 
-# Drivers: one per target kind --------------------------------------------------------------
-# A driver takes requests (send), pushes them out (flush), waits for readiness (wait) and
-# hands back finished requests as (id, None) or (id, error code) (collect). abandon(id)
-# is told when the loop gave up waiting for a request.
-
-
 def _wait(socks: list[zmq.Socket], seconds: float) -> list[zmq.Socket]:
     """The sockets with a reply to read, waiting up to ``seconds`` for one (sub-ms).
 
