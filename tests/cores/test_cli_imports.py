@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: What a client command never loads: top-level packages, and modules of ours.
 NEVER_TOP = ("psutil", "berkeleydb", "stages")
 NEVER_OURS = ("seda_dynamo.supervisor", "seda_dynamo.runtime", "seda_dynamo.engines",
-              "seda_dynamo.loadgen", "seda_dynamo.loaddrivers", "seda_dynamo.localcluster",
+              "seda_dynamo.loadgen", "seda_dynamo.launcher", "seda_dynamo.localcluster",
               "seda_dynamo.admin")
 
 PROBE = """

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seda_dynamo.ring import Member, Ring, claim, partition_of
+from seda_dynamo.claim import claim
+from seda_dynamo.ring import Member, Ring, partition_of
 from seda_dynamo.routing import (
     Route,
     Target,
