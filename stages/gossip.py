@@ -3,9 +3,9 @@
 Dynamo paper section 4.8 (ring membership by gossip, external discovery through seeds):
 about once a second this node swaps its view (``membership.View``) with a random member,
 or with a seed while it has no ring, and it tells coordination the ring and the members
-down whenever they change (and every ``ANNOUNCE_EVERY`` seconds). The view is kept behind
-a ``ViewStore`` (``DATA_DIR/cluster.state`` by default, ``FileStore``) so a restarted
-node rejoins the cluster it was in. Operators' ``join``, ``leave``, ``status`` and
+down whenever they change (and every ``ANNOUNCE_EVERY`` seconds). The view is kept in a
+``membership.ViewStore`` (by default ``DATA_DIR/cluster.state``, ``durable.FileStore``)
+so a restarted node rejoins the cluster it was in. Operators' ``join``, ``leave``, ``status`` and
 ``transfers`` are answered here too.
 
 Membership and the admin commands stay in this module: each of them changes the view,
@@ -30,7 +30,6 @@ components.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from dataclasses import replace
@@ -41,6 +40,7 @@ from seda_dynamo import address, ids
 from seda_dynamo.antientropy import Exchanges
 from seda_dynamo.background import BackgroundShare
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.durable import FileStore
 from seda_dynamo.duty import Component, Duty, Route, Timer
 from seda_dynamo.failure import PING_EVERY, Settings, Watcher
 from seda_dynamo.hintedhandoff import Delivery
@@ -51,30 +51,6 @@ from seda_dynamo.transfer import Transfers
 
 GOSSIP_EVERY = 1.0
 ANNOUNCE_EVERY = 2.0
-
-
-class FileStore:
-    """The view in a file, replaced atomically (write, fsync, rename)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> bytes | None:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def save(self, data: bytes) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-
-    def __str__(self) -> str:
-        return str(self.path)
 
 
 class _Views(Component):

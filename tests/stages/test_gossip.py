@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.durable import FileStore
 from seda_dynamo.duty import Component, Duty, Route
 from seda_dynamo.membership import VIEW_FILE, Entry, MemoryStore, View
 from stages import gossip
@@ -290,7 +291,7 @@ def test_the_view_is_kept_in_the_store_it_is_given(tmp_path):
 def test_by_default_the_view_is_kept_in_the_data_directory(tmp_path):
     cfg = NodeConfig(node_id="t", engine="memory", data_dir=str(tmp_path))
     h = gossip.Handler(cfg)
-    assert isinstance(h.store, gossip.FileStore)
+    assert isinstance(h.store, FileStore)
     h.start(0.0)
     assert (tmp_path / VIEW_FILE).read_bytes() == h.view.encode()
     assert gossip.Handler(cfg).view == h.view
