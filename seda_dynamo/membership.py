@@ -11,13 +11,17 @@ ring (what requests are routed by) follows those hand-overs, and once every move
 any node settles the plan. Plans and settlements are deterministic functions of the
 merged view, and among rings the higher ``(epoch, digest)`` wins, so nodes that raced
 converge within a gossip round.
+
+The gossip stage keeps its view where a restarted node finds it again: behind a
+``ViewStore`` (the stage's file in the data directory, or ``MemoryStore`` for a
+simulator's node, which keeps it across restarts of the handler only).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -29,6 +33,34 @@ VIEW_FILE = "cluster.state"  # in the data directory: the view a restarted node 
 #: The effective ring's epoch is ``plan epoch * EPOCH_STRIDE + moves done``, so it grows
 #: with every hand-over as well as with every plan (Q is at most 65,536).
 EPOCH_STRIDE = 1 << 16
+
+
+class ViewStore(Protocol):
+    """Where a node's view is kept between its runs (``View.encode``'s bytes)."""
+
+    def load(self) -> bytes | None:
+        """The view last saved, or None when none was."""
+        ...
+
+    def save(self, data: bytes) -> None:
+        """Replace the saved view; after a crash the old or the new one is there."""
+        ...
+
+
+@dataclass(slots=True)
+class MemoryStore:
+    """A view store in memory (a simulator's node)."""
+
+    data: bytes | None = None
+
+    def load(self) -> bytes | None:
+        return self.data
+
+    def save(self, data: bytes) -> None:
+        self.data = data
+
+    def __str__(self) -> str:
+        return "the view kept in memory"
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,8 +166,8 @@ def test_last_heard_does_not_grow_from_forged_node_names():
     g = _gossip(CONFIG)
     for i in range(1000):
         g.on_resp(1.0, f"forged-{i}", ["ping", 0.5], ["pong"])
-    assert len(g.detector.windows) <= len(g.view.members)
-    assert not g.detector.suspected
+    assert len(g.watcher.detector.windows) <= len(g.view.members)
+    assert not g.watcher.detector.suspected
 
 
 def _gossip(config: NodeConfig) -> gossip.Handler:
@@ -353,7 +353,7 @@ def test_versioning_and_gossip_tags_never_repeat_across_a_restart():
     ids_seen = []
     for _ in range(2):
         g = _gossip(CONFIG)
-        ids_seen.append((g.check_id, g.exchange_id))
+        ids_seen.append((g.reaper.check_id, g.exchanges.exchange_id))
     assert ids_seen[0][0] != ids_seen[1][0] and ids_seen[0][1] != ids_seen[1][1]
 
 
