@@ -188,6 +188,15 @@ class Exchanges(Component):
                 and route.ident[0] == self.exchange_id:
             self._abort(f"{peer} is not connected")
 
+    def lost(self, now: float, route: Route) -> None:
+        """Persistence refused a tree question (the exchange ends now) or a push read (the
+        push is forgotten)."""
+        if route.duty is Duty.TREE and self.exchange is not None \
+                and route.ident[0] == self.exchange_id:
+            self._abort("the persistence stage's queue is full")
+        elif route.duty is Duty.PUSH:
+            self.pushes.pop(route.ident[0], None)
+
     def _fed(self, side: str, exchange_id: int, result: Any, now: float) -> None:
         if self.exchange is None or exchange_id != self.exchange_id:
             return
@@ -230,7 +239,9 @@ class Exchanges(Component):
             if kind != "missing_remote":
                 self.call(peer, Route(Duty.PULL, (key,)), ["rget", key], done.peer)
         if push:
-            self.pushes[self.exchange_id] = (done.peer, push)
+            # An earlier push whose read never came back (its answer dropped on the way)
+            # is given up: one waits at most until the next exchange's repairs.
+            self.pushes = {self.exchange_id: (done.peer, push)}
             self.emit("persistence", ["get", self.stage,
                                       Route(Duty.PUSH, (self.exchange_id,)).tag(), push])
         return len(diffs)

@@ -135,3 +135,7 @@ class Component:
 
     def unreachable(self, now: float, peer: str, route: Route) -> None:
         """A call of this duty's could not be sent: ``peer`` is not connected."""
+
+    def lost(self, now: float, route: Route) -> None:
+        """A request of this duty's to a local stage could not be queued (SEDA's
+        full-queue event): no answer will come."""

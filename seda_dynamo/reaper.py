@@ -128,6 +128,12 @@ class Reaper(Component):
         if route.duty is Duty.CHECK and answer[0] == "checked":
             self._checked(route.ident[0], self.cluster.view.me, answer[1], answer[2], now)
 
+    def lost(self, now: float, route: Route) -> None:
+        """Persistence refused the local check: the check ends now, tried again later."""
+        check = self.checks.pop(route.ident[0], None) if route.duty is Duty.CHECK else None
+        if check is not None:
+            self._later(check.key, now)
+
     def _checked(self, check_id: int, node: str, raw: bytes | None, hinted: bool,
                  now: float) -> None:
         check = self.checks.get(check_id)

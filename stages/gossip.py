@@ -243,6 +243,23 @@ class Handler(Stage):
         if route is not None:
             self.duties[route.duty].unreachable(now, peer, route)
 
+    def undeliverable(self, dest: str, events: list[Any], now: float) -> None:
+        """What the runtime could not queue (SEDA's full-queue event): a call to another
+        node is its duty's unreachable; a request to a local stage ``[kind, "gossip",
+        tag, ...]`` is its duty's ``lost``, so nothing waits for an answer that will not
+        come. Reports, replies and requests no duty waits on are only dropped."""
+        for event in events:
+            call = event[0] == "call" and len(event) >= 5  # [call, peer, stage, tag, req]
+            if not call and (len(event) < 3 or event[1] != self.name):
+                continue
+            route = Route.parse(event[3] if call else event[2])
+            if route is None or route.duty not in self.duties:
+                continue
+            if call:
+                self.duties[route.duty].unreachable(now, event[1], route)
+            else:
+                self.duties[route.duty].lost(now, route)
+
     def _local(self, now: float, tag: Any, answer: list[Any]) -> None:
         route = self._route(tag)
         if route is not None:

@@ -171,3 +171,29 @@ def test_at_most_one_exchange_at_a_time_and_none_outlives_its_deadline(actions):
             assert r.x.exchange is not None and event[2] == ["ae", r.x.exchange_id]
             asked.append((Route.parse(event[2]), Question.from_wire(event[4])))
         assert all(c[3] == ["ae", r.x.exchange_id] for c in calls if c[4][0] == "tree")
+
+
+def test_a_question_or_read_that_could_not_be_queued_ends_what_waited_for_it():
+    """SEDA's full-queue event: a tree question persistence's queue refused aborts the
+    exchange at once (not at its deadline); a push read it refused is forgotten."""
+    r = Replicas(tree(a=b"1"), tree(a=b"2"))
+    r.x.tick(0.0)
+    (question,) = r.sent.to("persistence")
+    r.x.lost(0.1, Route(Duty.TREE, (r.x.exchange_id - 1,)))
+    assert r.x.exchange is not None, "an older exchange's question is no concern of this one"
+    r.x.lost(0.1, Route.parse(question[2]))
+    assert r.x.exchange is None and r.x.stats["aborted"] == 1
+    r.x.pushes[7] = ("n2", [b"a"])
+    r.x.lost(0.2, Route(Duty.PUSH, (7,)))
+    assert r.x.pushes == {}
+
+
+def test_pushes_whose_read_never_came_back_do_not_pile_up():
+    """Persistence's answer to a push read can be dropped on the way back (gossip's own
+    queue drops when full): each exchange's push waits at most until the next repairs."""
+    r = Replicas(tree(a=b"1", b=b"2"), tree(a=b"9", c=b"3"))
+    for step in range(5):
+        r.x.timer.at = 0.0
+        r.x.tick(float(step))
+        r.answer_all(step + 0.1)
+    assert len(r.x.pushes) <= 1

@@ -134,3 +134,16 @@ def test_a_reap_is_issued_only_when_every_replica_s_check_agreed(answers, stale)
             assert all(raw in (T, None) and not hint for raw, hint in heard.values())
             assert any(raw == T for raw, _ in heard.values())
             assert r.reaped == 1
+
+
+def test_a_local_check_that_could_not_be_queued_ends_its_check_at_once_and_retries_later():
+    """SEDA's full-queue event: persistence's queue refused the local check, so no answer
+    will come; the check ends now, not at its deadline, and the key is tried again later."""
+    r, sent, _ = reaper()
+    r.deleted(0.0, b"k")
+    r.tick(AFTER)
+    (local,), _ = asked(r, sent)
+    r.lost(AFTER + 0.1, Route.parse(local[2]))
+    assert not r.checks and r.queue[b"k"] == (AFTER + 0.1 + 2 * AFTER, 1)
+    r.lost(AFTER + 0.2, Route.parse(local[2]))  # twice, or for a check long gone: nothing
+    assert r.queue[b"k"] == (AFTER + 0.1 + 2 * AFTER, 1)

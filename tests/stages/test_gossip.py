@@ -295,3 +295,31 @@ def test_by_default_the_view_is_kept_in_the_data_directory(tmp_path):
     h.start(0.0)
     assert (tmp_path / VIEW_FILE).read_bytes() == h.view.encode()
     assert gossip.Handler(cfg).view == h.view
+
+
+def test_what_a_stage_could_not_queue_reaches_the_duty_that_asked(tmp_path):
+    """SEDA's full-queue event (``undeliverable``): a call network could not take is the
+    asking duty's unreachable; a request a local stage could not take is its ``lost``;
+    events no duty waits on are dropped without error."""
+
+    class Lost(Recorder):
+        def lost(self, now, route) -> None:
+            self.got.append(("lost", route))
+
+    h = handler(tmp_path)
+    h.duties = {duty: Lost() for duty in Duty}
+    for duty, tag in ROUTES.items():
+        h.undeliverable("network", [["call", "127.0.0.1:7102", "gossip", tag, ["ping"]]], 1.0)
+        h.undeliverable("persistence", [["check", "gossip", tag, b"k", ["n1"]]], 1.0)
+        for other, recorder in h.duties.items():
+            got, recorder.got = recorder.got, []
+            want = [("unreachable", Route.parse(tag)), ("lost", Route.parse(tag))]
+            assert got == (want if other is duty else []), (duty, other, got)
+    h.undeliverable("persistence", [["hints", "gossip", "scan", ["n2"], 128],
+                                    ["hint_done", [["n2", b"k", b"t"]]],
+                                    ["reap", b"k", b"t"], ["get", "gossip", None, [b"k"]]],
+                    1.0)
+    h.undeliverable("coordination", [["ring", {}, [], 0], ["health", []]], 1.0)
+    h.undeliverable("network", [["respond", ["127.0.0.1:7102", 5], ["view", {}]],
+                                ["reply", 3, {"ok": True}], ["call"]], 1.0)
+    assert h.errors == 0 and all(r.got == [] for r in h.duties.values())
