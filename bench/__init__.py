@@ -6,11 +6,12 @@ Not part of ``make test``. Run them with::
     /tmp/v/bin/python -m pytest bench -q -p no:cacheprovider --benchmark-enable
     /tmp/v/bin/python -m bench.report          # the markdown tables (``make bench``)
 
-This package also holds the helpers both use: free ports and a single-node launcher that
-leaves no process behind. The cluster comes from ``seda_dynamo.loadgen.local_cluster``
-(a temp dir, ``localcluster.start`` on a free range of ports, always stopped by pid),
-which ``seda-dynamo bench --cluster`` uses too; ``cluster_servers`` turns its members
-into the ``server`` argument of ``loadgen.run_phase``.
+This package also holds the helpers both use: free ports and a single node that leaves
+no process behind (``seda_dynamo.launcher`` starts and stops it). The cluster comes from
+``seda_dynamo.loadgen.local_cluster`` (a temp dir, ``launcher.start_cluster`` on a free
+range of ports, always stopped by pid), which ``seda-dynamo bench --cluster`` uses too;
+``cluster_servers`` turns its members into the ``server`` argument of
+``loadgen.run_phase``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,9 @@ from typing import Any
 import msgpack
 import psutil
 import zmq
+
+from seda_dynamo.launcher import NodeProcess, NotReady
+from seda_dynamo.loadgen.cluster import free_base_port
 
 REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 NODE_READY_TIMEOUT = 20.0
@@ -76,7 +78,8 @@ def ping(server: str, timeout: float = 0.5) -> bool:
 
 
 class SingleNode:
-    """One real seda-dynamo node (n = r = w = 1) in its own session, for benchmarks.
+    """One real seda-dynamo node (n = r = w = 1) in its own session, for benchmarks: a
+    ``seda_dynamo.launcher.NodeProcess`` on free ports below the ephemeral range.
 
     ``extra`` are more ``seda-dynamo serve`` arguments, e.g. ``("--latency-target-ms",
     "20")``; given after the defaults, they override them.
@@ -84,36 +87,34 @@ class SingleNode:
 
     def __init__(self, data_dir: str, engine: str = "bdb", durability: str = "fsync",
                  node_id: str = "bench1", extra: Sequence[str] = ()) -> None:
-        self.port, self.peer_port = free_port(), free_port()
+        base = free_base_port(1)
+        self.port, self.peer_port = base, base + 100
         self.log_path = os.path.join(data_dir, "node.log")
-        cmd = [sys.executable, "-m", "seda_dynamo.cli", "serve", "--node-id", node_id,
-               "--client", f"127.0.0.1:{self.port}", "--peer", f"127.0.0.1:{self.peer_port}",
-               "--data-dir", os.path.join(data_dir, "data"), "--engine", engine,
-               "--durability", durability, "--n", "1", "--r", "1", "--w", "1", *extra]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+        self.process = NodeProcess(
+            node_id, f"127.0.0.1:{self.port}", f"127.0.0.1:{self.peer_port}",
+            os.path.join(data_dir, "data"), self.log_path,
+            ["--engine", engine, "--durability", durability, "--n", "1", "--r", "1",
+             "--w", "1", *extra], cwd=REPO_ROOT).spawn()
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        assert self.process.proc is not None
+        return self.process.proc
 
     @property
     def server(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = NODE_READY_TIMEOUT) -> None:
-        """Until the node answers ``ping`` and then accepts one ``put`` (fail fast if not)."""
-        deadline = time.monotonic() + timeout
-        probe = {"op": "put", "key": b"bench-probe", "value": b"x"}
-        answered: dict[str, Any] | None = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"node exited with {self.proc.returncode}:\n{self.log()}")
-            if ping(self.server):
-                answered = call(self.server, probe, 2.0)
-                if answered and answered.get("ok"):
-                    return
-            time.sleep(0.1)
-        why = f"its probe put got {answered}" if answered else "it did not answer ping/put"
-        raise RuntimeError(f"node not ready in {timeout:.0f} s: {why}\n{self.log()}")
+        """Until the node serves (``NodeProcess.wait_ready``) and then accepts one
+        ``put`` (fail fast if not)."""
+        try:
+            self.process.wait_ready(timeout)
+        except NotReady as exc:
+            raise RuntimeError(f"node not ready: {exc}\n{self.log()}") from None
+        answered = call(self.server, {"op": "put", "key": b"bench-probe", "value": b"x"}, 2.0)
+        if not (answered and answered.get("ok")):
+            raise RuntimeError(f"node not ready: its probe put got {answered}\n{self.log()}")
 
     def log(self, tail: int = 30) -> str:
         try:
@@ -123,27 +124,8 @@ class SingleNode:
             return ""
 
     def stop(self) -> None:
-        """SIGTERM the supervisor, wait 10 s, then SIGKILL its process group and stages."""
-        try:
-            stages = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.Error:
-            stages = []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=NODE_STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait()
-        for stage in stages:  # a stage that outlived its supervisor: kill it by pid
-            try:
-                stage.kill()
-                stage.wait(5)
-            except psutil.Error:
-                pass
+        """SIGTERM the supervisor, then SIGKILL whatever of the node is left after 10 s."""
+        self.process.stop(NODE_STOP_GRACE)
 
     @contextlib.contextmanager
     def cpus_apart(self) -> Iterator[bool]:
@@ -156,7 +138,7 @@ class SingleNode:
             yield False
             return
         try:
-            root = psutil.Process(self.proc.pid)
+            root = psutil.Process(self.process.pid)
             procs = [root, *root.children(recursive=True)]
             was = {p.pid: p.cpu_affinity() for p in procs}
             for p in procs:

@@ -15,9 +15,6 @@ cluster (N=3 R=2 W=2, Berkeley DB with fsync) holding ``--keys`` keys:
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,28 +22,10 @@ from typing import Any
 
 from bench import exit_on_sigterm
 from seda_dynamo.client import Client, DynamoError
+from seda_dynamo.launcher import NodeProcess
 from seda_dynamo.loadgen import CLUSTER_ARGS, local_cluster, run_phase
 
 QUIET = ["--anti-entropy-every", "0", "--tombstone-reap-after", "0"]
-
-
-def serve(node_id: str, client: str, peer: str, data_dir: str, log: str,
-          extra: list[str]) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "seda_dynamo.cli", "serve", "--node-id", node_id,
-           "--client", client, "--peer", peer, "--data-dir", data_dir, *extra]
-    with open(log, "ab") as fh:
-        return subprocess.Popen(cmd, stdout=fh, stderr=fh, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def stat(server: str, stage: str, name: str) -> Any:
@@ -88,15 +67,16 @@ def main(argv: list[str] | None = None) -> int:
 
         # 1. Anti-entropy repair of a node that missed writes.
         n3 = members[2]
-        os.killpg(n3["pid"], signal.SIGKILL)
-        time.sleep(1.0)
+        node3: NodeProcess = n3["process"]
+        node3.kill9()
         more = run_phase(servers[:2], "put", args.differ, 16, value_size=args.value_size,
                          keys=args.keys + args.differ, max_seconds=600, first_key=args.keys)
         total = args.keys + more["ops"]
-        proc3 = serve("node3", n3["client"], n3["peer"], n3["data_dir"], n3["log"],
-                      [*CLUSTER_ARGS, "--anti-entropy-every", "0.2",
-                       "--tombstone-reap-after", "0"])
-        procs = [proc3]
+        # node3 again, with anti-entropy on (local_cluster stops it on the way out)
+        node3.args = (*CLUSTER_ARGS, "--anti-entropy-every", "0.2", "--tombstone-reap-after", "0")
+        node3.join = None  # it restarts as a member, from its own cluster state
+        node3.spawn()
+        node4: NodeProcess | None = None
         try:
             seconds = wait(lambda: stat(n3["client"], "persistence", "keys") >= total, 3600,
                            "node3 to be repaired")
@@ -108,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             base = int(n3["client"].rsplit(":", 1)[1]) + 1
             client4, peer4 = f"127.0.0.1:{base}", f"127.0.0.1:{base + 100}"
             started = time.monotonic()
-            procs.append(serve("node4", client4, peer4, f"{root}/node4", f"{root}/node4.log",
-                               [*extra, "--join", members[0]["peer"]]))
+            node4 = NodeProcess("node4", client4, peer4, f"{root}/node4", f"{root}/node4.log",
+                                extra, join=members[0]["peer"]).spawn()
             p99s: list[float] = []
 
             def settled() -> bool:
@@ -130,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{max(p99s):.1f} ms worst, {sorted(p99s)[len(p99s) // 2]:.1f} ms "
                          f"median over {len(p99s)} windows at 1,000 gets/s"))
         finally:
-            for proc in procs:
-                stop(proc)
+            if node4 is not None:
+                node4.stop()
     print("| step | result |\n|---|---|")
     for name, result in rows:
         print(f"| {name} | {result} |")

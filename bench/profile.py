@@ -24,13 +24,17 @@ import sys
 import tempfile
 
 from bench import exit_on_sigterm, start_node
+from seda_dynamo.hygiene import PROFILE_ENV
 from seda_dynamo.loadgen import run_mix
-from seda_dynamo.runtime import PROFILE_ENV
 
+DVVSETS = "DVVSets (causality, actors, contexts)"
 #: Own-time areas, by the file a function is in (first match wins).
 AREAS = (("zmq", "ZeroMQ (pyzmq)"), ("msgpack", "msgpack"), ("berkeleydb", "Berkeley DB"),
-         ("engines/", "engine wrapper"), ("causality", "DVVSet (causality.py)"),
-         ("merkle", "Merkle trees"), ("runtime.py", "stage runtime"),
+         ("engines/", "engine wrapper"), ("causality", DVVSETS),
+         ("seda_dynamo/actors", DVVSETS), ("seda_dynamo/contexts", DVVSETS),
+         ("merkle", "Merkle trees"), *((f"seda_dynamo/{part}.py", "stage runtime") for part in
+                                       ("runtime", "sockets", "outbox", "accounting",
+                                        "hygiene")),
          ("controllers", "SEDA controllers"), ("stages/", "stage handlers"),
          ("seda_dynamo/", "other cores"), ("psutil", "psutil (stats)"),
          ("hashlib", "hashing"))

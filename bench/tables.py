@@ -1,9 +1,9 @@
 """The pure half of ``bench/report.py``: markdown tables, targets and the machine.
 
 Nothing here starts a process or measures anything: each function takes result dicts as
-``seda_dynamo.loadgen.run_phase`` / ``run_mix`` return them (``ops_per_sec``, ``p50_ms``,
-``p99_ms``, ``p999_ms``, ``errors``, ...) and returns text, so ``tests/tooling/test_bench_report.py``
-checks them without timing anything.
+``seda_dynamo.loadgen.run_phase`` / ``run_mix`` return them (``ops_per_sec``,
+``p50_ms``, ``p99_ms``, ``p999_ms``, ``errors``, ...) and returns text, so
+``tests/tooling/test_bench_report.py`` checks them without timing anything.
 
 ``Target`` is one goal of issue 5 (e.g. cluster put >= 3x etcd put) with its measured
 value: ``verdict()`` says plainly whether it is met, and if not, by how much it is missed.

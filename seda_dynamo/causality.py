@@ -21,6 +21,9 @@ under a covering counter means "superseded", not "unknown". (Relatedly, ``update
 the dot max(stored counter, context counter) + 1, so a new value is never covered by the
 very context it was written with, even if the coordinator's stored state lags the context.)
 
+Which actor a replica stamps a write with is ``seda_dynamo.actors``; the context's wire
+form and the bounds on contexts from outside are ``seda_dynamo.contexts``.
+
 Values are opaque here (tombstones are simply ``None`` values); ``encode``/``decode``
 support ``bytes`` and ``None``. Pure functions, no IO.
 """
@@ -28,7 +31,7 @@ support ``bytes`` and ``None``. Pure functions, no IO.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,15 +41,8 @@ Actor = str
 VersionVector = dict[str, int]
 Entry = tuple[str, int, tuple[Any, ...]]
 
-CONTEXT_VERSION = 1
 #: Limits on what a decoded context or DVVSet may contain (actor names are UTF-8 bytes).
 MAX_ACTOR_BYTES = 256
-#: What a client's context may hold (docs/protocol.md). The store never hands out more:
-#: a write whose result would hold more actors is refused, and a write never issues a
-#: counter above ``MAX_CONTEXT_COUNTER`` (a fresh actor takes over instead), so every
-#: context the store returns passes ``decode_context``.
-MAX_CONTEXT_ACTORS = 1024
-MAX_CONTEXT_COUNTER = 2**62
 _MAX_COUNTER = 2**64 - 1
 
 
@@ -87,7 +83,8 @@ def _canonical(vals: Iterable[Any]) -> tuple[Any, ...]:
     return tuple(by_key[k] for k in sorted(by_key))
 
 
-def _check_actor(actor: Any) -> str:
+def check_actor(actor: Any) -> str:
+    """``actor`` if it is a non-empty str of at most ``MAX_ACTOR_BYTES``; else ValueError."""
     if not isinstance(actor, str) or not actor:
         raise ValueError(f"actor must be a non-empty str, got {actor!r:.80}")
     if len(actor.encode("utf-8", "surrogatepass")) > MAX_ACTOR_BYTES:
@@ -95,22 +92,24 @@ def _check_actor(actor: Any) -> str:
     return actor
 
 
-def _check_counter(n: Any, minimum: int) -> int:
+def check_counter(n: Any, minimum: int) -> int:
+    """``n`` if it is an int (not a bool) in ``[minimum, 2**64)``; else ValueError."""
     if type(n) is not int or not minimum <= n <= _MAX_COUNTER:
         raise ValueError(f"counter must be an int in [{minimum}, 2**64), got {n!r:.80}")
     return n
 
 
-def _vv_items(vv: VersionVector) -> list[tuple[str, int]]:
+def vector_items(vv: VersionVector) -> list[tuple[str, int]]:
+    """A checked version vector's ``(actor, counter)`` pairs, sorted, zeros left out."""
     if not isinstance(vv, dict):
         raise ValueError(f"a version vector must be a dict, got {type(vv).__name__}")
-    items = [(_check_actor(a), _check_counter(n, 0)) for a, n in vv.items()]
+    items = [(check_actor(a), check_counter(n, 0)) for a, n in vv.items()]
     return sorted((a, n) for a, n in items if n > 0)
 
 
 def new(value: Any, context: VersionVector | None = None) -> DVVSet:
     """A client write of ``value`` (not yet stamped) whose causal past is ``context``."""
-    entries = tuple((a, n, ()) for a, n in _vv_items(context or {}))
+    entries = tuple((a, n, ()) for a, n in vector_items(context or {}))
     return DVVSet(entries, (value,))
 
 
@@ -121,7 +120,7 @@ def update(new_clock: DVVSet, stored: DVVSet, actor: str) -> DVVSet:
     Stored values covered by the context ``join(new_clock)`` are dropped; every other stored
     value stays as a sibling. Several anonymous values get consecutive dots.
     """
-    _check_actor(actor)
+    check_actor(actor)
     if not new_clock.anonymous:
         raise ValueError("update() needs a clock with an unstamped value (made by new())")
     ctx = join(new_clock)
@@ -138,105 +137,6 @@ def update(new_clock: DVVSet, stored: DVVSet, actor: str) -> DVVSet:
     merged[actor] = (n + len(fresh), tuple(reversed(fresh)) + kept)
     entries = tuple((a, n, vals) for a, (n, vals) in sorted(merged.items()))
     return DVVSet(entries, stored.anonymous)
-
-
-def mint_actor(family: str, order: tuple[int, ...]) -> str:
-    """A fresh actor of ``family`` (``node#incarnation``), named by its place in the
-    order in which this node minted actors: ``family.m<hex>.<hex>...``.
-
-    ``order`` must grow with every actor the node mints (persistence hands out
-    ``(epoch, read sequence)``, see ``stages/persistence.py``), so the newest actor of a
-    key is the one with the largest order, whatever its name sorts as in text.
-    """
-    if not order or any(type(x) is not int or x < 0 for x in order):
-        raise ValueError(f"a mint order is a tuple of non-negative ints, got {order!r}")
-    return f"{family}.m" + ".".join(f"{x:x}" for x in order)
-
-
-def mint_order(actor: str, family: str) -> tuple[int, ...] | None:
-    """The order ``mint_actor`` gave ``actor`` if it is one of ``family``'s, else None
-    (another node's actor, another incarnation's, or one of an older naming)."""
-    prefix = family + ".m"
-    if not actor.startswith(prefix):
-        return None
-    parts = actor[len(prefix):].split(".")
-    try:
-        order = tuple(int(x, 16) for x in parts)
-    except ValueError:
-        return None
-    if any(x < 0 or not part or f"{x:x}" != part for x, part in zip(order, parts, strict=True)):
-        return None  # only the canonical spelling is ours (no "+1", "0x1", "01")
-    return order
-
-
-def own_actor(stored: DVVSet, family: str) -> str | None:
-    """The actor ``family`` may stamp ``stored``'s next write with, if any: of its own
-    actors the stored versions show, the most recently minted (``mint_order``).
-
-    Why the newest: a replica mints a fresh actor whenever its stored versions of a key
-    show none of its own (a key never written here, or whose tombstone was reaped), so
-    every dot of the newest actor was issued through this store and its stored counter
-    covers them all. Older actors of the family can come back after a reap, carried in
-    by a stale context or a stale replica, with counters below what was issued; stamping
-    with one of them would issue a dot that a context already covers (a blind write
-    silently lost). Actors named before ``mint_actor`` (no order) are never reused.
-    """
-    best: tuple[tuple[int, ...], str] | None = None
-    for actor, _, _ in stored.entries:
-        order = mint_order(actor, family)
-        if order is not None and (best is None or order > best[0]):
-            best = (order, actor)
-    return best[1] if best is not None else None
-
-
-def next_counter(stored: DVVSet, context: VersionVector, actor: str) -> int:
-    """The counter ``update`` would give ``actor``'s next dot."""
-    n = next((n for a, n, _ in stored.entries if a == actor), 0)
-    return max(n, context.get(actor, 0)) + 1
-
-
-def unissued_actor(actors: Iterable[str], family: str, now: tuple[int, ...]) -> str | None:
-    """One of ``actors`` that ``family`` cannot have minted yet: a mint order past
-    ``now``, the order of the read under way. A context or a replica state naming one
-    was forged; taking it in would let it pass for the newest of our actors."""
-    for actor in actors:
-        order = mint_order(actor, family)
-        if order is not None and order[: len(now)] > now:
-            return actor
-    return None
-
-
-def replica_update(stored: DVVSet, value: Any, context: VersionVector, family: str,
-                   mint: Callable[[], str]) -> DVVSet:
-    """A client write coordinated by a replica of ``family``: ``update`` with the actor
-    ``own_actor`` names, else (or when its next counter would pass
-    ``MAX_CONTEXT_COUNTER``) with fresh actors from ``mint``, each newer than every actor
-    of the family that ``stored`` and ``context`` name (the caller checks that with
-    ``unissued_actor``)."""
-    actor = own_actor(stored, family)
-    while actor is None or next_counter(stored, context, actor) > MAX_CONTEXT_COUNTER:
-        actor = mint()  # ends: a context names at most MAX_CONTEXT_ACTORS actors
-    return _keep_newest(update(new(value, context), stored, actor), actor, family, mint)
-
-
-def replica_sync(stored: DVVSet, incoming: DVVSet, family: str,
-                 mint: Callable[[], str]) -> DVVSet:
-    """Merge another replica's state into ``stored`` at a replica of ``family``."""
-    return _keep_newest(sync(stored, incoming), own_actor(stored, family), family, mint)
-
-
-def _keep_newest(state: DVVSet, trusted: str | None, family: str,
-                 mint: Callable[[], str]) -> DVVSet:
-    """Keep the newest of ``family``'s actors in ``state`` one whose every dot this store
-    holds (``trusted``). A merge can bring an actor of ours back from before a reap (a
-    stale copy or context) with a counter below what it issued; if it would now be the
-    newest, a fresh actor is added above it, at counter 1 with no value (a dot seen and
-    gone), so the next write is stamped with the fresh one."""
-    newest = own_actor(state, family)
-    if newest is None or newest == trusted:
-        return state
-    return sync(state, DVVSet(((mint(), 1, ()),)))
-
 
 def _merge_entry(
     n1: int, l1: tuple[Any, ...], n2: int, l2: tuple[Any, ...]
@@ -326,7 +226,7 @@ def _build(raw_entries: Any, raw_anon: Any) -> DVVSet:
     for e in raw_entries:
         if not isinstance(e, (list, tuple)) or len(e) != 3:
             raise ValueError("an entry must be an [actor, counter, values] array")
-        actor, n = _check_actor(e[0]), _check_counter(e[1], 1)
+        actor, n = check_actor(e[0]), check_counter(e[1], 1)
         if entries and actor <= entries[-1][0]:
             raise ValueError("entries are not sorted by actor or repeat an actor")
         if not isinstance(e[2], (list, tuple)) or len(e[2]) > n:
@@ -338,7 +238,8 @@ def _build(raw_entries: Any, raw_anon: Any) -> DVVSet:
     return DVVSet(tuple(entries), anon)
 
 
-def _unpack(data: Any, what: str, **limits: int) -> Any:
+def unpack(data: Any, what: str, **limits: int) -> Any:
+    """msgpack ``data`` (of a ``what``) within ``limits``; ValueError, only, if malformed."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ValueError(f"{what} must be bytes, got {type(data).__name__}")
     try:
@@ -369,7 +270,7 @@ def decode(data: bytes, trusted: bool = False) -> DVVSet:
     after the checks), so only its shape is taken, not every rule checked again; bytes
     from clients or peers are never trusted.
     """
-    obj = _unpack(data, "DVVSet encoding", max_str_len=MAX_ACTOR_BYTES)
+    obj = unpack(data, "DVVSet encoding", max_str_len=MAX_ACTOR_BYTES)
     if not isinstance(obj, list) or len(obj) != 2:
         raise ValueError("malformed DVVSet encoding: expected a 2-item array")
     if trusted:
@@ -381,58 +282,3 @@ def decode(data: bytes, trusted: bool = False) -> DVVSet:
         return _build(obj[0], obj[1])
     except ValueError as exc:
         raise ValueError(f"malformed DVVSet encoding: {exc}") from None
-
-
-def encode_context(vv: VersionVector) -> bytes:
-    """The opaque client context: version byte 0x01 + msgpack ``[[actor, counter], ...]``.
-
-    No limit on the number of actors here: the store's own merges are never refused;
-    what a client may send back is bounded by ``decode_context``."""
-    items = _vv_items(vv)
-    return bytes([CONTEXT_VERSION]) + msgpack.packb([list(i) for i in items], use_bin_type=True)
-
-
-def _context_item(actor: Any, n: Any) -> tuple[str, int]:
-    """One ``actor: counter`` of a context from outside: what the store could issue."""
-    actor, n = _check_actor(actor), _check_counter(n, 1)
-    if n > MAX_CONTEXT_COUNTER:
-        raise ValueError(f"counter of {actor[:40]!r} is above {MAX_CONTEXT_COUNTER}, "
-                         "more than this store issues")
-    return actor, n
-
-
-def check_context(vv: Any) -> VersionVector:
-    """A decoded context from outside (a peer's forwarded write): the same bounds as
-    ``decode_context`` puts on a client's; ValueError otherwise."""
-    if not isinstance(vv, dict) or len(vv) > MAX_CONTEXT_ACTORS:
-        raise ValueError(f"a context is a map of at most {MAX_CONTEXT_ACTORS} actors")
-    return dict(_context_item(actor, n) for actor, n in vv.items())
-
-
-def decode_context(data: bytes) -> VersionVector:
-    """Inverse of ``encode_context``; raises ValueError (only) on anything malformed."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        data = bytes(data)
-        if not data:
-            raise ValueError("malformed context: empty")
-        if data[0] != CONTEXT_VERSION:
-            raise ValueError(f"malformed context: unknown version byte {data[0]:#04x}")
-        data = data[1:]
-    obj = _unpack(data, "context", max_str_len=MAX_ACTOR_BYTES, max_bin_len=0,
-                  max_array_len=MAX_CONTEXT_ACTORS)
-    if not isinstance(obj, list):
-        raise ValueError("malformed context: expected an array of [actor, counter] pairs")
-    vv: VersionVector = {}
-    prev = ""
-    try:
-        for item in obj:
-            if not isinstance(item, list) or len(item) != 2:
-                raise ValueError("expected [actor, counter] pairs")
-            actor, n = _context_item(item[0], item[1])
-            if actor <= prev:
-                raise ValueError("actors are not sorted or repeat")
-            vv[actor] = n
-            prev = actor
-    except ValueError as exc:
-        raise ValueError(f"malformed context: {exc}") from None
-    return vv

@@ -18,7 +18,7 @@ import zmq
 import zmq.asyncio
 
 from seda_dynamo.protocol import build_request
-from seda_dynamo.ring import partition_of
+from seda_dynamo.routing import first_up, live_clients
 from seda_dynamo.security import ClientKeys
 
 DEFAULT_SERVER = "127.0.0.1:7000"
@@ -174,11 +174,8 @@ class Client:
                 self._ring = self._call(self.server, "ring", None, {})
             except DynamoError:
                 return None
-            self._clients = {n["id"]: n["client"] for n in self._ring["nodes"]
-                             if n["status"] == "up"}
-        partition = partition_of(key, self._ring["partitions"])
-        return next((self._clients[node] for node in self._ring["owners"][partition]
-                     if node in self._clients), None)
+            self._clients = live_clients(self._ring)
+        return first_up(key, self._ring, self._clients)
 
     def get(self, key: bytes | str, r: int | None = None,
             timeout: float | None = None) -> GetResult:

@@ -1,4 +1,5 @@
-"""Small files a node must never lose or half-write: its data incarnation and counters.
+"""Small files a node must never lose or half-write: its data incarnation, its counters,
+and the gossip stage's view of the cluster (``FileStore``, a ``membership.ViewStore``).
 
 Support for paper section 4.4 (data versioning): the actor ids a node stamps versions with
 are built from values kept here, and a node must never issue the same (actor, counter)
@@ -58,3 +59,27 @@ def bump_counter(path: Path, after_read: Callable[[int], None] | None = None) ->
         return value
     finally:
         os.close(fd)  # releases the lock
+
+
+class FileStore:
+    """A ``membership.ViewStore`` in a file, replaced whole (write, fsync, rename)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def save(self, data: bytes) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)

@@ -26,14 +26,27 @@ A suspicion is proved wrong when the suspected peer answers a ping that was sent
 the suspicion: it was alive all along, only slow (or we were). Those are counted
 (``false_suspicions``), so an operator sees when the threshold is too tight.
 
+``Watcher`` is the gossip stage's failure-detection duty around a ``Detector``: it pings
+every member (``ping``), feeds the answers in (``heard``), keeps the set of members down
+(a member is down until it has answered at all), and excuses every peer's silence when
+the stage itself did not run for longer than ``OWN_STALL`` (the silence was ours).
+
 Pure: no clock, no IO; the gossip stage feeds it the times it observed.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from seda_dynamo.duty import Component, Duty, Emit, Route
+
+PING_EVERY = 0.5
+OWN_STALL = 2 * PING_EVERY  # the watcher not run for longer: the silence was ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,3 +167,70 @@ class Detector:
         for w in self.windows.values():
             w.last = max(w.last, now - gap)
             w.last_beat = None
+
+
+class Watcher(Component):
+    """The members down for routing, from pings and the detector.
+
+    ``peers()`` gives the members to watch (node id -> peer address); ``changed`` is
+    called whenever the down set changes (the stage tells coordination).
+    """
+
+    def __init__(self, emit: Emit, settings: Settings, peers: Callable[[], dict[str, str]],
+                 changed: Callable[[], None], log: logging.Logger,
+                 stage: str = "gossip") -> None:
+        super().__init__(emit, stage)
+        self.detector = Detector(settings)
+        self.down: frozenset[str] = frozenset()
+        self.last_detect = 0.0
+        self.peers = peers
+        self.changed = changed
+        self.log = log
+
+    def start(self) -> None:
+        """Every peer is down until it has answered a ping."""
+        self.down = frozenset(self.peers())
+
+    def learned(self) -> None:
+        """The members changed: one just learned of is down until it answers (never up
+        by default); one that left is forgotten."""
+        self.down = frozenset(node for node in self.peers()
+                              if node in self.down or not self.detector.heard(node))
+
+    def ping(self, now: float) -> None:
+        """Ping every peer, and judge their silences so far."""
+        for node, peer in self.peers().items():
+            self.call(peer, Route(Duty.PING, (now,)), ["ping"], node)
+        self.detect(now)
+
+    def detect(self, now: float) -> None:
+        if now - self.last_detect > OWN_STALL:
+            # This stage itself was busy or stopped: the silence was ours, not theirs.
+            self.detector.excuse(now, PING_EVERY)
+        self.last_detect = now
+        # A peer counts as up only once it has answered: until then neither its
+        # connection nor its process is known to work (a node that just started would
+        # otherwise route writes to peers it cannot reach yet).
+        self._set_down(self.detector.check(now, self.peers()), now)
+
+    def _set_down(self, down: frozenset[str], now: float) -> None:
+        if down != self.down:
+            for node in down - self.down:
+                if self.detector.heard(node):
+                    self.log.warning("%s is down (phi %.1f)", node, self.detector.phi(node, now))
+            for node in self.down - down:
+                self.log.info("%s is up", node)
+            self.down = down
+            self.changed()
+
+    def heard(self, now: float, node: str, sent: float | None = None) -> None:
+        """``node`` answered something at ``now`` (a ping sent at ``sent``): a member
+        that was down is judged again at once. Anyone else is not remembered."""
+        if node in self.peers():
+            self.detector.heartbeat(node, now, sent)
+            if node in self.down:
+                self.detect(now)
+
+    def answer(self, now: float, node: str, route: Route, payload: list[Any]) -> None:
+        """A ping's answer: a heartbeat, timed from when the ping was sent."""
+        self.heard(now, node, route.ident[0])

@@ -5,29 +5,62 @@ removing nodes), with the ring of section 6.2 strategy 3. Each member's own entr
 (addresses, weight, status, and the partitions it has handed over) is written only by
 that member and carries a version, so merging two views keeps the higher version of
 every entry. A membership change makes a *plan*: the ring keeps its settled ``owners``
-and gains ``next_owners`` from ``ring.claim``. A partition moves to its next owner only
+and gains ``next_owners`` from ``claim.claim``. A partition moves to its next owner only
 once the current owner has streamed it there and said so in its entry; the *effective*
 ring (what requests are routed by) follows those hand-overs, and once every move is done
 any node settles the plan. Plans and settlements are deterministic functions of the
 merged view, and among rings the higher ``(epoch, digest)`` wins, so nodes that raced
 converge within a gossip round.
+
+The gossip stage keeps its view where a restarted node finds it again: behind a
+``ViewStore`` (the stage's file in the data directory, or ``MemoryStore`` for a
+simulator's node, which keeps it across restarts of the handler only).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
 from seda_dynamo import address
-from seda_dynamo.ring import Member, Ring, claim, preference_lists
+from seda_dynamo.claim import claim
+from seda_dynamo.ring import Member, Ring, preference_lists
 
 VIEW_FILE = "cluster.state"  # in the data directory: the view a restarted node resumes
 #: The effective ring's epoch is ``plan epoch * EPOCH_STRIDE + moves done``, so it grows
 #: with every hand-over as well as with every plan (Q is at most 65,536).
 EPOCH_STRIDE = 1 << 16
+
+
+class ViewStore(Protocol):
+    """Where a node's view is kept between its runs (``View.encode``'s bytes)."""
+
+    def load(self) -> bytes | None:
+        """The view last saved, or None when none was."""
+        ...
+
+    def save(self, data: bytes) -> None:
+        """Replace the saved view; after a crash the old or the new one is there."""
+        ...
+
+
+@dataclass(slots=True)
+class MemoryStore:
+    """A view store in memory (a simulator's node)."""
+
+    data: bytes | None = None
+
+    def load(self) -> bytes | None:
+        return self.data
+
+    def save(self, data: bytes) -> None:
+        self.data = data
+
+    def __str__(self) -> str:
+        return "the view kept in memory"
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,6 +114,20 @@ PEER_ANSWERS: dict[str, tuple[Any, Callable[[Any], list[Any]]]] = {
 }
 
 
+def failed_answer(request: m.Event, error: str) -> m.Event:
+    """The answer a stage gives a request it fails whole (``update``/``sync``, ``get``,
+    ``tree``): what its caller gets when the request could not even be queued."""
+    kind = request[0]
+    ref = TABLE[kind].type.from_wire(request).ref
+    if kind in ("update", "sync"):
+        return m.Updated.wire(ref, None, None, error)
+    if kind == "get":
+        return m.Got.wire(ref, None, error, "")
+    if kind == "tree":
+        return m.TreeAnswer.wire(ref, None)  # nil: as for a tree not built yet
+    raise ValueError(f"no failed answer for {kind!r}")
+
+
 def answer_to(reply_to: str, event: m.Event) -> tuple[str, m.Event]:
     """``(destination, event)`` of an answer: to ``reply_to`` as it is, or, when the
     request came from a peer through the network stage (its ``ref`` is then the peer's

@@ -23,7 +23,7 @@ from typing import Any
 import msgpack
 
 from seda_dynamo import address as addresses
-from seda_dynamo import causality
+from seda_dynamo import causality, contexts
 from seda_dynamo.protocol import MAX_TIMEOUT_MS
 
 #: Call ids are unsigned 64-bit integers (msgpack's largest).
@@ -114,11 +114,11 @@ def address(value: Any, what: str = "peer address") -> str:
 
 
 def _context(value: Any) -> causality.VersionVector | None:
-    """A forwarded write's context: held to the client port's bounds (``causality``)."""
+    """A forwarded write's context: held to the client port's bounds (``contexts``)."""
     if value is None:
         return None
     try:
-        return causality.check_context(value)
+        return contexts.check_context(value)
     except ValueError as exc:
         raise PeerError(f"context: {exc}") from None
 

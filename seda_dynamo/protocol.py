@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from seda_dynamo import address, causality
+from seda_dynamo import address, causality, contexts
 
 OPS = frozenset({"get", "put", "delete", "ping", "ring", "stats", "admin"})
 ADMIN_COMMANDS = frozenset({"status", "transfers", "leave", "join"})
@@ -158,7 +158,7 @@ def parse_request(body: bytes, limits: Limits) -> Request:
             if not isinstance(raw, bytes):
                 raise ProtocolError("bad_request", "field 'context' must be bin or nil", rid)
             try:
-                context = causality.decode_context(raw)
+                context = contexts.decode_context(raw)
             except ValueError as exc:
                 raise ProtocolError("bad_request", f"field 'context' is not a context this "
                                     f"store issued: {exc}", rid) from None

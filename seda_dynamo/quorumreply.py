@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from seda_dynamo import causality
+from seda_dynamo import causality, contexts
 from seda_dynamo.requests import Outcome, QuorumRequest
 from seda_dynamo.routing import Target
 
-#: Versioning errors that are the request's own fault start with one of these codes and
-#: ": " (stages/versioning.py), and are answered with that code at once.
-REFUSALS = ("bad_request", "too_large")
+#: Versioning errors answered with their own code at once start with one of these and
+#: ": " (stages/versioning.py): the request's own fault, or a queue of this node full.
+REFUSALS = ("bad_request", "too_large", "overloaded")
 
 
 def error(code: str, message: str) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def error(code: str, message: str) -> dict[str, Any]:
 
 
 def refusal(failure: str) -> str | None:
-    """The code of a write error that is the request's own fault (None: the replica's)."""
+    """The code of a write error answered as it is (None: the replica failed it)."""
     return next((code for code in REFUSALS if failure.startswith(f"{code}: ")), None)
 
 
@@ -46,7 +46,7 @@ def ok_reply(op: str, replies: dict[str, Any], me: str,
     merged = causality.sync_all(clocks)
     values = [v for v in causality.values(merged) if v is not None]
     return {"ok": True, "values": values, "epoch": epoch,
-            "context": causality.encode_context(causality.join(merged))}, len(values)
+            "context": contexts.encode_context(causality.join(merged))}, len(values)
 
 
 def failed_reply(quorum: QuorumRequest, why: str = "") -> dict[str, Any]:

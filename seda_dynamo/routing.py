@@ -7,14 +7,21 @@ receives the write with a hint naming the primary it stands in for (hinted hando
 The healthy nodes beyond those N are the request's spares: when a chosen node proves
 unreachable or does not answer in time, the next spare takes its place, with the hint of
 the node it replaces (``stand_in``).
+
+Clients route too (paper section 6.4, client-driven coordination): from the ring as the
+``ring`` request returns it (docs/protocol.md), ``preference_list_of`` finds a key's
+preference list and ``first_up`` / ``owner_table`` the first node of it that is up. The
+client and the load generator both route with these, so they send a key where the
+coordinators would (``Ring.preference_list`` of the key's partition).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from seda_dynamo.ring import Ring
+from seda_dynamo.ring import Ring, partition_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +107,52 @@ def coordinator(ring: Ring, partition: int, n: int, down: Collection[str],
     if any(t.node == me for t in chosen):
         return me
     return chosen[0].node if chosen else None
+
+
+# Client-driven coordination: the ring as the ``ring`` request describes it ----------------
+def check_description(described: Mapping[str, Any]) -> tuple[int, list[list[str]]]:
+    """``(Q, owners)`` of a ``ring`` reply; ValueError if it cannot be routed by."""
+    q, owners = described.get("partitions"), described.get("owners")
+    if not isinstance(q, int) or q < 1 or not isinstance(owners, list) or len(owners) != q:
+        raise ValueError(f"a malformed ring: partitions={q!r}, "
+                         f"{len(owners) if isinstance(owners, list) else owners!r} owners")
+    return q, owners
+
+
+def preference_list_of(key: bytes, described: Mapping[str, Any]) -> list[str]:
+    """The preference list of ``key`` (node ids, primaries first) in a ``ring`` reply."""
+    q, owners = check_description(described)
+    return list(owners[partition_of(key, q)])
+
+
+def live_clients(described: Mapping[str, Any]) -> dict[str, str]:
+    """Node id -> client address of every member the ``ring`` reply lists as up."""
+    return {n["id"]: n["client"] for n in described.get("nodes", []) if n.get("status") == "up"}
+
+
+def first_up(key: bytes, described: Mapping[str, Any],
+             clients: Mapping[str, str] | None = None) -> str | None:
+    """The client address of the first node of ``key``'s preference list that is up
+    (``clients``: ``live_clients(described)``, when the caller keeps it), else None."""
+    clients = live_clients(described) if clients is None else clients
+    return next((clients[node] for node in preference_list_of(key, described)
+                 if node in clients), None)
+
+
+def owner_table(described: Mapping[str, Any], fallback: str) -> tuple[list[str], list[int]]:
+    """``(addresses, table)``: the client addresses requests go to, and for each partition
+    the index in ``addresses`` of the first node of its preference list that is up
+    (``fallback`` when none is). A key then goes to
+    ``addresses[table[partition_of(key, len(table))]]``, with no lookup per request."""
+    _, owners = check_description(described)
+    clients = live_clients(described)
+    addresses: list[str] = []
+    index: dict[str, int] = {}
+    table = []
+    for prefs in owners:
+        address = next((clients[node] for node in prefs if node in clients), fallback)
+        if address not in index:
+            index[address] = len(addresses)
+            addresses.append(address)
+        table.append(index[address])
+    return addresses, table

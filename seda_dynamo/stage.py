@@ -139,7 +139,12 @@ class Stage:
         """Called about every ``tick_interval`` seconds: deadlines, timers."""
 
     def undeliverable(self, dest: str, events: list[Event], now: float) -> None:
-        """The runtime could not queue ``events`` for ``dest`` (a node not connected)."""
+        """The runtime could not queue ``events`` for ``dest`` and dropped them (SEDA's
+        full-queue event, Sandstorm's ``SinkFull``): another node not connected
+        (``dest`` is ``peer:HOST:PORT``), or a stage or worker whose queue is full (a
+        ``"drop"`` stage at once, a ``"block"`` one after waiting for room), or a
+        destination that does not exist. Fail what the events belonged to now, rather
+        than let it time out; called again for what this emits if that fails too."""
 
     def gauges(self) -> dict[str, Any]:
         return {}

@@ -14,15 +14,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+from seda_dynamo import contract
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.runtime import endpoint, write_workers
 from seda_dynamo.stage import STAGES, StageSpec, worker_name
 from seda_dynamo.stage import workers as stage_workers
 
@@ -31,7 +30,6 @@ log = logging.getLogger("seda_dynamo.supervisor")
 STOP_GRACE = 5.0
 RESTART_WINDOW = 30.0
 RESTARTS_BEFORE_BACKOFF = 5
-MAX_IPC_PATH = 100
 
 
 def make_run_dir(config: NodeConfig) -> str:
@@ -41,12 +39,8 @@ def make_run_dir(config: NodeConfig) -> str:
         run_dir = config.run_dir
     else:
         run_dir = tempfile.mkdtemp(prefix=f"sd-{config.node_id[:12]}-", dir="/tmp")
-    longest = max(len(endpoint(run_dir, worker_name(
-        s.name, stage_workers(config, s.name)[1] - 1)))
-                  for s in STAGES)
-    if longest > MAX_IPC_PATH:
-        raise ValueError(f"run_dir {run_dir!r} is too deep for ipc:// socket paths; "
-                         "choose a shorter one")
+    contract.check_endpoints(run_dir, [worker_name(s.name, stage_workers(config, s.name)[1] - 1)
+                                       for s in STAGES])
     return run_dir
 
 
@@ -77,7 +71,7 @@ class Supervisor:
             raise OSError(f"data_dir {config.data_dir!r} cannot be made: {exc.strerror}") \
                 from None
         self.run_dir = make_run_dir(config)
-        self.node_json = str(Path(self.run_dir) / "node.json")
+        self.node_json = contract.node_file(self.run_dir)
         Path(self.node_json).write_text(config.to_json())
         self.children: dict[str, subprocess.Popen[bytes]] = {}  # by worker name
         self.restarts: dict[str, deque[float]] = {}
@@ -87,20 +81,16 @@ class Supervisor:
         self.grow_asked = False
 
     def spawn(self, name: str) -> None:
-        cmd = [sys.executable, "-m", "seda_dynamo.runtime", name, self.node_json]
-        # Two glibc malloc arenas, not eight per core: a stage has one Python thread and
-        # ZeroMQ's IO thread, and each extra arena keeps freed pages of its own. (A fixed
-        # MALLOC_MMAP_THRESHOLD_ was tried too: it also fixes the trim threshold, and the
-        # heap was shrunk and regrown so often that puts fell by 20%, gets by 27%.)
-        env = {"MALLOC_ARENA_MAX": "2", **os.environ}
-        self.children[name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
+        self.children[name] = subprocess.Popen(contract.stage_command(name, self.node_json),
+                                               stdin=subprocess.DEVNULL,
+                                               env=contract.stage_env())
         log.debug("stage %s started as pid %d", name, self.children[name].pid)
 
     def names(self, stage: StageSpec) -> list[str]:
         return [worker_name(stage.name, i) for i in range(self.workers[stage.name])]
 
     def start(self) -> None:
-        write_workers(self.run_dir, self.workers)
+        contract.write_workers(self.run_dir, self.workers)
         for stage in STAGES:
             for name in self.names(stage):
                 self.spawn(name)
@@ -129,23 +119,19 @@ class Supervisor:
             self.spawn(name)
 
     def grow(self) -> None:
-        """Add a worker to each stage that asked for one (a ``grow.STAGE`` file in the run
-        dir), up to its most; the other stages spread its events over one more worker."""
+        """Add a worker to each stage that asked for one (``contract.ask_to_grow``), up
+        to its most; the other stages spread its events over one more worker."""
         self.grow_asked = False
-        for stage in STAGES:
-            ask = Path(self.run_dir) / f"grow.{stage.name}"
-            if not ask.exists():
-                continue
-            ask.unlink(missing_ok=True)
-            running = self.workers[stage.name]
-            most = stage_workers(self.config, stage.name)[1]
+        for stage in contract.take_grow_requests(self.run_dir, (s.name for s in STAGES)):
+            running = self.workers[stage]
+            most = stage_workers(self.config, stage)[1]
             if running >= most:
                 continue
-            name = worker_name(stage.name, running)
+            name = worker_name(stage, running)
             self.spawn(name)  # its queue exists before anyone sends to it
-            self.workers[stage.name] = running + 1
-            write_workers(self.run_dir, self.workers)
-            log.warning("stage %s is busy: worker %s added (%d of at most %d)", stage.name,
+            self.workers[stage] = running + 1
+            contract.write_workers(self.run_dir, self.workers)
+            log.warning("stage %s is busy: worker %s added (%d of at most %d)", stage,
                         name, running + 1, most)
 
     def run(self) -> int:
@@ -157,7 +143,7 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGUSR1, request_grow)
+        signal.signal(contract.GROW_SIGNAL, request_grow)
         self.start()
         try:
             while not self.stopping:
@@ -176,7 +162,7 @@ class Supervisor:
             for name in self.names(stage):
                 proc = self.children.get(name)
                 if proc is not None and proc.poll() is None:
-                    proc.terminate()
+                    proc.send_signal(contract.STOP_SIGNAL)
         deadline = time.monotonic() + STOP_GRACE
         for proc in self.children.values():
             try:

@@ -8,11 +8,26 @@ acknowledged. A ``Transfer`` is the value that tracks one such stream, with no I
 gossip stage asks persistence for chunks and the peer for merges, and feeds the answers.
 A chunk that fails or times out is sent again from the same cursor (merges are
 idempotent), and a restart of either side starts the partition over.
+
+``Transfers`` is the gossip stage's hand-over duty: it starts the hand-overs the view
+plans for this node (at most ``transfers_at_once``, and only while every target is up),
+drives each ``Transfer`` with folds from persistence and merges at the targets, holds the
+reads to ``transfer_keys_per_sec`` (a token bucket across all hand-overs) and to what the
+foreground leaves (paper 6.5), and reports each finished partition (``handed_over``) so
+the stage records it in the view.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from seda_dynamo import ids
+from seda_dynamo.background import BackgroundShare
+from seda_dynamo.duty import Cluster, Component, Duty, Emit, Route
+from seda_dynamo.ring import partition_range
 
 CHUNK_KEYS = 256
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -124,3 +139,128 @@ class Transfer:
                 "bytes_sent": self.bytes_sent,
                 "keys_per_sec": round(self.keys_sent / elapsed, 1),
                 "seconds": round(elapsed, 1)}
+
+
+class Transfers(Component):
+    """The hand-overs in progress, by partition."""
+
+    def __init__(self, emit: Emit, cluster: Cluster, share: BackgroundShare, *,
+                 partitions: int, at_once: int, keys_per_sec: int, entropy: ids.Entropy,
+                 handed_over: Callable[[int], None], log: logging.Logger,
+                 stage: str = "gossip") -> None:
+        super().__init__(emit, stage)
+        self.cluster = cluster
+        self.share = share
+        self.partitions, self.at_once, self.keys_per_sec = partitions, at_once, keys_per_sec
+        self.entropy = entropy
+        self.handed_over = handed_over
+        self.log = log
+        self.active: dict[int, Transfer] = {}
+        self.finished = 0  # hand-overs completed
+        self.bytes = 0
+        self.tokens = 0.0
+        self.tokens_at = 0.0
+
+    def tick(self, now: float) -> None:
+        """Start planned hand-overs up to the limit; resend chunks that stalled."""
+        while self._round(now):
+            pass  # hand-overs with nothing to stream finish at once: fill their places
+
+    def progress(self, now: float) -> list[dict[str, object]]:
+        return [t.progress(now) for t in self.active.values()]
+
+    def _items(self, pairs: list[tuple[int, str]]) -> list[tuple[int, str, int, int]]:
+        return [(pp, node, *partition_range(pp, self.partitions)) for pp, node in pairs]
+
+    def _round(self, now: float) -> bool:
+        view = self.cluster.view
+        planned = dict(view.transfers_out())
+        for p in [p for p, t in self.active.items() if planned.get(p) != t.next_owner]:
+            del self.active[p]  # the plan changed under us
+        peers, down = self.cluster.peers(), self.cluster.down
+        for p, next_owner in planned.items():
+            if len(self.active) >= self.at_once:
+                break
+            if p in self.active:
+                continue
+            items = self._items(view.transfer_plan(p))
+            if all(node in peers and node not in down for _, node, _, _ in items):
+                # Chunks numbered from a random start: a late ack meant for an earlier
+                # hand-over (or this stage's previous process) matches none of this one.
+                self.active[p] = Transfer(p, next_owner, items, now,
+                                          seq=ids.call_id(self.entropy))
+        finished = False
+        for transfer in list(self.active.values()):
+            finished |= self._step(transfer, now)
+        return finished
+
+    def _step(self, transfer: Transfer, now: float) -> bool:
+        """Move one hand-over on; True when it has just finished."""
+        if transfer.done:
+            # Other moves may have taken effect while this one streamed: what this one
+            # brings into preference lists is judged again, and any new range sent too.
+            sent = {(pp, node) for pp, node, _, _ in transfer.items}
+            more = self._items([(pp, node) for pp, node in
+                                self.cluster.view.transfer_plan(transfer.partition)
+                                if (pp, node) not in sent])
+            if more:
+                transfer.extend(more)
+                return self._step(transfer, now)
+            del self.active[transfer.partition]
+            self.finished += 1
+            self.log.info("partition %d handed over to %s (%d keys to %d ranges)",
+                          transfer.partition, transfer.next_owner, transfer.keys_sent,
+                          len(transfer.items))
+            self.handed_over(transfer.partition)
+            return True
+        if transfer.due(now) and self._may_read(now):
+            seq, lo, hi, keys = transfer.read(now)
+            tag = Route(Duty.TRANSFER, (transfer.partition, seq)).tag()
+            self.emit("persistence", ["fold", self.stage, tag, f"{lo:x}", f"{hi:x}",
+                                      keys])  # 128 bits: as hex
+        return False
+
+    def _may_read(self, now: float) -> bool:
+        """The throttles: what the foreground leaves, and ``keys_per_sec`` across all
+        hand-overs (0: none)."""
+        if not self.share.allows(now):
+            return False
+        rate = self.keys_per_sec
+        if not rate:
+            return True
+        self.tokens = min(float(rate), self.tokens + rate * (now - self.tokens_at))
+        self.tokens_at = now
+        return self.tokens > 0
+
+    def local(self, now: float, route: Route, answer: list[Any]) -> None:
+        """Persistence's fold: a chunk of keys to send to the current target."""
+        if answer[0] != "folded":
+            return
+        _, pairs, next_cursor, total = answer
+        transfer = self.active.get(route.ident[0])
+        if transfer is None:
+            return
+        self.tokens -= len(pairs)  # the throttles count keys actually sent
+        self.share.spend(len(pairs))
+        self.bytes += sum(len(k) + len(v) for k, v in pairs)
+        cursor = int(next_cursor, 16) if next_cursor is not None else None
+        if transfer.chunk(route.ident[1], [len(k) + len(v) for k, v in pairs], cursor, total):
+            peer = self.cluster.peers()[transfer.target]
+            for key, value in pairs:
+                self.call(peer, route, ["rput", key, value, None], transfer.target)
+        if self._step(transfer, now):
+            self.tick(now)
+
+    def answer(self, now: float, node: str, route: Route, payload: list[Any]) -> None:
+        if payload[0] == "updated":
+            self._ack(route, payload[1] is None, now)
+
+    def unreachable(self, now: float, peer: str, route: Route) -> None:
+        self._ack(route, False, now)
+
+    def _ack(self, route: Route, ok: bool, now: float) -> None:
+        transfer = self.active.get(route.ident[0])
+        if transfer is not None:
+            transfer.ack(route.ident[1], ok)
+            if self._step(transfer, now):
+                self.tick(now)

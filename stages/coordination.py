@@ -39,7 +39,7 @@ from seda_dynamo.requests import (
 )
 from seda_dynamo.ring import Ring, partition_of
 from seda_dynamo.routing import Route, Target, stand_in, with_me
-from seda_dynamo.stage import Event, Stage
+from seda_dynamo.stage import Event, Stage, stage_of
 
 #: How much longer than the coordinator it forwards to a forwarding node waits.
 FORWARD_SLACK = 0.25
@@ -65,7 +65,7 @@ class Handler(Stage):
         self.reads: list[tuple[int, bytes]] = []
         self.read_batches: dict[int, list[int]] = {}
         self.counts = {"unavailable": 0, "timeouts": 0, "forwarded": 0, "read_repairs": 0,
-                       "replaced": 0, "suspected": 0}
+                       "replaced": 0, "suspected": 0, "overloaded": 0}
         self.now = 0.0
         self.latencies: list[float] = []  # of requests answered since the last report
         self.metrics = OpMetrics()  # by operation, since start: the metrics endpoint's
@@ -204,7 +204,7 @@ class Handler(Stage):
             return
         if error:
             code = quorumreply.refusal(error)
-            if code is not None:  # the request itself cannot be applied
+            if code is not None:  # the request cannot be applied, or not now
                 self.requests.pop(cid)
                 self._reply(pending.rid, quorumreply.error(code, error[len(code) + 2:]))
                 if pending.measured:
@@ -258,6 +258,30 @@ class Handler(Stage):
         self._suspect(node, now)
         if cid in self.requests:
             self._feed(cid, FAIL_EVENT, node, "unreachable", now)
+
+    def undeliverable(self, dest: str, events: list[Event], now: float) -> None:
+        """A stage of this node could not take a request's next step (its queue is
+        full): that request is answered ``overloaded`` at once (SEDA's full-queue
+        event), not left to time out. Read repairs and reports are only dropped."""
+        why = f"the {stage_of(dest)} stage's queue is full"
+        for event in events:
+            kind = event[0]
+            if kind == "update":  # to versioning
+                self._overloaded(Update.from_wire(event).ref, why, now)
+            elif kind == "get":  # to persistence: a batch of this node's reads
+                for cid in self.read_batches.pop(Get.from_wire(event).ref, []):
+                    self._overloaded(cid, why, now)
+            elif kind == "call":  # to network
+                self._overloaded(Call.from_wire(event).ref, why, now)
+
+    def _overloaded(self, cid: Any, why: str, now: float) -> None:
+        pending = self.requests.pop(cid, None) if cid is not None else None
+        if pending is None or pending.replied:
+            return  # answered already (a read repair's step): nothing waits
+        self.counts["overloaded"] += 1
+        self._reply(pending.rid, error("overloaded", why))
+        if pending.measured:
+            self.metrics.answered(pending.op, now - pending.started, "overloaded")
 
     def _feed(self, cid: int, event: str, node: str, payload: Any, now: float) -> None:
         pending = self.requests[cid]

@@ -32,14 +32,16 @@ from seda_dynamo.messages import (
     Reap,
     Request,
     Resp,
+    Respond,
     Sync,
     Tree,
     Unreachable,
 )
+from seda_dynamo.messagetable import RELAY, answer_to, failed_answer
 from seda_dynamo.outstanding import Calls, Remote, Requests
 from seda_dynamo.protocol import Limits, ProtocolError
 from seda_dynamo.security import CLIENT_DOMAIN, PEER_DOMAIN
-from seda_dynamo.stage import PEER_PREFIX, Port, Stage
+from seda_dynamo.stage import PEER_PREFIX, Port, Stage, stage_of
 
 
 class Handler(Stage):
@@ -209,13 +211,32 @@ class Handler(Stage):
         self.emit(PEER_PREFIX + peer, ["req", self.me, call_id, request])
 
     def undeliverable(self, dest: str, events: list, now: float) -> None:
-        """A node we are not connected to: its callers hear at once instead of waiting."""
-        peer = dest.removeprefix(PEER_PREFIX)
+        """Events that could not be queued: each waiting caller hears at once instead of
+        waiting for its deadline. To a node we are not connected to, a call's stage
+        hears ``unreachable``; to a stage of ours with a full queue, a client's request
+        (or another node's forwarded one) is answered ``overloaded``, and another node's
+        replica request gets an error answer so its coordinator asks a spare now."""
+        if dest.startswith(PEER_PREFIX):
+            peer = dest.removeprefix(PEER_PREFIX)
+            for event in events:
+                if event[0] == "req":
+                    call = self.calls.lost(event[2])
+                    if call is not None:
+                        self.emit(call.stage, Unreachable.wire(peer, call.ref))
+            return
+        why = f"the {stage_of(dest)} stage's queue is full"
         for event in events:
-            if event[0] == "req":
-                call = self.calls.lost(event[2])
-                if call is not None:
-                    self.emit(call.stage, Unreachable.wire(peer, call.ref))
+            kind = event[0]
+            if kind in ("req", "admin"):  # to coordination, to gossip: [kind, rid, ...]
+                entry = self.waiting.close(event[1])
+                if entry is not None:
+                    self._answer(entry[0], protocol.error_reply("overloaded", why))
+            elif kind in ("sync", "get", "tree") and event[1] == self.name:  # a peer's
+                # rput, rget or anti-entropy question: the serving stage's failed answer
+                _, envelope = answer_to(RELAY, failed_answer(event, f"overloaded: {why}"))
+                self.on_respond(now, *Respond.from_wire(envelope))
+            # Anything else (a gossip round, a tombstone check, answers and reports to
+            # other stages) has a deadline of its own, or none that anyone waits on.
 
     def _respond(self, peer: str, call_id: int, payload: list) -> None:
         if call_id:  # 0: the caller expects no answer

@@ -23,7 +23,7 @@ so the node never reissues an (actor, counter) pair it issued before (Riak's kv6
 A read for versioning also carries a mint order for each key, ``(epoch, sequence)``:
 the epoch is a durable counter bumped at every start of this stage and the sequence
 grows with every key read, so this one process orders every fresh actor the node's
-versioning workers mint (``causality.own_actor`` picks the newest).
+versioning workers mint (``actors.own_actor`` picks the newest).
 
 The tree build folds the store while writes go on: a key written (or reaped) after the
 build read its record keeps the entry its write gave it, never the older one the build

@@ -6,7 +6,7 @@ new state is being read or written, further operations on it wait here and are a
 the state just written, so concurrent puts through the pipeline never lose a sibling.
 
 Actors (Riak's kv679 in both its forms): a write is stamped with the newest of this
-node's actors that the key's stored versions show (``causality.own_actor``), or else with
+node's actors that the key's stored versions show (``actors.own_actor``), or else with
 a fresh actor. A fresh actor is named by the order persistence gave the read it follows
 (``node#incarnation.m<epoch>.<sequence>``): persistence is one process, its epoch is a
 durable counter bumped at each start and its sequence grows with every key it reads, so
@@ -27,13 +27,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from seda_dynamo import causality
+from seda_dynamo import actors, causality, contexts
 from seda_dynamo.causality import DVVSet
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.merkle import object_hash
 from seda_dynamo.messages import Get, Updated, Write
 from seda_dynamo.messagetable import answer_to
-from seda_dynamo.stage import Event, Stage
+from seda_dynamo.stage import Event, Stage, stage_of
 
 #: How long persistence may take to answer before the waiting operations fail.
 ENGINE_DEADLINE = 10.0
@@ -48,6 +48,8 @@ SWEEP_EVERY = 1.0
 BAD_REQUEST = "bad_request: "
 #: The prefix of a write refused because the key's record would pass a size limit.
 TOO_LARGE = "too_large: "
+#: The prefix of an operation failed because a queue it needed was full.
+OVERLOADED = "overloaded: "
 
 
 class TooLarge(ValueError):
@@ -174,13 +176,13 @@ class Handler(Stage):
     def _read_again(self, work: KeyWork) -> bool:
         """Whether an operation names an actor of ours minted after this work's read
         (by another worker, while their number changed): read once more, so the check
-        against forged actors (``causality.unissued_actor``) judges a current read."""
+        against forged actors (``actors.unissued_actor``) judges a current read."""
         if work.attempts or not self.family:
             return False
         for op in work.ops:
             vv = op.context if op.kind == "update" else \
                 (causality.join(op.clock) if op.clock is not None else None)
-            if vv and causality.unissued_actor(vv, self.family, work.mint) is not None:
+            if vv and actors.unissued_actor(vv, self.family, work.mint) is not None:
                 work.attempts += 1
                 return True
         return False
@@ -236,6 +238,19 @@ class Handler(Stage):
                 writes.append(follow)
         if writes:
             self._ask("write", writes, now)
+
+    def undeliverable(self, dest: str, events: list[Event], now: float) -> None:
+        """Persistence's queue is full: the operations waiting on that read or write
+        fail now with ``overloaded`` (their callers answer or ask a spare), not at
+        ``ENGINE_DEADLINE``."""
+        for event in events:
+            if event[0] in ("get", "write"):
+                request = (Get if event[0] == "get" else Write).from_wire(event)
+                entry = self.pending.pop(request.ref, None) \
+                    if request.reply_to == self.name else None
+                if entry is not None:
+                    self._fail(entry[1], f"{OVERLOADED}the {stage_of(dest)} stage's queue "
+                                         "is full")
 
     def tick(self, now: float) -> None:
         late = [ref for ref, (_, _, deadline) in self.pending.items() if deadline < now]
@@ -302,7 +317,7 @@ class Handler(Stage):
                 new_encoded = causality.encode(new, trusted=True)
                 if op.kind == "update":
                     self._check_size(new_encoded, new, state)
-                context = causality.encode_context(causality.join(new))
+                context = contexts.encode_context(causality.join(new))
             except ValueError as exc:  # what the request asked cannot be done
                 self.failed_ops += 1
                 prefix = TOO_LARGE if isinstance(exc, TooLarge) else BAD_REQUEST
@@ -324,26 +339,26 @@ class Handler(Stage):
             raise RuntimeError("no mint order from persistence for this key")
         if op.kind != "update":
             assert op.clock is not None
-            forged = causality.unissued_actor(causality.join(op.clock), self.family,
-                                              work.mint)
+            forged = actors.unissued_actor(causality.join(op.clock), self.family,
+                                           work.mint)
             if forged is not None:
                 raise ValueError(f"the state names {forged!r}, an actor of this node "
                                  "that it has not minted")
-            return causality.replica_sync(state, op.clock, self.family,
-                                          lambda: self._mint(work))
+            return actors.replica_sync(state, op.clock, self.family,
+                                       lambda: self._mint(work))
         if op.context is not None:
             ctx = op.context
         else:
             ctx = causality.join(state) if op.cover_stored else {}
-        forged = causality.unissued_actor(ctx, self.family, work.mint)
+        forged = actors.unissued_actor(ctx, self.family, work.mint)
         if forged is not None:
             raise ValueError(f"the context names {forged!r}, an actor of this node that "
                              "it has not minted")
-        new = causality.replica_update(state, op.value, ctx, self.family,
-                                       lambda: self._mint(work))
-        if len(new.entries) > causality.MAX_CONTEXT_ACTORS:
+        new = actors.replica_update(state, op.value, ctx, self.family,
+                                    lambda: self._mint(work))
+        if len(new.entries) > contexts.MAX_CONTEXT_ACTORS:
             raise ValueError(f"the key's history would hold {len(new.entries)} actors, "
-                             f"more than the {causality.MAX_CONTEXT_ACTORS} a context may")
+                             f"more than the {contexts.MAX_CONTEXT_ACTORS} a context may")
         return new
 
     def _check_size(self, encoded: bytes, new: DVVSet, state: DVVSet) -> None:
@@ -361,7 +376,7 @@ class Handler(Stage):
         """A fresh actor, newer than any this node minted before: the order of the read
         behind this work, then a count of the actors minted under it."""
         work.minted += 1
-        return causality.mint_actor(self.family, (*work.mint, work.minted))
+        return actors.mint_actor(self.family, (*work.mint, work.minted))
 
     def _answer(self, work: KeyWork) -> None:
         for op, (context, clock, error) in zip(work.ops, work.results, strict=True):

@@ -1,23 +1,21 @@
-"""Test support: free ports, and a real node (supervisor + stage processes) run by pid."""
+"""Test support: free ports, and a real node (supervisor + stage processes) run by pid
+through ``seda_dynamo.launcher``."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import psutil
-
 from seda_dynamo.client import Client, DynamoError
+from seda_dynamo.launcher import NodeProcess, NotReady
+from seda_dynamo.launcher import wait_for_ring as _wait_for_ring
 from seda_dynamo.security import ClientKeys
 
 READY_SECONDS = 30.0
-STAGE_NAMES = ("network", "coordination", "versioning", "persistence", "gossip")
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -70,7 +68,9 @@ def wait_until(predicate, seconds: float, what: str, interval: float = 0.05):
 
 
 class Node:
-    """One ``seda-dynamo serve`` process tree in its own session, stopped by pid."""
+    """One ``seda-dynamo serve`` process tree in its own session, stopped by pid: a
+    test's view of ``seda_dynamo.launcher.NodeProcess`` (which does the starting,
+    waiting and stopping), with ports below the ephemeral range and assertion errors."""
 
     def __init__(self, data_dir: Path, node_id: str = "n1", engine: str = "bdb",
                  durability: str = "fsync", extra: tuple[str, ...] = (),
@@ -84,9 +84,8 @@ class Node:
         self.join = join
         self.client_port = free_port()
         self.peer_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{node_id}.log"
-        self.known_pids: set[int] = set()
+        self.process: NodeProcess | None = None  # made at the first start
 
     @property
     def server(self) -> str:
@@ -96,6 +95,14 @@ class Node:
     def peer(self) -> str:
         return f"127.0.0.1:{self.peer_port}"
 
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.proc if self.process is not None else None
+
+    @property
+    def known_pids(self) -> set[int]:
+        return self.process.known_pids if self.process is not None else set()
+
     def start(self) -> Node:
         self.start_joining()
         self.wait_ready()
@@ -104,88 +111,51 @@ class Node:
     launcher: tuple[str, ...] = ()  # a prefix such as ("ip", "netns", "exec", NS)
 
     def start_joining(self) -> Node:
-        """Spawn the node without waiting for it (several nodes boot in parallel)."""
-        cmd = [*self.launcher, sys.executable, "-m", "seda_dynamo.cli", "serve",
-               "--node-id", self.node_id, "--client", self.server, "--peer", self.peer,
-               "--data-dir", str(self.data_dir), "--engine", self.engine,
-               "--durability", self.durability, *self.extra]
-        if self.join is not None:
-            cmd += ["--join", self.join.peer]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True)
-        self.known_pids.add(self.proc.pid)
+        """Spawn the node without waiting for it (several nodes boot in parallel); again
+        after a kill, with the same ports and data."""
+        if self.process is None:
+            self.process = NodeProcess(
+                self.node_id, self.server, self.peer, self.data_dir, self.log_path,
+                ["--engine", self.engine, "--durability", self.durability, *self.extra],
+                join=self.join.peer if self.join is not None else None,
+                prefix=self.launcher, keys=self.keys)
+        self.process.spawn()
         return self
 
     def wait_ready(self) -> None:
-        """Until the node serves: it answers ping, every stage has reported, and
-        coordination has a ring. Asked through ``stats``, which admission control never
-        sheds (a ``ring`` request can be answered ``overloaded`` while a loaded node
-        starts)."""
-        missing: list[str] = ["no answer"]
-
-        def ready() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, self.log()
-            with self.client(timeout=2.0) as c:
-                c.ping()
-                stages = c.stats()
-            missing[:] = [f"no report from {name}" for name in STAGE_NAMES
-                          if name not in stages]
-            if not missing and not stages["coordination"].get("epoch"):
-                missing[:] = ["coordination has no ring yet"]
-            if not missing and len(self.stage_pids()) < 5:
-                missing[:] = [f"stage processes: {sorted(self.stage_pids())}"]
-            return not missing
-
+        """Until the node serves (``NodeProcess.wait_ready``): it answers ping, every
+        stage has reported, and coordination has a ring."""
+        assert self.process is not None, "never started"
         try:
-            wait_until(ready, READY_SECONDS, f"node {self.node_id} to serve")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; {', '.join(missing)}") from None
+            self.process.wait_ready(READY_SECONDS)
+        except NotReady as exc:
+            raise AssertionError(f"node {self.node_id} to serve: {exc}\n{self.log()}") \
+                from None
 
     def client(self, timeout: float = 5.0) -> Client:
         return Client(self.server, timeout=timeout, keys=self.keys)
 
     def stage_pids(self) -> dict[str, int]:
         """Stage name -> pid, read from the process titles."""
-        assert self.proc is not None
-        found: dict[str, int] = {}
-        try:
-            children = psutil.Process(self.proc.pid).children()
-        except psutil.NoSuchProcess:
-            return found
-        for child in children:
-            try:
-                title = " ".join(child.cmdline())
-            except psutil.Error:
-                continue
-            for part in title.split():
-                if part.startswith("stages."):
-                    found[part.removeprefix("stages.")] = child.pid
-        self.known_pids.update(found.values())
-        return found
+        assert self.process is not None
+        return self.process.stage_pids()
 
     def all_pids(self) -> list[int]:
-        assert self.proc is not None
-        return [self.proc.pid, *self.stage_pids().values()]
+        assert self.process is not None
+        return self.process.all_pids()
 
     def kill9(self) -> None:
         """SIGKILL every process of the node at once, as a power cut would."""
-        pids = self.all_pids()
-        for pid in pids:
-            _signal(pid, signal.SIGKILL)
-        assert self.proc is not None
-        self.proc.wait(timeout=10)
-        wait_until(lambda: not any(psutil.pid_exists(p) and _alive(p) for p in pids), 10,
-                   "killed stage processes to go")
-        self.known_pids -= set(pids)  # gone: their numbers may be reused by others
+        assert self.process is not None
+        self.process.kill9()
 
     def pause(self) -> None:
-        for pid in self.all_pids():
-            _signal(pid, signal.SIGSTOP)
+        assert self.process is not None
+        self.process.signal_all(signal.SIGSTOP)
 
     def resume(self) -> None:
-        for pid in self.known_pids:
-            _signal(pid, signal.SIGCONT)
+        if self.process is not None:
+            self.process.resume()
 
     def ring(self) -> dict:
         with self.client(timeout=2.0) as c:
@@ -199,47 +169,17 @@ class Node:
 
     def stop(self) -> None:
         """SIGTERM the supervisor; SIGKILL whatever of ours is left after 15 s."""
-        if self.proc is None:
-            return
-        self.stage_pids()
-        self.resume()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
-        for pid in self.known_pids:
-            if _alive(pid):
-                _signal(pid, signal.SIGKILL)
-        if self.proc.poll() is None:
-            self.proc.wait(timeout=10)
+        if self.process is not None:
+            self.process.stop()
 
     def leftovers(self) -> list[int]:
-        return [pid for pid in self.known_pids if _alive(pid)]
+        return self.process.leftovers() if self.process is not None else []
 
     def log(self) -> str:
         try:
             return self.log_path.read_text()[-4000:]
         except OSError:
             return ""
-
-
-def _alive(pid: int) -> bool:
-    """Alive and still one of ours (a reused pid number belongs to someone else)."""
-    try:
-        proc = psutil.Process(pid)
-        ours = any("seda" in part or "stages." in part for part in proc.cmdline())
-        return ours and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def retry(fn, seconds: float = 20.0):
@@ -255,40 +195,12 @@ def _ok(fn):
 
 
 def wait_for_ring(nodes: list[Node], members: int, seconds: float = 30.0) -> dict:
-    """Until the cluster is what a client needs: every node reports the same settled ring
-    with ``members`` members, all up, and in every node's ``stats`` both gossip and
-    coordination see no member down, coordination routes by that ring's epoch and gossip
-    holds the same planned ring as every other node's (a node that has not
-    yet heard from a peer counts it down, so this waits for every node to have heard
-    from every other)."""
-
-    seen: list = []
-
-    def agreed():
-        rings = [n.ring() for n in nodes]
-        stats = []
-        for n in nodes:
-            with n.client(timeout=2.0) as c:
-                stats.append(c.stats())
-        seen[:] = [(n.node_id, r["epoch"], [(x["id"], x["status"]) for x in r["nodes"]],
-                    {stage: (s.get(stage, {}).get("epoch"), s.get(stage, {}).get("down"))
-                     for stage in ("gossip", "coordination")})
-                   for n, r, s in zip(nodes, rings, stats, strict=True)]
-        first = rings[0]
-        return all(len(r["nodes"]) == members and r["epoch"] == first["epoch"]
-                   and r["pending_transfers"] == 0
-                   and r["owners"] == first["owners"]
-                   and all(x["status"] == "up" for x in r["nodes"])
-                   and s["coordination"].get("epoch") == first["epoch"]
-                   and s["gossip"].get("epoch") == stats[0]["gossip"].get("epoch")
-                   and s["coordination"].get("down") == s["gossip"].get("down") == []
-                   for r, s in zip(rings, stats, strict=True)) and first
-
+    """Until the cluster is what a client needs (``launcher.wait_for_ring``: one settled
+    ring of ``members``, all up, every node having heard from every other)."""
     try:
-        return wait_until(agreed, seconds, f"{len(nodes)} nodes to agree on a ring of "
-                          f"{members}", interval=0.2)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; last seen: {seen}") from None
+        return _wait_for_ring(nodes, members, seconds)
+    except NotReady as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def wait_for_status(observer: Node, node_id: str, status: str, seconds: float = 15.0) -> None:

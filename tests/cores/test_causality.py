@@ -9,9 +9,11 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from malformed import HOSTILE, packed
 
 from seda_dynamo import causality as c
 from seda_dynamo.causality import EMPTY, DVVSet, Occurred
+from seda_dynamo.contexts import decode_context, encode_context
 
 ACTORS = ("a", "b", "c")
 FAST = settings(max_examples=150, deadline=None)
@@ -76,90 +78,6 @@ def test_new_dot_is_above_the_context_even_if_the_store_lags() -> None:
     assert c.values(c.sync(s, other)) == [b"x"]
 
 
-def test_own_actor_is_the_newest_minted_actor_of_the_family_the_store_shows() -> None:
-    old, new = c.mint_actor("n1#ab", (0xE3,)), c.mint_actor("n1#ab", (0x1DE,))
-    assert (old, new) == ("n1#ab.me3", "n1#ab.m1de") and old > new  # text order misleads
-    s = write(write(write(EMPTY, b"x", new), b"y", "n2#cd.m1.7"), b"z", old)
-    assert c.own_actor(s, "n1#ab") == new
-    assert c.own_actor(s, "n2#cd") == "n2#cd.m1.7"
-    assert c.own_actor(s, "n1#a") is None  # another incarnation, not a prefix match
-    assert c.own_actor(write(EMPTY, b"x", "n1#ab"), "n1#ab") is None  # older naming
-    assert c.own_actor(write(EMPTY, b"x", "n1#ab.3.ff"), "n1#ab") is None
-    assert c.own_actor(EMPTY, "n1#ab") is None
-    assert c.mint_order(c.mint_actor("n1#ab", (3, 255, 1)), "n1#ab") == (3, 255, 1)
-    for odd in ("n1#ab.m", "n1#ab.m0x1", "n1#ab.m01", "n1#ab.m1..2", "n1#ab.m-1", "n1#ab.mg"):
-        assert c.mint_order(odd, "n1#ab") is None, odd
-
-
-FAMILY = "r#1"
-#: One replica's life with one key: writes with any context handed out before (stale
-#: ones replayed), blind writes, a reap (the key forgotten), a stale replica's copy from
-#: before a reap merged back in, and restarts (a new epoch) with arbitrary, unpadded and
-#: large sequence numbers.
-replica_steps = st.lists(st.one_of(
-    st.tuples(st.just("put"), st.integers(0, 60)),
-    st.tuples(st.just("blind"), st.just(0)),
-    st.tuples(st.just("reap"), st.just(0)),
-    st.tuples(st.just("stale_copy"), st.integers(0, 60)),
-    st.tuples(st.just("restart"), st.integers(1, 2**40)),
-    st.tuples(st.just("reads"), st.integers(1, 2**48)),
-), max_size=60)
-
-
-@settings(max_examples=400, deadline=None)
-@given(replica_steps, st.integers(0, 2**40))
-def test_a_replica_never_issues_a_dot_an_earlier_context_covers(script, first_seq) -> None:
-    """The class of the lost blind write: a replica stamping through ``replica_update``
-    and merging through ``replica_sync``, fresh actors minted in a growing order, never
-    issues a dot that any context handed out before covers, nor a dot issued before,
-    whatever the actors' names sort as."""
-    stored, contexts, states = EMPTY, [{}], [EMPTY]
-    epoch, seq, minted = 1, first_seq, [0]
-    issued: set[tuple[str, int]] = set()
-
-    def mint() -> str:
-        minted[0] += 1
-        return c.mint_actor(FAMILY, (epoch, seq, minted[0]))
-
-    for op, arg in script:
-        if op == "reap":
-            stored = EMPTY
-            continue
-        if op == "restart":
-            epoch, seq = epoch + arg, arg  # a later epoch; its sequence starts anywhere
-            continue
-        if op == "reads":
-            seq += arg  # other keys read meanwhile
-            continue
-        seq, minted[0] = seq + 1, 0  # this key's read
-        if op == "stale_copy":  # anti-entropy brings back a copy from any earlier moment
-            stored = c.replica_sync(stored, states[arg % len(states)], FAMILY, mint)
-            continue
-        ctx = {} if op == "blind" else contexts[arg % len(contexts)]
-        assert c.unissued_actor(ctx, FAMILY, (epoch, seq)) is None
-        before = c.join(stored)
-        stored = c.replica_update(stored, b"v", ctx, FAMILY, mint)
-        after = c.join(stored)
-        dots = [(a, n) for a, n in after.items()
-                if n > max(before.get(a, 0), ctx.get(a, 0)) and c.values(stored)
-                and any(a == x and vals for x, _, vals in stored.entries)]
-        assert len(dots) == 1, (before, ctx, after)  # the new value's dot
-        actor, n = dots[0]
-        assert all(old.get(actor, 0) < n for old in contexts), dots
-        assert dots[0] not in issued, dots
-        issued.add(dots[0])
-        contexts.append(after)
-        states.append(stored)
-
-
-def test_a_forged_actor_of_ours_is_recognised_as_never_minted() -> None:
-    forged = c.mint_actor(FAMILY, (9, 0))
-    assert c.unissued_actor({forged: 1, "x": 2}, FAMILY, (8, 2**40)) == forged
-    assert c.unissued_actor({forged: 1}, FAMILY, (9, 0)) is None
-    assert c.unissued_actor({c.mint_actor(FAMILY, (9, 0, 5)): 1}, FAMILY, (9, 0)) is None
-    assert c.unissued_actor({"other#1.m99": 1}, FAMILY, (1, 1)) is None
-
-
 def test_values_order_and_tombstones() -> None:
     a2 = write(write(EMPTY, b"1", "a"), b"2", "a")
     s = c.sync_all([c.new(b"anon"), write(EMPTY, None, "b"), a2])
@@ -213,73 +131,29 @@ def test_encoding_examples() -> None:
     assert c.decode(b"\x92\x90\x90") == EMPTY
     s = c.sync(write(EMPTY, None, "b"), c.new(b"v"))
     assert c.encode(s) == msgpack.packb([[["b", 1, [None]]], [b"v"]])
-    assert c.encode_context({}) == b"\x01\x90"
-    assert c.encode_context({"b": 2, "a": 1}) == b"\x01" + msgpack.packb([["a", 1], ["b", 2]])
-    assert c.decode_context(c.encode_context({"b": 2, "a": 1})) == {"a": 1, "b": 2}
     with pytest.raises(ValueError):
         c.encode(write(EMPTY, 7, "a"))  # only bytes and None go on the wire
 
 
-def _p(obj: object) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-HOSTILE = [
-    b"",
-    b"\xc1",
-    b"\x91" * 100_000 + b"\xc0",  # deep nesting
-    b"\xdd\xff\xff\xff\xff",  # array of 2**32 - 1 items
-    b"\xdf\xff\xff\xff\xff",  # map of 2**32 - 1 items
-    b"\xdb\xff\xff\xff\xff",  # str of 4 GiB
-    b"\xc6\xff\xff\xff\xff",  # bin of 4 GiB
-    b"\xc9\xff\xff\xff\xff\x01",  # ext of 4 GiB
-    b"\xc7\x00\xff",  # malformed timestamp ext
-    b"\xa2\xff\xfe",  # invalid UTF-8
-]
-
 BAD_DVVSETS = HOSTILE + [
-    _p([[], []]) + b"\xc0",  # trailing bytes
-    _p([[], [], []]),
-    _p({"entries": []}),
-    _p([[["a", 0, []]], []]),
-    _p([[["a", -1, []]], []]),
-    _p([[["a", True, []]], []]),
-    _p([[["a", 1.0, []]], []]),
-    _p([[["a", 1, [b"x", b"y"]]], []]),  # more values than dots
-    _p([[["a", 1, [7]]], []]),
-    _p([[["", 1, []]], []]),
-    _p([[[b"a", 1, []]], []]),
-    _p([[["a" * 300, 1, []]], []]),
-    _p([[["b", 1, []], ["a", 1, []]], []]),
-    _p([[["a", 1, []], ["a", 2, []]], []]),
-    _p([[["a", 1]], []]),
-    _p([[], [b"y", b"x"]]),
-    _p([[], [b"x", b"x"]]),
-    _p([[], [1]]),
-]
-
-BAD_CONTEXTS = HOSTILE + [
-    b"\x02\x90",
-    b"\x00\x90",
-    b"\x01",
-    b"\x01\x90\x90",  # trailing bytes
-    b"\x01" + b"\x91" * 5000 + b"\x90",
-    b"\x01" + _p({"a": 1}),
-    b"\x01" + _p([["a", 1], ["a", 2]]),
-    b"\x01" + _p([["b", 1], ["a", 2]]),
-    b"\x01" + _p([["a", 0]]),
-    b"\x01" + _p([["a", -3]]),
-    b"\x01" + _p([["a", False]]),
-    b"\x01" + _p([["a", 1.5]]),
-    b"\x01" + _p([["a", "1"]]),
-    b"\x01" + _p([["a", 1, 2]]),
-    b"\x01" + _p([[b"a", 1]]),
-    b"\x01" + _p([["", 1]]),
-    b"\x01" + _p([["a" * 300, 1]]),
-    b"\x01" + _p([[f"n{i:05}", 1] for i in range(c.MAX_CONTEXT_ACTORS + 1)]),
-    b"\x01" + _p("a"),
-    b"\x01" + _p(None),
-    b"\x01" + b"\xdd\xff\xff\xff\xff",
+    packed([[], []]) + b"\xc0",  # trailing bytes
+    packed([[], [], []]),
+    packed({"entries": []}),
+    packed([[["a", 0, []]], []]),
+    packed([[["a", -1, []]], []]),
+    packed([[["a", True, []]], []]),
+    packed([[["a", 1.0, []]], []]),
+    packed([[["a", 1, [b"x", b"y"]]], []]),  # more values than dots
+    packed([[["a", 1, [7]]], []]),
+    packed([[["", 1, []]], []]),
+    packed([[[b"a", 1, []]], []]),
+    packed([[["a" * 300, 1, []]], []]),
+    packed([[["b", 1, []], ["a", 1, []]], []]),
+    packed([[["a", 1, []], ["a", 2, []]], []]),
+    packed([[["a", 1]], []]),
+    packed([[], [b"y", b"x"]]),
+    packed([[], [b"x", b"x"]]),
+    packed([[], [1]]),
 ]
 
 
@@ -289,24 +163,10 @@ def test_decode_rejects_malformed(data: bytes) -> None:
         c.decode(data)
 
 
-@pytest.mark.parametrize("data", BAD_CONTEXTS)
-def test_decode_context_rejects_malformed(data: bytes) -> None:
-    with pytest.raises(ValueError):
-        c.decode_context(data)
-
-
 @pytest.mark.parametrize("data", ["\x01\x90", None, 1, [b"\x01\x90"]])
-def test_decoders_reject_non_bytes_with_value_error(data: object) -> None:
+def test_decode_rejects_non_bytes_with_value_error(data: object) -> None:
     with pytest.raises(ValueError):
         c.decode(data)  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
-        c.decode_context(data)  # type: ignore[arg-type]
-
-
-def test_encode_context_rejects_what_decode_would() -> None:
-    for vv in ({"": 1}, {"a": -1}, {"a": 1.0}, {1: 1}):
-        with pytest.raises(ValueError):
-            c.encode_context(vv)  # type: ignore[arg-type]
 
 
 # -- laws -------------------------------------------------------------------------------
@@ -354,18 +214,16 @@ def test_encode_round_trip(s: DVVSet) -> None:
     assert c.decode(data, trusted=True) == s  # our own stored bytes: the fast path
     assert c.encode(s, trusted=True) == data
     vv = c.join(s)
-    assert c.decode_context(c.encode_context(vv)) == vv
+    assert decode_context(encode_context(vv)) == vv
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=40))
-def test_decoders_raise_only_value_error_on_random_bytes(data: bytes) -> None:
-    for decoder, blob in ((c.decode, data), (c.decode_context, data),
-                          (c.decode_context, b"\x01" + data)):
-        try:
-            decoder(blob)
-        except ValueError:
-            pass
+def test_decode_raises_only_value_error_on_random_bytes(data: bytes) -> None:
+    try:
+        c.decode(data)
+    except ValueError:
+        pass
 
 
 msgpack_objects = st.recursive(
@@ -379,20 +237,14 @@ msgpack_objects = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(msgpack_objects)
-def test_decoders_raise_only_value_error_on_random_msgpack(obj: object) -> None:
-    packed = _p(obj)
+def test_decode_raises_only_value_error_on_random_msgpack(obj: object) -> None:
+    data = packed(obj)
     try:
-        s = c.decode(packed)
+        s = c.decode(data)
     except ValueError:
         pass
     else:
-        assert c.encode(s) == packed
-    try:
-        vv = c.decode_context(b"\x01" + packed)
-    except ValueError:
-        pass
-    else:
-        assert c.encode_context(vv) == b"\x01" + packed
+        assert c.encode(s) == data
 
 
 @settings(max_examples=200, deadline=None)
@@ -466,8 +318,8 @@ def test_against_reference_model(script: list[tuple]) -> None:
     for op in script:
         if op[0] == "write":
             _, readers, j, value = op  # read from `readers` (none: a blind write), write via j
-            wire = c.encode_context(c.join(c.sync_all(states[r] for r in readers)))
-            ctx = c.decode_context(wire)
+            wire = encode_context(c.join(c.sync_all(states[r] for r in readers)))
+            ctx = decode_context(wire)
             seen = set().union(*(model[r].history for r in readers))
             assert ctx == summary(seen)
             stored, rep = states[j], model[j]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from seda_dynamo.durable import bump_counter, write_atomically
+from seda_dynamo.durable import FileStore, bump_counter, write_atomically
 
 
 def test_bump_counter_starts_at_one_and_never_repeats(tmp_path):
@@ -50,3 +50,12 @@ def test_two_bumps_at_once_never_return_the_same_value(tmp_path):
     assert sorted(results) == [1, 2]
     assert path.read_text() == "2"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_the_view_file_store_gives_back_what_was_saved_and_none_before(tmp_path):
+    store = FileStore(tmp_path / "cluster.state")
+    assert store.load() is None
+    store.save(b"one")
+    store.save(b"two")
+    assert store.load() == b"two" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "cluster.state"]

@@ -1,15 +1,17 @@
 """The accrual failure detector (paper 4.8), a pure core: recorded series of ping
-answers, no handler.
+answers, no handler; and the watcher around it (pings, the down set) under a fake clock.
 """
 
 from __future__ import annotations
 
 import random
 
+from duties import LOG, Sent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seda_dynamo.failure import Detector, Settings
+from seda_dynamo.duty import Route
+from seda_dynamo.failure import OWN_STALL, PING_EVERY, Detector, Settings, Watcher
 
 
 def steady(start: float, end: float, every: float = 0.5, jitter: float = 0.05,
@@ -100,3 +102,98 @@ def test_members_that_left_are_forgotten_and_unknown_ones_are_down_until_heard()
     d.heartbeat("b", 1.0, 0.9)
     assert d.check(1.1, {"b", "c"}) == {"c"}
     assert d.check(1.2, {"c"}) == {"c"} and not d.heard("b")
+
+
+# The watcher: pings, the detector and the down set, under a fake clock -------------------
+PEERS = {"b": "127.0.0.1:7102", "c": "127.0.0.1:7103"}
+
+
+def watcher(peers: dict[str, str] | None = None) -> tuple[Watcher, Sent, list[frozenset]]:
+    sent, changes = Sent(), []
+    members = dict(PEERS if peers is None else peers)
+    w = Watcher(sent, Settings(first_interval=PING_EVERY), lambda: members,
+                lambda: changes.append(w.down), LOG)
+    return w, sent, changes
+
+
+def run(w: Watcher, sent: Sent, until: float, answers: bool = True,
+        silent: frozenset[str] = frozenset(), start: float = 0.0) -> None:
+    """Ping every PING_EVERY from ``start``; every peer not ``silent`` answers at once."""
+    steps = round((until - start) / PING_EVERY)
+    for k in range(steps + 1):
+        now = start + k * PING_EVERY
+        w.ping(now)
+        for call in sent.calls():
+            node = call[5]
+            if answers and node not in silent:
+                w.answer(now + 0.01, node, _route(call[3]), ["pong"])
+
+
+def _route(tag: list) -> Route:
+    route = Route.parse(tag)
+    assert route is not None
+    return route
+
+
+def test_the_watcher_pings_every_peer_and_each_is_down_until_it_answers():
+    w, sent, changes = watcher()
+    w.start()
+    assert w.down == {"b", "c"}
+    w.ping(0.0)
+    calls = sent.calls()
+    assert sorted((c[1], c[3], c[4], c[5]) for c in calls) == [
+        (PEERS["b"], ["ping", 0.0], ["ping"], "b"), (PEERS["c"], ["ping", 0.0], ["ping"], "c")]
+    w.answer(0.01, "b", _route(["ping", 0.0]), ["pong"])
+    assert w.down == {"c"} and changes == [frozenset({"c"})]
+
+
+def test_a_silent_peer_goes_down_and_a_stall_of_the_watcher_itself_blames_no_one():
+    w, sent, _ = watcher()
+    w.start()
+    run(w, sent, 10.0)
+    assert not w.down
+    run(w, sent, 20.0, silent=frozenset({"c"}), start=10.5)
+    assert w.down == {"c"}
+    run(w, sent, 30.0, start=20.5)
+    assert not w.down
+    # Not run for 5 s (the stage was stopped): the silence was the watcher's own.
+    run(w, sent, 40.0, start=30.0 + 5.0)
+    assert not w.down and w.detector.suspicions == 1
+    assert 5.0 > OWN_STALL
+
+
+def test_a_member_learned_of_is_down_until_it_answers_and_one_gone_is_forgotten():
+    members = dict(PEERS)
+    sent, changes = Sent(), []
+    w = Watcher(sent, Settings(), lambda: members, lambda: changes.append(1), LOG)
+    w.start()
+    run(w, sent, 2.0)
+    assert not w.down
+    members["d"] = "127.0.0.1:7104"
+    del members["c"]
+    w.learned()
+    assert w.down == {"d"}
+    w.heard(2.5, "c")  # an answer from a node that is no member any more: not remembered
+    assert "c" not in w.down and w.detector.heard("c")  # forgotten at the next check only
+    w.detect(2.6)
+    assert not w.detector.heard("c")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["ping", "answer", "stall"]),
+                          st.sampled_from(sorted(PEERS))), max_size=60))
+def test_a_peer_never_heard_is_always_down_and_every_change_is_reported(steps):
+    w, sent, changes = watcher()
+    w.start()
+    now, heard, last = 0.0, set(), w.down
+    for action, node in steps:
+        now += 5.0 if action == "stall" else 0.2
+        if action == "answer":
+            w.answer(now, node, _route(["ping", now - 0.1]), ["pong"])
+            heard.add(node)
+        else:
+            w.ping(now)
+        assert set(PEERS) - heard <= w.down
+        if w.down != last:
+            assert changes and changes[-1] == w.down
+            last = w.down

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seda_dynamo import causality
+from seda_dynamo import contexts
 from seda_dynamo.protocol import Limits, ProtocolError, admin_refusal, parse_request
 
 LIMITS = Limits(max_key_bytes=16, max_value_bytes=64, n=3)
@@ -27,7 +27,7 @@ def code_of(obj_or_bytes):
 
 
 def test_valid_requests():
-    ctx = causality.encode_context({"a#1": 3})
+    ctx = contexts.encode_context({"a#1": 3})
     req = parse({"op": "put", "key": "k", "value": b"v", "context": ctx, "w": 3, "id": 5,
                  "timeout_ms": 100, "extra": "ignored"})
     assert (req.op, req.key, req.value, req.context, req.w, req.id, req.timeout_ms) == \

@@ -1,9 +1,27 @@
-"""Sloppy-quorum routing: healthy primaries, then fallbacks carrying hints."""
+"""Sloppy-quorum routing: healthy primaries, then fallbacks carrying hints; and the
+clients' routing by the ``ring`` reply (paper section 6.4)."""
 
 from __future__ import annotations
 
-from seda_dynamo.ring import Member, Ring
-from seda_dynamo.routing import Route, Target, coordinator, route, stand_in, targets, with_me
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seda_dynamo.claim import claim
+from seda_dynamo.ring import Member, Ring, partition_of
+from seda_dynamo.routing import (
+    Route,
+    Target,
+    coordinator,
+    first_up,
+    owner_table,
+    preference_list_of,
+    route,
+    stand_in,
+    targets,
+    with_me,
+)
 
 RING = Ring(8, 1, tuple(Member(x, "", "") for x in "abcde"),
             ("a", "b", "c", "d", "e", "a", "b", "c"))
@@ -73,3 +91,45 @@ def test_suspected_nodes_are_asked_last_never_dropped():
     assert found.spare == (b2,)
     # Down nodes are never asked.
     assert all(t.node != p1 for t in found.chosen) and p1 not in found.spare
+
+
+# Client-driven coordination: routing by the ring the ``ring`` request returns -------------
+@st.composite
+def rings(draw):
+    """A ring of 1..8 members (some not up) whose owners come from the claim, at any Q."""
+    names = draw(st.lists(st.text("abcdxyz019", min_size=1, max_size=4), min_size=1,
+                          max_size=8, unique=True))
+    q = draw(st.sampled_from([1, 2, 8, 64, 256]))
+    statuses = draw(st.lists(st.sampled_from(["valid", "up", "down", "joining", "leaving"]),
+                             min_size=len(names), max_size=len(names)))
+    members = tuple(Member(x, f"127.0.0.1:{7000 + i}", f"127.0.0.1:{7100 + i}", s)
+                    for i, (x, s) in enumerate(zip(names, statuses, strict=True)))
+    owners = claim(None, {x: 1 for x in names}, q, 3)
+    return Ring(q, 1, members, tuple(owners))
+
+
+@settings(max_examples=150, deadline=None)
+@given(rings(), st.integers(1, 5), st.lists(st.binary(max_size=24), min_size=1, max_size=40))
+def test_routing_by_the_ring_reply_agrees_with_the_rings_preference_lists(ring, n, keys):
+    """Whatever the ring, N and key, the client's helpers find in the wire form (through
+    msgpack, as a client receives it) the preference list ``Ring.preference_list`` gives
+    the key's partition, and route to its first member that is up."""
+    described = msgpack.unpackb(msgpack.packb(ring.to_wire(n, 1, 1)), raw=False)
+    addresses, table = owner_table(described, "seed:1")
+    up = {m.id: m.client for m in ring.members if m.status in ("valid", "up")}
+    for key in keys:
+        expected = ring.preference_list(partition_of(key, ring.partitions), n)
+        assert preference_list_of(key, described) == expected
+        first = next((up[x] for x in expected if x in up), None)
+        assert first_up(key, described) == first
+        assert addresses[table[partition_of(key, len(table))]] == (first or "seed:1")
+
+
+def test_a_ring_reply_that_cannot_be_routed_by_is_refused():
+    described = RING.to_wire(3, 2, 2)
+    for bad in ({**described, "partitions": 9}, {**described, "owners": None},
+                {**described, "partitions": 0}):
+        with pytest.raises(ValueError, match="malformed"):
+            owner_table(bad, "seed:1")
+        with pytest.raises(ValueError, match="malformed"):
+            preference_list_of(b"k", bad)

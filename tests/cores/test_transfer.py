@@ -1,9 +1,19 @@
-"""A partition hand-over as a value: chunks, acknowledgements, retries, ranges."""
+"""A partition hand-over as a value: chunks, acknowledgements, retries, ranges; and the
+hand-over duty (``Transfers``) that drives them, under a fake clock."""
 
 from __future__ import annotations
 
+import random
+
+from duties import LOG, FakeCluster, Q, Sent, planned_view
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seda_dynamo.background import BackgroundShare
+from seda_dynamo.duty import Route
 from seda_dynamo.membership import Entry, View
-from seda_dynamo.transfer import CHUNK_DEADLINE, Transfer
+from seda_dynamo.ring import partition_range
+from seda_dynamo.transfer import CHUNK_DEADLINE, Transfer, Transfers
 
 
 def two_ranges() -> Transfer:
@@ -75,3 +85,105 @@ def test_a_finished_transfer_extended_with_more_ranges_streams_them_too():
     assert t.done
     t.extend([(0, "c", 20, 30)])
     assert not t.done and t.due(0.1) and t.target == "c" and t.read(0.1)[1] == 20
+
+
+# The hand-over duty (Transfers) under a fake clock ---------------------------------------
+OUTCOMES = st.sampled_from(["ok", "ok", "ok", "error", "unreachable", "lost"])
+
+
+class Streamed:
+    """A planned view's hand-overs driven through ``Transfers``; persistence folds every
+    range as one chunk of two keys, each target answers per ``outcome``."""
+
+    def __init__(self, at_once: int = 2, keys_per_sec: int = 0,
+                 down: frozenset[str] = frozenset()) -> None:
+        self.sent, self.cluster = Sent(), FakeCluster(planned_view(), down)
+        self.planned = dict(self.cluster.view.transfers_out())
+        self.handed: list[int] = []
+        self.folds: dict[int, tuple[int, str, str]] = {}  # seq -> (partition, lo, hi)
+        self.puts: dict[int, list] = {}  # seq -> [target, rputs sent, acknowledged]
+        self.t = Transfers(self.sent, self.cluster, BackgroundShare(0.0), partitions=Q,
+                           at_once=at_once, keys_per_sec=keys_per_sec,
+                           entropy=random.Random(1).getrandbits, handed_over=self._handed,
+                           log=LOG)
+
+    def _handed(self, partition: int) -> None:
+        assert partition in self.planned and partition not in self.handed
+        wanted = {(*(f"{x:x}" for x in partition_range(pp, Q)), node)
+                  for pp, node in self.cluster.view.transfer_plan(partition)}
+        acked = {(*self.folds[seq][1:], target) for seq, (target, sent, ok) in self.puts.items()
+                 if self.folds[seq][0] == partition and sent == ok}
+        assert wanted <= acked, "handed over before every range was acknowledged"
+        self.handed.append(partition)
+        self.cluster.view = self.cluster.view.handed_over(partition)
+
+    def step(self, now: float, outcome=lambda: "ok") -> None:
+        self.t.tick(now)
+        for _ in range(50):
+            events = self.sent.take()
+            if not events:
+                return
+            for dest, event in events:
+                route = Route.parse(event[2] if dest == "persistence" else event[3])
+                assert route is not None and route.duty.value == "xfer"
+                if dest == "persistence":
+                    assert event[0] == "fold" and len(self.t.active) <= self.t.at_once
+                    self.folds[route.ident[1]] = (route.ident[0], event[3], event[4])
+                    if outcome() != "lost":
+                        self.t.local(now, route, ["folded", [[b"a", b"1"], [b"b", b"2"]],
+                                                  None, 2])
+                else:
+                    assert event[4][0] == "rput" and event[5] != "n1"
+                    self.puts.setdefault(route.ident[1], [event[5], 0, 0])[1] += 1
+                    result = outcome()
+                    if result == "unreachable":
+                        self.t.unreachable(now, event[1], route)
+                    elif result != "lost":
+                        if result == "ok":
+                            self.puts[route.ident[1]][2] += 1
+                        self.t.answer(now, event[5], route,
+                                      ["updated", None if result == "ok" else "err"])
+
+
+def test_every_planned_partition_is_streamed_and_handed_over_at_most_two_at_once():
+    s = Streamed(at_once=2)
+    assert s.planned
+    s.step(0.0)
+    assert sorted(s.handed) == sorted(s.planned) and not s.t.active
+    assert s.cluster.view.transfers_out() == [] and s.t.finished == len(s.planned)
+    assert s.t.bytes == 2 * sum(sent for _, sent, _ in s.puts.values())  # b"a" b"1"
+
+
+def test_no_hand_over_starts_while_a_target_is_down():
+    s = Streamed(down=frozenset({"n2", "n3"}))
+    s.step(0.0)
+    assert s.handed == [] and not s.t.active and not s.folds
+
+
+def test_reads_are_held_to_the_configured_keys_per_second():
+    s = Streamed(keys_per_sec=10, at_once=2)
+    s.step(0.0)
+    assert not s.folds, "no tokens yet"
+    for k in range(1, 51):
+        s.step(k / 10)
+        # Two keys a chunk; the reads already asked for may overdraw the bucket.
+        assert 2 * len(s.folds) <= 10 * k / 10 + 2 * 2
+    assert len(s.folds) >= 20
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(OUTCOMES, min_size=1, max_size=200), st.integers(1, 3))
+def test_a_partition_is_handed_over_only_once_every_range_was_acknowledged(outcomes, at_once):
+    """Whatever is lost, failed or unreachable: a partition is handed over only after
+    each of its ranges was acknowledged key by key, and once the answers come again,
+    every planned partition is."""
+    s = Streamed(at_once=at_once)
+    answers = iter(outcomes)
+    now = 0.0
+    for _ in range(len(outcomes)):
+        s.step(now, lambda: next(answers, "ok"))
+        now += CHUNK_DEADLINE / 4
+    for _ in range(3 * len(s.planned) + 3):
+        now += CHUNK_DEADLINE + 1  # whatever stalled is read again
+        s.step(now)
+    assert sorted(s.handed) == sorted(s.planned)

@@ -30,7 +30,7 @@ from checker import (
 from nemesis import SOAK, Nemesis, Schedule, kill9
 from support import retry, wait_for_ring, wait_for_status, wait_until
 
-from seda_dynamo import causality
+from seda_dynamo import contexts
 from seda_dynamo.ring import partition_of
 
 pytestmark = pytest.mark.integration
@@ -107,7 +107,7 @@ def test_set_full_under_a_mixed_nemesis(any_cluster_factory, maybe_netlab, recor
 # (b) ------------------------------------------------------------------------------------
 def actors(context: bytes) -> dict[str, int]:
     """The version vector a context stands for: actor (node#incarnation) -> counter."""
-    return causality.decode_context(context)
+    return contexts.decode_context(context)
 
 
 @pytest.mark.timeout(soak(120, 300))

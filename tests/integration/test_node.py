@@ -8,7 +8,7 @@ import msgpack
 import pytest
 import zmq
 
-from seda_dynamo import causality
+from seda_dynamo import contexts
 from seda_dynamo.client import AsyncClient, Client
 
 pytestmark = pytest.mark.integration
@@ -159,12 +159,12 @@ def test_wiped_data_directory_gets_a_new_incarnation(node_factory, tmp_path):
 
     node = node_factory().start()
     with node.client() as c:
-        first = causality.decode_context(c.put("k", b"v1"))
+        first = contexts.decode_context(c.put("k", b"v1"))
     node.stop()
     shutil.rmtree(node.data_dir)
     node.start()
     with node.client() as c:
-        second = causality.decode_context(c.put("k", b"v2"))
+        second = contexts.decode_context(c.put("k", b"v2"))
     assert set(first).isdisjoint(second), (first, second)
     assert all(actor.startswith("n1#") for actor in [*first, *second])
 

@@ -122,8 +122,10 @@ def test_the_metrics_page_answers_http_and_refuses_the_rest():
 SERVER_MODULES = [*sorted((ROOT / "stages").glob("*.py")),
                   *sorted((ROOT / "seda_dynamo" / "engines").glob("*.py")),
                   *(ROOT / "seda_dynamo" / f"{m}.py" for m in (
-                      "runtime", "supervisor", "stage", "metrics", "security", "config",
-                      "causality", "ring", "merkle", "membership", "protocol",
+                      "runtime", "contract", "sockets", "outbox", "accounting", "hygiene",
+                      "supervisor", "stage", "metrics", "security", "config",
+                      "causality", "actors", "contexts", "ring", "claim", "merkle",
+                      "membership", "protocol",
                       "controllers", "background", "durable", "transfer", "reaper",
                       "routing", "requests", "antientropy"))]
 

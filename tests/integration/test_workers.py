@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
-from pathlib import Path
 
 import pytest
 from support import wait_until
 
+from seda_dynamo import contract
 from seda_dynamo.client import Client
 
 pytestmark = pytest.mark.integration
@@ -61,9 +59,8 @@ def test_a_worker_added_while_writes_run_loses_no_sibling(node_factory, tmp_path
     t = threading.Thread(target=lambda: result.setdefault("w", hot_writes(node.server, 3, 40)))
     t.start()
     try:
-        # What a busy versioning stage does (runtime._maybe_grow): name itself, signal.
-        Path(run_dir, "grow.versioning").touch()
-        os.kill(node.proc.pid, signal.SIGUSR1)
+        # What a busy versioning stage does (the runtime, when accounting says so).
+        contract.ask_to_grow(str(run_dir), "versioning", node.proc.pid)
         wait_until(lambda: "versioning.1" in node.stage_pids(), 10, "a second worker")
     finally:
         t.join(60)

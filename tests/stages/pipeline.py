@@ -31,16 +31,22 @@ class Pipeline:
         self.queues: dict[str, list] = {name: [] for name in self.stages}
         self.replies: list[dict] = []
         self.now = 0.0
+        # Stages whose queue is full: what is emitted to them is handed back to its
+        # sender as undeliverable, as the runtime does (seda_dynamo/outbox.py).
+        self.full: set[str] = set()
 
     def collect(self) -> None:
-        for handler in self.stages.values():
-            for dest, event in handler.take_outbox():
-                if dest == "client":
-                    self.replies.append(msgpack.unpackb(event[-1]))
-                elif dest in self.queues:
-                    self.queues[dest].append(event)
-                else:
-                    assert dest == "gossip", dest
+        while any(handler.outbox for handler in self.stages.values()):
+            for handler in self.stages.values():
+                for dest, event in handler.take_outbox():
+                    if dest in self.full:
+                        handler.undeliverable(dest, [event], self.now)
+                    elif dest == "client":
+                        self.replies.append(msgpack.unpackb(event[-1]))
+                    elif dest in self.queues:
+                        self.queues[dest].append(event)
+                    else:
+                        assert dest == "gossip", dest
 
     def request(self, body: dict, ident: bytes = b"c") -> None:
         self.stages["network"].handle_frames("client", [[ident, b"", msgpack.packb(body)]],

@@ -357,3 +357,28 @@ def test_coordination_learns_the_ring_from_gossip_by_message_not_from_its_file(t
     coord.handle_events([e for dest, e in keeper.take_outbox() if dest == "coordination"],
                         0.0)
     assert coord.ring is not None and [m.id for m in coord.ring.members] == ["t"]
+
+
+def test_a_step_a_local_stage_cannot_take_answers_the_request_overloaded():
+    """The runtime hands back what it could not queue (a full queue, SEDA's explicit
+    event): the request is answered ``overloaded`` at once and forgotten; a read
+    repair's step, whose request was answered already, is only dropped."""
+    h, ring = coordinator()
+    key, _ = keys_walking(ring, "a")[0]
+    h.handle_events([["req", 1, "put", key, b"v", None, None, 2, TIMEOUT_MS, False]], 0.0)
+    (dest, update), = h.take_outbox()
+    h.undeliverable(dest, [update], 0.0)
+    assert [(r["ok"], r["error"]) for r in replies(h.take_outbox())] == [(False, "overloaded")]
+    h.handle_events([["req", 2, "get", key, None, None, None, 2, TIMEOUT_MS, False]], 0.0)
+    out = h.take_outbox()
+    read = next((d, e) for d, e in out if d == "persistence")
+    h.undeliverable(read[0], [read[1]], 0.0)
+    assert [(r["ok"], r["error"]) for r in replies(h.take_outbox())] == [(False, "overloaded")]
+    h.handle_events([["req", 3, "get", key, None, None, None, 2, TIMEOUT_MS, False]], 0.0)
+    call = next(e for d, e in h.take_outbox() if d == "network" and e[0] == "call")
+    h.undeliverable("network", [call], 0.0)
+    assert [(r["ok"], r["error"]) for r in replies(h.take_outbox())] == [(False, "overloaded")]
+    assert h.requests == {} and h.counts["overloaded"] == 3
+    h.undeliverable("versioning", [["sync", "coordination", None, key, CLOCK, None]], 0.0)
+    h.undeliverable("network", [["reply", 9, {"ok": True}]], 0.0)
+    assert h.take_outbox() == []

@@ -1,4 +1,5 @@
-"""The gossip stage's handler (paper 4.8): membership, failure detection, admin.
+"""The gossip stage's handler (paper 4.8): membership, failure detection, admin, the
+dispatch of answers to its duties by route, and the store its view is kept in.
 
 Failure detection (paper 4.8) without processes: the gossip stage's handler fed recorded
 series of ping answers under a simulated clock.
@@ -14,7 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.membership import Entry, View
+from seda_dynamo.durable import FileStore
+from seda_dynamo.duty import Component, Duty, Route
+from seda_dynamo.membership import VIEW_FILE, Entry, MemoryStore, View
 from stages import gossip
 
 Q, N = 8, 3
@@ -173,3 +176,150 @@ def test_the_gossip_stage_takes_a_join_seed_only_from_the_address_core(tmp_path)
     h.handle_events([["admin", 9, "join", "127.0.0.1:7999"]], 0.0)
     replies = [e for _, e in h.take_outbox() if e[0] == "reply"]
     assert replies[0][2]["status"] == "joining" and h.seeds == ["127.0.0.1:7999"]
+
+
+# Dispatch: answers reach their component by route ----------------------------------------
+class Recorder(Component):
+    """Stands in for a component: records what reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda dest, event: None)
+        self.got: list[tuple[str, Route]] = []
+
+    def answer(self, now, node, route, payload) -> None:
+        self.got.append(("answer", route))
+
+    def local(self, now, route, answer) -> None:
+        self.got.append(("local", route))
+
+    def unreachable(self, now, peer, route) -> None:
+        self.got.append(("unreachable", route))
+
+
+ROUTES = {Duty.PING: ["ping", 0.5], Duty.VIEW: ["view"], Duty.HINT: ["hint", "n2", b"k", b"t"],
+          Duty.TRANSFER: ["xfer", 3, 7], Duty.TREE: ["ae", 11], Duty.PULL: ["pull", b"k"],
+          Duty.PUSH: ["push", 11], Duty.PUSHED: ["pushed"], Duty.CHECK: ["reap", 12],
+          Duty.REAPED: ["reaped"]}
+
+
+def test_the_table_names_each_duty_s_component(tmp_path):
+    h = handler(tmp_path)
+    assert set(h.duties) == set(Duty) == set(ROUTES)
+    owner = {Duty.PING: h.watcher, Duty.HINT: h.hints, Duty.TRANSFER: h.transfers,
+             Duty.TREE: h.exchanges, Duty.PULL: h.exchanges, Duty.PUSH: h.exchanges,
+             Duty.PUSHED: h.exchanges, Duty.CHECK: h.reaper, Duty.REAPED: h.reaper}
+    assert all(h.duties[duty] is component for duty, component in owner.items())
+
+
+def test_each_component_s_answer_reaches_only_it(tmp_path):
+    h = handler(tmp_path)
+    h.duties = {duty: Recorder() for duty in Duty}
+    events = {Duty.TRANSFER: ["folded", ROUTES[Duty.TRANSFER], [], None, 0],
+              Duty.TREE: ["tree_answer", ROUTES[Duty.TREE], None],
+              Duty.PUSH: ["got", ROUTES[Duty.PUSH], [], None, "i"],
+              Duty.CHECK: ["checked", ROUTES[Duty.CHECK], None, False]}
+    for duty, tag in ROUTES.items():
+        h.handle_events([["resp", "n2", tag, ["x"]], ["unreachable", "127.0.0.1:7102", tag]],
+                        1.0)
+        if duty in events:
+            h.handle_events([events[duty]], 1.0)
+        for other, recorder in h.duties.items():
+            got = recorder.got
+            recorder.got = []
+            if other is not duty:
+                assert got == [], (duty, other, got)
+            else:
+                kinds = ["answer", "unreachable"] + (["local"] if duty in events else [])
+                assert got == [(k, Route.parse(tag)) for k in kinds], (duty, got)
+    assert h.errors == 0 and h.unrouted == 0
+
+
+def test_an_answer_for_no_route_of_ours_is_ignored_and_counted_not_raised(tmp_path):
+    h = handler(tmp_path)
+    h.start(0.0)
+    h.take_outbox()
+    before = (h.hints.delivered, dict(h.exchanges.stats), h.reaper.reaped, h.transfers.finished)
+    bad = [["resp", "n2", ["nope", 1], ["updated", None]],
+           ["resp", "n2", ["xfer", "3", 7], ["updated", None]],
+           ["resp", "n2", "scan", ["view", {}]],
+           ["unreachable", "127.0.0.1:7102", ["ae"]],
+           ["unreachable", "127.0.0.1:7102", None],
+           ["folded", ["hint", "n2", b"k", b"t"], [], None, 0],  # a route, not a fold's
+           ["tree_answer", ["ae", "11"], None],
+           ["got", 5, [], None, "i"],
+           ["checked", [], None, False]]
+    h.handle_events(bad, 1.0)
+    assert h.errors == 0
+    assert h.unrouted == 8 and h.gauges()["unrouted_answers"] == 8
+    assert (h.hints.delivered, h.exchanges.stats, h.reaper.reaped,
+            h.transfers.finished) == before
+    # Only what hearing from n2 says (it is up): no duty sent anything.
+    assert [d for d, _ in h.take_outbox() if d != "coordination"] == []
+
+
+def test_a_hint_acknowledged_changes_hint_delivery_and_no_other_duty(tmp_path):
+    h = handler(tmp_path)
+    h.start(0.0)
+    h.handle_events([["hints", "scan", [["n2", b"k", b"t", b"v"]]]], 0.0)
+    h.take_outbox()
+    other = (dict(h.exchanges.stats), dict(h.transfers.active), dict(h.reaper.queue))
+    h.handle_events([["resp", "n2", ["hint", "n2", b"k", b"t"], ["updated", None]]], 0.1)
+    assert h.hints.delivered == 1 and h.hints.in_flight == 0
+    assert [(d, e) for d, e in h.take_outbox() if d != "coordination"] == [
+        ("persistence", ["hint_done", [["n2", b"k", b"t"]]])]
+    assert (h.exchanges.stats, h.transfers.active, h.reaper.queue) == other
+
+
+# The view's store ---------------------------------------------------------------------------
+def test_the_view_is_kept_in_the_store_it_is_given(tmp_path):
+    """A simulator's node keeps its view in memory: nothing is written to the data
+    directory, and a handler restarted on the same store resumes the cluster it left."""
+    store = MemoryStore()
+    cfg = NodeConfig(node_id="n2", client=entry(2).client, peer=entry(2).peer,
+                     data_dir=str(tmp_path), partitions=Q, n=N, join=entry(1).peer)
+    h = gossip.Handler(cfg, store=store)
+    h.start(0.0)
+    assert store.data is not None and list(tmp_path.iterdir()) == []
+    h.dispatch(["resp", "n1", ["view"], ["view", three_node_view("n1").to_state()]], 0.3)
+    again = gossip.Handler(cfg, store=store)
+    assert again.view == h.view and again.view.ring is not None
+    store.data = b"\xc1 not a view"
+    fresh = gossip.Handler(cfg, store=store)
+    assert fresh.view.ring is None, "an unreadable view is ignored"
+
+
+def test_by_default_the_view_is_kept_in_the_data_directory(tmp_path):
+    cfg = NodeConfig(node_id="t", engine="memory", data_dir=str(tmp_path))
+    h = gossip.Handler(cfg)
+    assert isinstance(h.store, FileStore)
+    h.start(0.0)
+    assert (tmp_path / VIEW_FILE).read_bytes() == h.view.encode()
+    assert gossip.Handler(cfg).view == h.view
+
+
+def test_what_a_stage_could_not_queue_reaches_the_duty_that_asked(tmp_path):
+    """SEDA's full-queue event (``undeliverable``): a call network could not take is the
+    asking duty's unreachable; a request a local stage could not take is its ``lost``;
+    events no duty waits on are dropped without error."""
+
+    class Lost(Recorder):
+        def lost(self, now, route) -> None:
+            self.got.append(("lost", route))
+
+    h = handler(tmp_path)
+    h.duties = {duty: Lost() for duty in Duty}
+    for duty, tag in ROUTES.items():
+        h.undeliverable("network", [["call", "127.0.0.1:7102", "gossip", tag, ["ping"]]], 1.0)
+        h.undeliverable("persistence", [["check", "gossip", tag, b"k", ["n1"]]], 1.0)
+        for other, recorder in h.duties.items():
+            got, recorder.got = recorder.got, []
+            want = [("unreachable", Route.parse(tag)), ("lost", Route.parse(tag))]
+            assert got == (want if other is duty else []), (duty, other, got)
+    h.undeliverable("persistence", [["hints", "gossip", "scan", ["n2"], 128],
+                                    ["hint_done", [["n2", b"k", b"t"]]],
+                                    ["reap", b"k", b"t"], ["get", "gossip", None, [b"k"]]],
+                    1.0)
+    h.undeliverable("coordination", [["ring", {}, [], 0], ["health", []]], 1.0)
+    h.undeliverable("network", [["respond", ["127.0.0.1:7102", 5], ["view", {}]],
+                                ["reply", 3, {"ok": True}], ["call"]], 1.0)
+    assert h.errors == 0 and all(r.got == [] for r in h.duties.values())

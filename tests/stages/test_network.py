@@ -72,3 +72,35 @@ def test_admin_join_and_leave_with_curve_only_from_a_key_on_the_admin_list():
         out = admin(h, caller, "join", 2)
         reply = msgpack.unpackb(out[0][1][-1])
         assert reply["error"] == "bad_request" and "curve_admin_keys" in reply["message"]
+
+
+def test_what_a_full_stage_queue_cannot_take_is_answered_at_once():
+    """Events for a stage of ours that the runtime could not queue (its queue full): a
+    client request hears ``overloaded``, and another node's replica request an error
+    answer of the kind it awaits (its coordinator asks a spare now); the state kept for
+    them is forgotten. A gossip round has its own timer: nothing is sent for it."""
+    h = network.Handler(CONFIG)
+    body = msgpack.packb({"op": "get", "key": b"k", "id": 3})
+    h.handle_frames("client", [[b"c", b"", body]], 0.0)
+    out = h.take_outbox()
+    assert [(d, e[0]) for d, e in out] == [("coordination", "req")]
+    peer = "127.0.0.1:7101"
+    asks = [["req", peer, 11, ["rput", b"k", b"clock", None]],
+            ["req", peer, 12, ["rget", b"k"]],
+            ["req", peer, 13, ["tree", 0, {"level": 0}]],
+            ["req", peer, 14, ["gossip", {}]]]
+    h.handle_frames("peer", [[b"p", msgpack.packb(asks)]], 0.0)
+    out += h.take_outbox()
+    assert len(out) == 5
+    for dest, event in out:
+        h.undeliverable(dest, [event], 0.0)
+    answers = h.take_outbox()
+    client = [msgpack.unpackb(e[-1]) for d, e in answers if d == "client"]
+    assert [(r["ok"], r["error"], r["id"]) for r in client] == [(False, "overloaded", 3)]
+    assert "coordination" in client[0]["message"]
+    to_peer = {e[2]: e[3] for d, e in answers if d == "peer:" + peer}
+    assert to_peer[11][0] == "updated" and to_peer[11][1].startswith("overloaded: ")
+    assert to_peer[12][:2] == ["got", None] and to_peer[12][2].startswith("overloaded: ")
+    assert to_peer[13] == ["tree", None]
+    assert len(answers) == 4  # nothing for the gossip round
+    assert not h.waiting

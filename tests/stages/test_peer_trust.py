@@ -16,7 +16,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from seda_dynamo import causality, ids
+from seda_dynamo import causality, contexts, ids
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.engines import open_engine
 from seda_dynamo.ring import Member, Ring
@@ -166,8 +166,8 @@ def test_last_heard_does_not_grow_from_forged_node_names():
     g = _gossip(CONFIG)
     for i in range(1000):
         g.on_resp(1.0, f"forged-{i}", ["ping", 0.5], ["pong"])
-    assert len(g.detector.windows) <= len(g.view.members)
-    assert not g.detector.suspected
+    assert len(g.watcher.detector.windows) <= len(g.view.members)
+    assert not g.watcher.detector.suspected
 
 
 def _gossip(config: NodeConfig) -> gossip.Handler:
@@ -355,7 +355,7 @@ def test_versioning_and_gossip_tags_never_repeat_across_a_restart():
     ids_seen = []
     for _ in range(2):
         g = _gossip(CONFIG)
-        ids_seen.append((g.check_id, g.exchange_id))
+        ids_seen.append((g.reaper.check_id, g.exchanges.exchange_id))
     assert ids_seen[0][0] != ids_seen[1][0] and ids_seen[0][1] != ids_seen[1][1]
 
 
@@ -371,7 +371,7 @@ def largest_record(config: NodeConfig) -> tuple[bytes, bytes]:
         sizes = [config.max_value_bytes] * siblings + [last]
         return causality.DVVSet(tuple(
             (actor(i), 2**64 - 1, (bytes([i % 256]) * sizes[i],) if i < len(sizes) else ())
-            for i in range(causality.MAX_CONTEXT_ACTORS)))
+            for i in range(contexts.MAX_CONTEXT_ACTORS)))
 
     base = len(causality.encode(record(0, 0)))
     room = config.max_record_bytes - base
@@ -413,15 +413,15 @@ def test_a_key_at_the_record_limit_still_transfers():
 
 def test_a_forwarded_context_is_held_to_the_client_ports_bounds():
     """A peer's forwarded write carries a decoded context: the same limits as a client's
-    (actors, counters up to what the store issues), checked by the one causality rule."""
+    (actors, counters up to what the store issues), checked by the one context rule."""
     from seda_dynamo import peerprotocol
 
     limits = peerprotocol.PeerLimits(3)
-    ok = {"a#1.m1.1": causality.MAX_CONTEXT_COUNTER}
+    ok = {"a#1.m1.1": contexts.MAX_CONTEXT_COUNTER}
     event = ["req", PEERS["b"], 7, ["fwd", "put", b"k", b"v", ok, None, None, None]]
     assert peerprotocol.parse_event(event, limits).args[3] == ok
-    for bad in ({"a": causality.MAX_CONTEXT_COUNTER + 1}, {"": 1}, {"a": 0},
-                {f"x{i}": 1 for i in range(causality.MAX_CONTEXT_ACTORS + 1)}, ["a", 1]):
+    for bad in ({"a": contexts.MAX_CONTEXT_COUNTER + 1}, {"": 1}, {"a": 0},
+                {f"x{i}": 1 for i in range(contexts.MAX_CONTEXT_ACTORS + 1)}, ["a", 1]):
         event[3][4] = bad
         with pytest.raises(ValueError):
             peerprotocol.parse_event(event, limits)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pipeline import Pipeline
@@ -47,3 +48,30 @@ def test_a_write_waiting_on_persistence_fails_at_the_deadline_instead_of_hanging
     p.run()
     assert p.replies == [{"ok": False, "error": "timeout", "id": 1,
                           "message": "0 of 1 replicas answered before the deadline"}]
+
+
+@pytest.mark.parametrize("op", ["put", "get"])
+@pytest.mark.parametrize("full", ["coordination", "versioning", "persistence"])
+def test_a_request_whose_next_queue_is_full_is_answered_overloaded_at_once(op, full):
+    """SEDA's full queue as an event (Sandstorm's SinkFull): whichever stage on the
+    request's path cannot take its next step, the client hears ``overloaded`` with no
+    deadline passing (no tick), and no stage keeps state for the request."""
+    p = Pipeline()
+    p.full = {full}
+    body = {"op": op, "key": b"k", "id": 4}
+    if op == "put":
+        body["value"] = b"v"
+    p.request(body)
+    p.run()
+    if op == "get" and full == "versioning":  # a get never passes versioning
+        assert p.replies[-1]["ok"] is True
+        return
+    assert [(r["id"], r["ok"], r["error"]) for r in p.replies] == [(4, False, "overloaded")]
+    assert full in p.replies[0]["message"]
+    assert not p.stages["network"].waiting
+    assert not p.stages["coordination"].requests
+    assert not p.stages["versioning"].inflight and not p.stages["versioning"].pending
+    p.full = set()
+    p.request(body)  # and the node serves again once there is room
+    p.run()
+    assert p.replies[-1]["ok"] is True

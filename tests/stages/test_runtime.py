@@ -2,23 +2,31 @@
 
 A destination that cannot be connected to must be undeliverable, as a dead peer is,
 never the end of the stage; and the sockets to other nodes must stay bounded whatever
-peer addresses arrive.
+peer addresses arrive. A stage queue that cannot take events is an explicit event too
+(SEDA's full queue): the emitting handler hears it and fails what they belonged to.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgpack
 import pytest
+import zmq
 
-from seda_dynamo import runtime as runtime_module
+from seda_dynamo import contract
+from seda_dynamo import sockets as sockets_module
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.messages import Got, Sync, Update
+from seda_dynamo.ring import Member, Ring
 from seda_dynamo.runtime import Runtime
-from seda_dynamo.stage import PEER_PREFIX, Stage, worker_name
+from seda_dynamo.runtime import shard as runtime_shard
+from seda_dynamo.stage import PEER_PREFIX, Stage, spec, worker_name
+from stages import coordination
 
 CONFIG = NodeConfig(node_id="t", engine="memory")
 
@@ -37,14 +45,35 @@ class Probe(Stage):
 
 
 @pytest.fixture
-def runtime() -> Iterator[Runtime]:
-    run_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # ipc paths stay short
+def run_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # ipc paths stay short
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def runtime(run_dir) -> Iterator[Runtime]:
     rt = Runtime(Probe(CONFIG), CONFIG, run_dir)
     try:
         yield rt
     finally:
         rt.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def fill(rt: Runtime, dest: str) -> int:
+    """Queue messages for stage ``dest`` (no process reads them) until its queue is
+    full; how many it took."""
+    sock = rt.sockets.socket_to(dest)
+    assert sock is not None
+    taken = 0
+    while True:
+        try:
+            sock.send(msgpack.packb([0.0, []]), zmq.NOBLOCK)
+        except zmq.Again:
+            return taken
+        taken += 1
 
 
 BAD = ["x:y", "ho st:7100", "127.0.0.1:0", "127.0.0.1:99999", "tcp://a:1", "a:b:c", "",
@@ -58,15 +87,15 @@ def test_a_destination_that_cannot_be_connected_to_is_undeliverable_not_fatal(ru
     for bad in BAD:
         h.emit(PEER_PREFIX + bad, ["req", "me", ["gossip", 1], ["ping"]])
     h.emit(PEER_PREFIX + "127.0.0.1:1", ["req", "me", ["gossip", 2], ["ping"]])  # nobody
-    runtime.flush()  # raised ZMQError on "x:y" before: the stage died, and again at restart
+    runtime.send_outbox()  # raised ZMQError on "x:y" before: the stage died, and again at restart
     assert sorted(dest for dest, _ in h.lost) == sorted(PEER_PREFIX + a for a in
                                                           [*BAD, "127.0.0.1:1"])
     assert runtime.counters["bad_destinations"] == len(BAD)
     assert runtime.counters["dropped"] == len(BAD) + 1
-    assert set(runtime.outbound) == {PEER_PREFIX + "127.0.0.1:1"}  # no socket for the bad
+    assert set(runtime.sockets.outbound) == {PEER_PREFIX + "127.0.0.1:1"}  # no socket for the bad
     for _ in range(3):  # and again: still not fatal, still no socket
         h.emit(PEER_PREFIX + "x:y", ["req", "me", ["gossip", 3], ["ping"]])
-        runtime.flush()
+        runtime.send_outbox()
     assert runtime.counters["bad_destinations"] == len(BAD) + 3
 
 
@@ -74,25 +103,24 @@ def test_sockets_to_other_nodes_are_bounded_and_closed_when_idle(runtime, monkey
     """Peer addresses come from the network (gossip, a peer's 'reply to' address): the
     runtime's DEALERs are capped, least recently used closed first, and idle ones are
     closed, so the outbound sockets never grow without bound."""
-    monkeypatch.setattr(runtime_module, "MAX_PEER_SOCKETS", 8)
+    monkeypatch.setattr(sockets_module, "MAX_PEER_SOCKETS", 8)
     h = runtime.handler
     for port in range(20_001, 20_041):
         h.emit(f"{PEER_PREFIX}127.0.0.1:{port}", ["req", "me", ["gossip", port], ["ping"]])
-        runtime.flush()
+        runtime.send_outbox()
         assert runtime.counters["peer_sockets"] <= 8
-    peers = [d for d in runtime.outbound if d.startswith(PEER_PREFIX)]
+    peers = [d for d in runtime.sockets.outbound if d.startswith(PEER_PREFIX)]
     assert len(peers) == 8
     assert sorted(peers) == [f"{PEER_PREFIX}127.0.0.1:{p}" for p in range(20_033, 20_041)]
     # A stage's own queues are not peers: never closed by this.
     h.emit("network", ["stats", "gossip", {}])
-    runtime.flush()
-    runtime.close_idle_peers(now=runtime_module.time.monotonic() + runtime_module.PEER_IDLE
-                             + 1)
-    assert not [d for d in runtime.outbound if d.startswith(PEER_PREFIX)]
-    assert "network" in runtime.outbound and runtime.counters["peer_sockets"] == 0
+    runtime.send_outbox()
+    runtime.sockets.close_idle_peers(now=time.monotonic() + sockets_module.PEER_IDLE + 1)
+    assert not [d for d in runtime.sockets.outbound if d.startswith(PEER_PREFIX)]
+    assert "network" in runtime.sockets.outbound and runtime.counters["peer_sockets"] == 0
     # A closed peer's socket is made again when it is needed again.
     h.emit(f"{PEER_PREFIX}127.0.0.1:20001", ["req", "me", ["gossip", 9], ["ping"]])
-    runtime.flush()
+    runtime.send_outbox()
     assert runtime.counters["peer_sockets"] == 1
 
 
@@ -113,7 +141,7 @@ def test_a_node_at_an_ipv6_literal_is_reached(runtime):
         runtime.handler.emit(f"{PEER_PREFIX}[::1]:{port}", ["req", "me", ["gossip", 1],
                                                            ["ping"]])
         for _ in range(50):  # IMMEDIATE: sends are dropped until the connection is up
-            runtime.flush()
+            runtime.send_outbox()
             if router.poll(100):
                 break
             runtime.handler.emit(f"{PEER_PREFIX}[::1]:{port}", ["req", "me", ["gossip", 1],
@@ -128,8 +156,8 @@ def test_versioning_events_go_to_the_worker_their_key_names(runtime, monkeypatch
     key's operations meet in one worker; answers to a worker's own requests (``got``,
     ``written``) go to the worker they are addressed to."""
     sent: list[tuple[str, list]] = []
-    monkeypatch.setattr(runtime, "_send", lambda dest, frame, count: sent.append(
-        (dest, runtime_module.msgpack.unpackb(frame)[1])) or True)
+    monkeypatch.setattr(runtime.sender, "send",
+                        lambda dest, events: sent.append((dest, list(events))))
     runtime.workers = {"versioning": 3}
     keys = [b"k%d" % i for i in range(12)]
     for key in keys:
@@ -137,12 +165,66 @@ def test_versioning_events_go_to_the_worker_their_key_names(runtime, monkeypatch
                                                        False, None))
         runtime.handler.emit("versioning", Sync.wire("gossip", None, key, b"c", None))
     runtime.handler.emit("versioning", Got.wire(5, [None], None, "inc"))
-    runtime.flush()
+    runtime.send_outbox()
     where = {(event[0], event[3]): dest for dest, events in sent for event in events
              if event[0] != "got"}
     for key in keys:
-        worker = worker_name("versioning", runtime_module.shard(key, 3))
+        worker = worker_name("versioning", runtime_shard(key, 3))
         assert where[("update", key)] == where[("sync", key)] == worker
     assert len(set(where.values())) > 1, "twelve keys, all on one worker"
     assert [dest for dest, events in sent for event in events
             if event[0] == "got"] == ["versioning"]
+
+
+def test_a_full_drop_queue_to_a_stage_reaches_the_handlers_undeliverable(run_dir):
+    """Gossip's queue drops when full: the stage that emitted to it hears which events
+    were lost, at once, and each counts as dropped, never as sent."""
+    probe = Probe(CONFIG)
+    probe.name = "coordination"
+    rt = Runtime(probe, CONFIG, run_dir)
+    try:
+        assert spec("gossip").when_full == "drop"
+        assert fill(rt, "gossip") == spec("gossip").queue_hwm
+        sent = rt.counters["sent"]
+        probe.emit("gossip", ["foreground", 3, 0.01])
+        probe.emit("gossip", ["deleted", b"k"])
+        rt.send_outbox()
+        assert probe.lost == [("gossip", [["foreground", 3, 0.01], ["deleted", b"k"]])]
+        assert rt.counters["dropped"] == 2 and rt.counters["sent"] == sent
+        # An emit to no stage and no node is undeliverable as well, not silently lost.
+        probe.emit("nowhere", ["x"])
+        rt.send_outbox()
+        assert probe.lost[-1] == ("nowhere", [["x"]])
+    finally:
+        rt.close()
+
+
+def test_coordination_answers_overloaded_at_once_when_its_event_cannot_be_queued(run_dir):
+    """A put whose stamp cannot be queued (versioning's queue full, its process gone or
+    wedged) is answered ``overloaded`` by coordination after the runtime's bounded
+    wait, without a tick: not left to its deadline, with the request forgotten."""
+    config = NodeConfig(node_id="t", engine="memory", n=1, r=1, w=1)
+    h = coordination.Handler(config)
+    ring = Ring.single(Member("t", config.client, config.peer), config.partitions)
+    h.on_ring(0.0, ring.to_state(), [])
+    rt = Runtime(h, config, run_dir)
+    network = rt.sockets.ctx.socket(zmq.PULL)  # stands where the network stage's queue is
+    network.setsockopt(zmq.LINGER, 0)
+    network.bind(contract.endpoint(run_dir, "network"))
+    try:
+        assert spec("versioning").when_full == "block"
+        assert fill(rt, "versioning") == spec("versioning").queue_hwm
+        h.handle_events([["req", 7, "put", b"k", b"v", None, None, None, 60_000, False]],
+                        0.0)
+        rt.send_outbox()
+        assert h.requests == {}
+        assert network.poll(5000), "no reply reached the network stage's queue"
+        _, events = msgpack.unpackb(network.recv(), raw=False)
+        reply = next(e for e in events if e[0] == "reply")
+        assert reply[1] == 7
+        assert reply[2]["ok"] is False and reply[2]["error"] == "overloaded"
+        assert "versioning" in reply[2]["message"]
+        assert h.counts["overloaded"] == 1 and rt.counters["dropped"] == 1
+    finally:
+        network.close(linger=0)
+        rt.close()

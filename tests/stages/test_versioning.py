@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pipeline import CONFIG, Pipeline
 
-from seda_dynamo import causality
+from seda_dynamo import actors, causality, contexts
 from seda_dynamo.engines import key_hash, open_engine
 from seda_dynamo.merkle import object_hash
 from seda_dynamo.ring import partition_of
@@ -66,7 +66,7 @@ def test_a_blind_write_after_a_reap_is_never_lost_whatever_the_actor_names_sort_
 
 
 def many_actors_context(count: int, counter: int = 1) -> bytes:
-    return causality.encode_context({f"forged-{i:05}": counter for i in range(count)})
+    return contexts.encode_context({f"forged-{i:05}": counter for i in range(count)})
 
 
 def test_a_context_at_the_actor_limit_fails_alone_and_the_key_stays_writable():
@@ -77,7 +77,7 @@ def test_a_context_at_the_actor_limit_fails_alone_and_the_key_stays_writable():
     put(p, b"k", b"v0")
     bodies = [{"op": "put", "key": b"k", "value": b"honest-1", "id": 100},
               {"op": "put", "key": b"k", "value": b"bad", "id": 101,
-               "context": many_actors_context(causality.MAX_CONTEXT_ACTORS)},
+               "context": many_actors_context(contexts.MAX_CONTEXT_ACTORS)},
               {"op": "put", "key": b"other", "value": b"x", "id": 102},
               {"op": "put", "key": b"k", "value": b"honest-2", "id": 103}]
     for body in bodies:  # one batch: all reach versioning together
@@ -95,9 +95,9 @@ def test_a_context_at_the_actor_limit_fails_alone_and_the_key_stays_writable():
 def test_a_counter_no_store_issues_is_refused_at_the_door():
     p = Pipeline()
     ctx = put(p, b"k", b"v")["context"]
-    (actor, n), = causality.decode_context(ctx).items()
-    for counter in (causality.MAX_CONTEXT_COUNTER + 1, 2**64 - 1):
-        forged = causality.encode_context({actor: counter}) if counter < 2**64 else \
+    (actor, n), = contexts.decode_context(ctx).items()
+    for counter in (contexts.MAX_CONTEXT_COUNTER + 1, 2**64 - 1):
+        forged = contexts.encode_context({actor: counter}) if counter < 2**64 else \
             b"\x01" + msgpack.packb([[actor, counter]])
         p.request({"op": "put", "key": b"k", "value": b"x", "context": forged, "id": 7})
         p.run()
@@ -112,12 +112,12 @@ def test_a_context_at_the_counter_limit_gets_a_fresh_actor_not_an_overflow():
     counter the door would refuse."""
     p = Pipeline()
     ctx = put(p, b"k", b"v")["context"]
-    (actor, n), = causality.decode_context(ctx).items()
-    at_limit = causality.encode_context({actor: causality.MAX_CONTEXT_COUNTER})
+    (actor, n), = contexts.decode_context(ctx).items()
+    at_limit = contexts.encode_context({actor: contexts.MAX_CONTEXT_COUNTER})
     reply = put(p, b"k", b"after", at_limit)
     assert reply["ok"]
-    returned = causality.decode_context(reply["context"])
-    assert max(returned.values()) <= causality.MAX_CONTEXT_COUNTER
+    returned = contexts.decode_context(reply["context"])
+    assert max(returned.values()) <= contexts.MAX_CONTEXT_COUNTER
     assert put(p, b"k", b"again", reply["context"])["ok"]
     assert get(p, b"k")["values"] == [b"again"]
 
@@ -126,14 +126,14 @@ def test_an_operation_that_raises_fails_its_own_request_only(monkeypatch):
     """The class: whatever goes wrong applying one operation (here a bug, simulated),
     its request gets an error and every other request of the batch is answered."""
     p = Pipeline()
-    real = causality.replica_update
+    real = actors.replica_update
 
     def buggy(stored, value, *args):
         if value == b"boom":
             raise KeyError("a bug")
         return real(stored, value, *args)
 
-    monkeypatch.setattr(causality, "replica_update", buggy)
+    monkeypatch.setattr(actors, "replica_update", buggy)
     for i, value in enumerate((b"a", b"boom", b"c")):
         body = {"op": "put", "key": b"k", "value": value, "id": 200 + i}
         p.stages["network"].handle_frames("client", [[b"c", b"", msgpack.packb(body)]], p.now)
