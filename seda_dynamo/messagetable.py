@@ -118,14 +118,14 @@ def failed_answer(request: m.Event, error: str) -> m.Event:
     """The answer a stage gives a request it fails whole (``update``/``sync``, ``get``,
     ``tree``): what its caller gets when the request could not even be queued."""
     kind = request[0]
+    if kind not in ("update", "sync", "get", "tree"):
+        raise ValueError(f"no failed answer for {kind!r}")
     ref = TABLE[kind].type.from_wire(request).ref
     if kind in ("update", "sync"):
         return m.Updated.wire(ref, None, None, error)
     if kind == "get":
         return m.Got.wire(ref, None, error, "")
-    if kind == "tree":
-        return m.TreeAnswer.wire(ref, None)  # nil: as for a tree not built yet
-    raise ValueError(f"no failed answer for {kind!r}")
+    return m.TreeAnswer.wire(ref, None)  # nil: as for a tree not built yet
 
 
 def answer_to(reply_to: str, event: m.Event) -> tuple[str, m.Event]:

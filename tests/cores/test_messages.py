@@ -28,6 +28,7 @@ from seda_dynamo.messagetable import (
     RELAY,
     TABLE,
     answer_to,
+    failed_answer,
     markdown_table,
     shard_index,
 )
@@ -118,9 +119,22 @@ def test_each_receiver_has_the_handler_the_table_names_and_no_other(stage):
     assert handlers == {row.handler for row in rows if row.handler != BATCHED}
 
 
+#: Where each sender's events are built: the runtime's reports come from its accounting,
+#: and the gossip stage's duties are cores of their own (``seda_dynamo.duty``).
+SOURCES = {
+    "runtime": ["seda_dynamo/runtime.py", "seda_dynamo/accounting.py"],
+    "gossip": ["stages/gossip.py", "seda_dynamo/duty.py", "seda_dynamo/hintedhandoff.py",
+               "seda_dynamo/antientropy.py", "seda_dynamo/reaper.py", "seda_dynamo/transfer.py",
+               "seda_dynamo/failure.py"],
+}
+
+
+def _paths(sender: str) -> list[Path]:
+    return [ROOT / rel for rel in SOURCES.get(sender, [f"stages/{sender}.py"])]
+
+
 def _source(sender: str) -> str:
-    path = ROOT / ("seda_dynamo/runtime.py" if sender == "runtime" else f"stages/{sender}.py")
-    return path.read_text()
+    return "\n".join(path.read_text() for path in _paths(sender))
 
 
 @pytest.mark.parametrize("name", TABLE)
@@ -170,16 +184,18 @@ def test_the_converted_stages_emit_only_typed_events(stage):
 
 
 def test_gossip_emits_only_kinds_of_the_table_with_their_number_of_fields():
-    """Gossip still builds its events as lists: each must match a row's type."""
+    """Gossip and its duties still build their events as lists: each list an emit is
+    given must match a row's type."""
     arities: dict[str, set[int]] = {}
     for row in TABLE.values():
         fields = len(row.type._fields)
         required = fields - len(row.type._field_defaults)
         arities.setdefault(row.kind, set()).update(range(required, fields + 1))
     seen = 0
-    for call in _emits(ROOT / "stages" / "gossip.py"):
+    for call in [c for path in _paths("gossip") for c in _emits(path)]:
         event = call.args[1]
-        assert isinstance(event, ast.List), ast.unparse(call)
+        if not isinstance(event, ast.List):  # the duties' call helper: ["call", ...] above
+            continue
         kind = event.elts[0]
         assert isinstance(kind, ast.Constant) and kind.value in arities, ast.unparse(call)
         assert len(event.elts) - 1 in arities[kind.value], ast.unparse(call)
@@ -237,6 +253,24 @@ def test_an_answer_for_a_peer_leaves_in_the_envelope_as_the_peer_answer(kind):
 def test_a_failed_read_for_a_peer_answers_nil_and_the_error():
     _, envelope = answer_to(RELAY, messages.Got.wire(["p:1", 3], None, "read failed", "i"))
     assert envelope == ["respond", ["p:1", 3], ["got", None, "read failed"]]
+
+
+@pytest.mark.parametrize("request_event", [
+    messages.Sync.wire("network", ["p:1", 9], b"k", b"clock", None),
+    messages.Get.wire("network", ["p:1", 9], [b"k"]),
+    messages.Tree.wire("network", ["p:1", 9], 3, {"kind": "level"}),
+], ids=lambda e: e[0])
+def test_a_peer_s_request_failed_whole_gets_the_answer_its_serving_stage_would_give(
+        request_event):
+    """A request a stage could not even queue: its caller hears at once, in the shape
+    the peer protocol expects, through the same envelope as a served one."""
+    dest, envelope = answer_to(RELAY, failed_answer(request_event, "overloaded: full"))
+    respond = messages.Respond.from_wire(envelope)
+    assert dest == "network" and respond.origin == ["p:1", 9]
+    peerprotocol.ANSWERS[respond.payload[0]](_wire(respond.payload))
+    assert respond.payload[-1] in ("overloaded: full", None)
+    with pytest.raises(ValueError):
+        failed_answer(messages.Reap.wire(b"k", b"t"), "overloaded: full")
 
 
 # Docs ---------------------------------------------------------------------------------------
