@@ -39,7 +39,7 @@ from seda_dynamo.messages import (
 )
 from seda_dynamo.messagetable import RELAY, answer_to, failed_answer
 from seda_dynamo.outstanding import Calls, Remote, Requests
-from seda_dynamo.protocol import Limits, ProtocolError
+from seda_dynamo.protocol import Limits, ProtocolError, split_envelope, with_id
 from seda_dynamo.security import CLIENT_DOMAIN, PEER_DOMAIN
 from seda_dynamo.stage import PEER_PREFIX, Port, Stage, stage_of
 
@@ -72,7 +72,7 @@ class Handler(Stage):
             self.admin_keys = frozenset(security.allowed(
                 config.curve_admin_keys, "curve_admin_keys") if config.curve_admin_keys
                 else ())
-        self.http: dict[bytes, bytes] = {}  # metrics connections: the request so far
+        self.http = metrics.Scrapes()  # metrics connections with their requests so far
         # SEDA admission control: shed at the door rather than queue without bound.
         self.gate = Gate(config.overload_delay_ms / 1000.0, config.max_in_flight,
                          config.latency_target_ms / 1000.0)
@@ -105,13 +105,13 @@ class Handler(Stage):
             except Exception:  # noqa: BLE001 - a node never dies from what a client sends
                 self.errors += 1
                 self.log.exception("request handling failed")
-                envelope, _ = _split(frames)
+                envelope, _ = split_envelope(frames)
                 self._reply(envelope, protocol.error_reply("internal", "the node failed to "
                                                            "handle this request"))
 
     def _request(self, frames: list[bytes], now: float, caller: protocol.Caller | None
                  ) -> None:
-        envelope, body = _split(frames)
+        envelope, body = split_envelope(frames)
         if body is None:
             self.bad_requests += 1
             self._reply(envelope, protocol.error_reply(
@@ -124,9 +124,9 @@ class Handler(Stage):
             self._reply(envelope, protocol.error_reply(exc.code, exc.message, exc.request_id))
             return
         if req.op == "ping":
-            self._reply(envelope, _with_id({"ok": True, "node": self.config.node_id}, req.id))
+            self._reply(envelope, with_id({"ok": True, "node": self.config.node_id}, req.id))
         elif req.op == "stats":
-            self._reply(envelope, _with_id({"ok": True, "node": self.config.node_id,
+            self._reply(envelope, with_id({"ok": True, "node": self.config.node_id,
                                             "stages": self._stats()}, req.id))
         elif req.op == "admin":
             refused = protocol.admin_refusal(req.command, caller, self.admin_keys)
@@ -167,38 +167,27 @@ class Handler(Stage):
         if isinstance(origin, Remote):
             self._respond(origin.peer, origin.call_id, ["reply", reply])
         else:
-            self._reply(origin[0], _with_id(reply, origin[1]))
+            self._reply(origin[0], with_id(reply, origin[1]))
 
     # The metrics listener ------------------------------------------------------------
     def _scrapes(self, messages: list[list[bytes]]) -> None:
-        """HTTP on a raw TCP port: gather each connection's bytes until its request head
-        is complete, answer, close. An empty message is a connect or a disconnect."""
+        """HTTP on a raw TCP port (``metrics.Scrapes``): each complete request answered,
+        then its connection closed."""
         for frames in messages:
             if len(frames) != 2:
                 continue
             conn, data = frames
-            if not data:
-                self.http.pop(conn, None)
-                continue
-            if conn not in self.http and len(self.http) >= metrics.MAX_CONNECTIONS:
-                # Half-sent requests are held until complete; this many is no scraper.
-                response = metrics.response(503, "Service Unavailable",
-                                            "too many open metrics connections\n")
-            else:
-                request = self.http.pop(conn, b"") + data
-                try:
-                    response = metrics.http_reply(request, lambda: metrics.render(
-                        self.config.node_id, self._stats()))
-                except Exception:  # noqa: BLE001 - a scrape never stops the node
-                    self.errors += 1
-                    self.log.exception("metrics page failed")
-                    response = metrics.response(500, "Internal Server Error",
-                                                "the metrics page failed; see the node's log\n")
-                if response is None:
-                    self.http[conn] = request
-                    continue
-            self.emit("metrics", [conn, response])
-            self.emit("metrics", [conn, b""])  # close the connection
+            try:
+                response = self.http.feed(conn, data, lambda: metrics.render(
+                    self.config.node_id, self._stats()))
+            except Exception:  # noqa: BLE001 - a scrape never stops the node
+                self.errors += 1
+                self.log.exception("metrics page failed")
+                response = metrics.response(500, "Internal Server Error",
+                                            "the metrics page failed; see the node's log\n")
+            if response is not None:
+                self.emit("metrics", [conn, response])
+                self.emit("metrics", [conn, b""])  # close the connection
 
     # Between nodes ---------------------------------------------------------------------
     def on_call(self, now: float, peer: str, reply_stage: str, ref: Any, request: list,
@@ -350,20 +339,3 @@ class Handler(Stage):
         stats[self.name] = {**stats.get(self.name, {}), **self.gauges(), "errors": self.errors}
         return stats
 
-
-def _split(frames: list[bytes]) -> tuple[list[bytes], bytes | None]:
-    """``[identity, b"", body]`` -> (envelope, body); body is None when the shape is wrong."""
-    for i in range(1, len(frames)):
-        if frames[i] == b"":
-            envelope, rest = frames[: i + 1], frames[i + 1:]
-            return envelope, rest[0] if len(rest) == 1 else None
-    envelope = frames[:1]
-    rest = frames[1:]
-    return envelope, rest[0] if len(rest) == 1 else None
-
-
-
-def _with_id(reply: dict[str, Any], request_id: Any) -> dict[str, Any]:
-    if request_id is not None:
-        reply = {**reply, "id": request_id}
-    return reply
