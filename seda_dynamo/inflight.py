@@ -44,6 +44,8 @@ class InFlight:
         self.deadlines: list[tuple[float, int]] = []
         self.attempts: list[tuple[float, int, str]] = []  # (when slow, cid, node)
         self.next_cid = first_cid
+        self.reads: list[tuple[int, bytes]] = []  # this batch's local reads: (cid, key)
+        self.read_batches: dict[int, list[int]] = {}  # engine read ref -> its cids
 
     def new_id(self) -> int:
         self.next_cid += 1
@@ -58,6 +60,24 @@ class InFlight:
         self.requests[cid] = pending
         heapq.heappush(self.deadlines, (deadline, cid))
         return cid, pending
+
+    def read_here(self, cid: int, key: bytes) -> None:
+        """Request ``cid`` reads ``key`` from this node's own store."""
+        self.reads.append((cid, key))
+
+    def take_reads(self) -> tuple[int, list[bytes]] | None:
+        """This batch's local reads as one engine read: its ref and keys (None: none)."""
+        if not self.reads:
+            return None
+        ref = self.new_id()
+        self.read_batches[ref] = [cid for cid, _ in self.reads]
+        keys = [key for _, key in self.reads]
+        self.reads = []
+        return ref, keys
+
+    def read_answered(self, ref: Any) -> list[int]:
+        """The requests an engine read was for, in the order of its keys (once)."""
+        return self.read_batches.pop(ref, [])
 
     def attempt(self, cid: int, deadline: float, node: str, now: float,
                 seconds: float) -> None:

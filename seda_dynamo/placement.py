@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from seda_dynamo.ring import Ring
-from seda_dynamo.routing import Route, route
+from seda_dynamo.routing import Route, route, with_me
 
 #: Seconds a node that failed a request is routed around, unless it answers meanwhile.
 SUSPECT_SECONDS = 2.0
@@ -105,6 +105,22 @@ class Placement:
             found = self.routes[partition] = route(self.ring, partition, self.n, self.down,
                                                    self.avoid)
         return found
+
+    def forwarding(self, found: Route) -> Route | None:
+        """Where a write goes that this node is none of the chosen replicas of (only a
+        replica stamps a write): to the first chosen, the others then the spares
+        standing by. None when this node is chosen, or none is."""
+        if not found.chosen or any(t.node == self.me for t in found.chosen):
+            return None
+        rest = [t.node for t in found.chosen[1:]] + list(found.spare)
+        return Route(found.chosen[:1], tuple(rest))
+
+    def stamping(self, partition: int) -> Route:
+        """The route of a write this node stamps, with this node in it even where its
+        view does not choose it (``routing.with_me``: it then stands in, with a hint)."""
+        assert self.ring is not None
+        return with_me(self.route(partition), self.me,
+                       self.ring.preference_list(partition, self.n), self.n)
 
     def peer(self, node: str) -> str:
         assert self.ring is not None

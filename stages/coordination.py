@@ -38,7 +38,7 @@ from seda_dynamo.requests import (
     Outcome,
 )
 from seda_dynamo.ring import Ring, partition_of
-from seda_dynamo.routing import Route, Target, stand_in, with_me
+from seda_dynamo.routing import Target, stand_in
 from seda_dynamo.stage import Event, Stage, stage_of
 
 #: How much longer than the coordinator it forwards to a forwarding node waits.
@@ -62,8 +62,6 @@ class Handler(Stage):
         self.placement = Placement(self.me, config.n)
         self.inflight = InFlight(self.id_base)  # ids never repeat across restarts (ids.py)
         self.requests = self.inflight.requests  # by cid: the same dict
-        self.reads: list[tuple[int, bytes]] = []
-        self.read_batches: dict[int, list[int]] = {}
         self.counts = {"unavailable": 0, "timeouts": 0, "forwarded": 0, "read_repairs": 0,
                        "replaced": 0, "suspected": 0, "overloaded": 0}
         self.now = 0.0
@@ -84,11 +82,9 @@ class Handler(Stage):
         self.now = now
         for event in events:
             self.dispatch(event, now)
-        if self.reads:
-            ref = self.inflight.new_id()
-            self.read_batches[ref] = [cid for cid, _ in self.reads]
-            self.emit("persistence", Get.wire(self.name, ref, [key for _, key in self.reads]))
-            self.reads = []
+        reads = self.inflight.take_reads()  # this batch's local reads: one engine read
+        if reads is not None:
+            self.emit("persistence", Get.wire(self.name, *reads))
 
     # From gossip ----------------------------------------------------------------------
     def on_ring(self, now: float, state: dict[str, Any], others: list[list[str]],
@@ -128,15 +124,14 @@ class Handler(Stage):
             else:
                 self._finish(cid)
             return
-        if not forwarded and found.chosen and all(t.node != self.me for t in found.chosen):
+        onward = None if forwarded else self.placement.forwarding(found)
+        if onward is not None:
             self.counts["forwarded"] += 1
-            rest = [t.node for t in found.chosen[1:]] + list(found.spare)
-            cid, pending = self.inflight.track(rid, op, key, 1,
-                                               Route(found.chosen[:1], tuple(rest)),
+            cid, pending = self.inflight.track(rid, op, key, 1, onward,
                                                now + timeout + FORWARD_SLACK, self.now)
             pending.forward = [op, key, value, context, r, w]
             pending.attempt = FORWARD_SHARE * timeout
-            self._forward(cid, pending, found.chosen[0].node, now)
+            self._forward(cid, pending, onward.chosen[0].node, now)
             return
         self._write_here(rid, op, key, value, context, w, now + timeout, timeout,
                          measured=not forwarded)  # a forwarding coordinator counts it
@@ -148,13 +143,11 @@ class Handler(Stage):
         write forwarded by a node whose view differs, or one whose replicas all failed):
         it then stands in, with a hint, for the owner whose place it takes."""
         assert self.ring is not None
-        n = self.placement.n
-        partition = partition_of(key, self.ring.partitions)
-        found = with_me(self.placement.route(partition), self.me,
-                        self.ring.preference_list(partition, n), n)
+        found = self.placement.stamping(partition_of(key, self.ring.partitions))
         mine = next(t for t in found.chosen if t.node == self.me)
-        cid, pending = self.inflight.track(rid, op, key, min(w or self.config.w, n), found,
-                                           deadline, self.now)
+        cid, pending = self.inflight.track(rid, op, key, min(w or self.config.w,
+                                                             self.placement.n),
+                                           found, deadline, self.now)
         pending.measured = measured
         pending.attempt = ATTEMPT_SHARE * timeout
         if pending.quorum.start() is not None:
@@ -180,7 +173,7 @@ class Handler(Stage):
 
     def _ask_read(self, cid: int, pending: Pending, node: str, now: float) -> None:
         if node == self.me:
-            self.reads.append((cid, pending.key))
+            self.inflight.read_here(cid, pending.key)
         else:
             self._ask(cid, pending, node, ["rget", pending.key], now, pending.attempt)
 
@@ -223,7 +216,7 @@ class Handler(Stage):
 
     def on_got(self, now: float, ref: int, found: list[bytes | None] | None,
                error: str | None, _incarnation: str) -> None:
-        for i, cid in enumerate(self.read_batches.pop(ref, [])):
+        for i, cid in enumerate(self.inflight.read_answered(ref)):
             if cid not in self.requests:
                 continue
             if found is None:
@@ -269,7 +262,7 @@ class Handler(Stage):
             if kind == "update":  # to versioning
                 self._overloaded(Update.from_wire(event).ref, why, now)
             elif kind == "get":  # to persistence: a batch of this node's reads
-                for cid in self.read_batches.pop(Get.from_wire(event).ref, []):
+                for cid in self.inflight.read_answered(Get.from_wire(event).ref):
                     self._overloaded(cid, why, now)
             elif kind == "call":  # to network
                 self._overloaded(Call.from_wire(event).ref, why, now)

@@ -76,3 +76,14 @@ def test_every_request_in_flight_falls_due_exactly_once(ops):
         del f.requests[cid]
         ended.append(cid)
     assert sorted(ended) == sorted(made) and not f.requests
+
+
+def test_local_reads_of_one_batch_are_one_engine_read_answered_once():
+    f = InFlight(0)
+    assert f.take_reads() is None
+    f.read_here(5, b"k1")
+    f.read_here(6, b"k2")
+    ref, keys = f.take_reads()
+    assert keys == [b"k1", b"k2"] and f.take_reads() is None
+    assert f.read_answered(ref) == [5, 6]
+    assert f.read_answered(ref) == [], "answered twice"

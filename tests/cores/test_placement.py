@@ -90,3 +90,19 @@ def test_the_ring_answer_lists_members_outside_the_ring_and_marks_the_down():
     assert status["c"] == "down" and status["f"] == "joining"
     assert wire["pending_transfers"] == 2
     assert view.peer("d") == "p-d" and view.nodes_by_peer["p-e"] == "e"
+
+
+@given(st.sampled_from(NODES), st.integers(0, 7), st.sets(st.sampled_from(NODES)))
+def test_a_write_goes_on_to_a_chosen_replica_exactly_when_this_node_is_none(me, partition,
+                                                                             down):
+    view = placement(me)
+    view.learn_down(sorted(down - {me}))
+    found = view.route(partition)
+    onward = view.forwarding(found)
+    if not found.chosen or any(t.node == me for t in found.chosen):
+        assert onward is None
+    else:
+        assert onward.chosen == found.chosen[:1]
+        assert list(onward.spare) == [t.node for t in found.chosen[1:]] + list(found.spare)
+    # Stamped here, the write's route always has this node in it.
+    assert any(t.node == me for t in view.stamping(partition).chosen)
