@@ -7,29 +7,21 @@ from __future__ import annotations
 
 from unittest import mock
 
+from frames import build, hex_range, live, tomb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pipeline import Pipeline
 from test_peer_trust import CONFIG, store
 
-from seda_dynamo import causality
 from seda_dynamo.antientropy import new_tree
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.engines import key_hash
 from seda_dynamo.merkle import EMPTY, object_hash
 from seda_dynamo.reaper import only_tombstones
-from seda_dynamo.ring import partition_of, partition_range
+from seda_dynamo.ring import partition_of
 from stages import persistence
 
 Q = CONFIG.partitions
-
-
-def live(value: bytes, actor: str = "a#1") -> bytes:
-    return causality.encode(causality.update(causality.new(value), causality.EMPTY, actor))
-
-
-def tomb(actor: str = "a#1") -> bytes:
-    return causality.encode(causality.update(causality.new(None), causality.EMPTY, actor))
 
 
 def write(tag, items, hints=(), reply_to: str = "versioning") -> list:
@@ -39,17 +31,6 @@ def write(tag, items, hints=(), reply_to: str = "versioning") -> list:
 def run(h: persistence.Handler, events: list, now: float = 0.0) -> list[tuple[str, list]]:
     h.handle_events(events, now)
     return h.take_outbox()
-
-
-def build(h: persistence.Handler) -> None:
-    """Let the start-up tree build finish (it runs between batches, on ticks)."""
-    while h.building is not None:
-        h.tick(0.0)
-
-
-def hex_range(partition: int) -> tuple[str, str]:
-    lo, hi = partition_range(partition, Q)
-    return f"{lo:x}", f"{hi:x}"
 
 
 # Group commit ------------------------------------------------------------------------
@@ -256,7 +237,7 @@ def test_a_fold_is_bounded_and_resumes_where_it_stopped():
     for p, keys, most, built in ((6, 2, 100 * size, False), (2, 9, 3 * size, True)):
         if built:
             build(h)
-        lo, hi = hex_range(p)
+        lo, hi = hex_range(p, Q)
         want = {k for k, _ in engine.fold(int(lo, 16), int(hi, 16))}
         assert len(want) > 3, "some keys in the partition"
         got: list[bytes] = []

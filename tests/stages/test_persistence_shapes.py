@@ -7,10 +7,10 @@ batch-mates' (the group commit is shared, its failures must not be).
 from __future__ import annotations
 
 import pytest
+from frames import hex_range, live, tomb
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from test_peer_trust import ANY, CONFIG, store
-from test_persistence import hex_range, live, tomb
 
 from seda_dynamo.ring import partition_of
 
@@ -23,7 +23,7 @@ ANSWER = {"write": "written", "get": "got", "fold": "folded", "tree": "tree_answ
 
 def well_formed(kind: str, reply_to, tag, key: bytes) -> list:
     """An event of ``kind`` as the other stages send it (docs/architecture.md)."""
-    lo, hi = hex_range(partition_of(key, CONFIG.partitions))
+    lo, hi = hex_range(partition_of(key, CONFIG.partitions), CONFIG.partitions)
     return {
         "write": ["write", reply_to, tag, [[key, live(key)]], [["b", key]]],
         "get": ["get", reply_to, tag, [key], True],
