@@ -6,6 +6,11 @@ Issue 11, items 4 and 7: a peer frame's reply address and an ``admin join`` seed
 one address check (``seda_dynamo.address``) before any socket sees them; ``admin join``
 and ``leave`` are taken only from loopback (no CURVE) or from a key on
 ``curve_admin_keys`` (CURVE), judged from the connection the runtime describes.
+
+The client port (paper section 4.1's get/put interface, docs/protocol.md): every frame
+gets exactly one reply, whatever it holds; a request past its deadline is answered
+``timeout`` and leaves nothing behind; ping and stats are answered by this stage.
+The peer port is tested in test_network_peers.py.
 """
 
 from __future__ import annotations
@@ -126,7 +131,8 @@ def test_what_a_full_stage_queue_cannot_take_is_answered_at_once():
 
 
 # Every client frame gets exactly one reply (docs/protocol.md) --------------------------
-SMALL = dataclasses.replace(CONFIG, max_key_bytes=16, max_value_bytes=64)
+# Small limits, so sizes past them and admission control (shedding) come up often.
+SMALL = dataclasses.replace(CONFIG, max_key_bytes=16, max_value_bytes=64, max_in_flight=4)
 EXTREME = st.sampled_from([0, 1, 3, 4, -1, 600_000, 600_001, 2**62, 2**63 - 1, 2**63,
                            2**64 - 1, -2**63])
 INT = st.one_of(EXTREME, st.integers(-2**63, 2**64 - 1))
