@@ -102,7 +102,10 @@ class Handler(Stage):
     def handle_events(self, events: list[Event], now: float) -> None:
         fresh: dict[bytes, list[Op]] = {}
         for event in events:
-            kind = event[0]
+            kind = event[0] if isinstance(event, list) and event else None
+            if kind not in ("update", "sync"):
+                self.dispatch(event, now)  # its own guard: one that fails, fails alone
+                continue
             try:
                 if kind == "update":  # ["update", reply_to, tag, key, value, ctx, cover, hint]
                     _, reply_to, tag, key, value, ctx, cover, hint = event
@@ -110,15 +113,12 @@ class Handler(Stage):
                 elif kind == "sync":  # ["sync", reply_to, tag, key, encoded clock, hint]
                     _, reply_to, tag, key, raw, hint = event
                     op = Op(reply_to, tag, "sync", clock=causality.decode(raw), hint=hint)
-                else:
-                    self.dispatch(event, now)
-                    continue
                 if not isinstance(key, bytes):
                     raise ValueError(f"key must be bytes, not {type(key).__name__}")
             except (ValueError, TypeError) as exc:
                 self.errors += 1
                 self.log.warning("bad %s event refused: %s", kind, exc)
-                if len(event) > 2:
+                if len(event) > 2 and isinstance(event[1], str):
                     self.emit(event[1], ["updated", event[2], None, None,
                                          f"{BAD_REQUEST}bad {kind}: {exc}"])
                 continue

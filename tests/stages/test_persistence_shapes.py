@@ -99,23 +99,17 @@ def test_a_malformed_event_fails_alone_and_every_well_formed_one_is_answered_onc
     check_batches(events)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "persistence.Handler.handle_events unpacks 'write' and 'get' events inline, outside "
-    "dispatch's try: a wrong shape raises out of the batch, so the writers before it are "
-    "never answered and the events after it never run; a write item with a non-bytes key "
-    "fails the shared group commit for every writer of the batch"))
 @settings(max_examples=80, deadline=None, derandomize=True,
           phases=[Phase.explicit, Phase.generate])
 @given(batches(mangled(["write", "get", *DISPATCHED], whole=True)))
 def test_a_malformed_write_or_get_fails_alone_too(events):
     """The same property with every kind malformed, and events that are no list of a
-    known kind at all (not shrunk, and derandomized: it fails today, every run)."""
+    known kind at all (derandomized: the same examples every run)."""
     check_batches(events)
 
 
-# The shapes that stop a batch today, one each (see the xfail reason above).
-@pytest.mark.xfail(strict=True, reason="a wrong-shaped write or get raises out of "
-                   "persistence.Handler.handle_events (see the report of issue 12)")
+# The shapes that once stopped a batch (the stage took write and get apart outside
+# dispatch's per-event guard), one each.
 @pytest.mark.parametrize("bad", [
     pytest.param(["write", "versioning", 1, [[b"k", b"v"]]], id="write-without-hints"),
     pytest.param(["write", "versioning", 1, [[b"k", 5]], []], id="write-int-value"),
