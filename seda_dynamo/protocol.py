@@ -128,7 +128,7 @@ def parse_request(body: bytes, limits: Limits) -> Request:
                             f"{', '.join(sorted(OPS))}", rid)
     if op == "admin":
         command = msg.get("command")
-        if command not in ADMIN_COMMANDS:
+        if not isinstance(command, str) or command not in ADMIN_COMMANDS:
             raise ProtocolError("bad_request", f"unknown admin command {command!r}; expected "
                                 f"one of {', '.join(sorted(ADMIN_COMMANDS))}", rid)
         seed = ""

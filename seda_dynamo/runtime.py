@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ class Runtime:
             batches = self._spread(self.sender.to_ports(h.take_outbox()))
             for dest, events in batches.items():
                 if dest == h.name:
-                    h.handle_events(events, time.monotonic())
+                    self._guarded("a batch", h.handle_events, events, time.monotonic())
                 else:
                     self.sender.send(dest, events)
 
@@ -107,7 +108,7 @@ class Runtime:
                     contract.ask_to_grow(self.run_dir, stage, self.parent)
             if now >= next_tick:
                 next_tick = now + h.tick_interval
-                h.tick(now)
+                self._tick_guarded(now)
                 if now >= next_report:
                     next_report = now + STATS_INTERVAL
                     self._every_second(now)
@@ -119,7 +120,7 @@ class Runtime:
         if not events:
             return
         started = time.monotonic()
-        self.handler.handle_events(events, started)
+        self._guarded("a batch", self.handler.handle_events, events, started)
         self.send_outbox()
         elapsed = self.accounting.batch_done(len(events), started)
         self.accounting.queue_seen(len(events), oldest, more, elapsed, started)
@@ -129,9 +130,23 @@ class Runtime:
         messages, callers = self.sockets.drain_port(name, sock, self.config.batch_max)
         if messages:
             started = time.monotonic()
-            self.handler.handle_frames(name, messages, started, callers)
+            self._guarded(f"frames from {name}", self.handler.handle_frames, name, messages,
+                          started, callers)
             self.send_outbox()
             self.accounting.batch_done(len(messages), started)
+
+    def _guarded(self, what: str, fn: Callable[..., None], *args: Any) -> None:
+        """The backstop behind each handler's per-event guard: what a handler raises
+        costs that batch (logged, counted in ``errors``), never the stage process, which
+        would lose every request it holds and be restarted into the same input."""
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001 - see above
+            self.handler.errors += 1
+            self.handler.log.exception("%s: %s raised; it is lost", self.handler.name, what)
+
+    def _tick_guarded(self, now: float) -> None:
+        self._guarded("a tick", self.handler.tick, now)
 
     def _every_second(self, now: float) -> None:
         self.sockets.close_idle_peers(now)

@@ -93,14 +93,22 @@ class Handler(Stage):
         acks: list[tuple[str, Any, list[bytes]]] = []
         batch: dict[bytes, bytes | None] = {}  # key -> object hash as this batch leaves it
         for event in events:
-            kind = event[0]
+            kind = event[0] if isinstance(event, list) and event else None
+            if kind not in ("write", "get"):
+                self.dispatch(event, now)
+                continue
+            try:  # the whole event is checked before any of it is taken
+                parsed = _write_event(event) if kind == "write" else _get_event(event)
+            except ValueError as exc:
+                self.errors += 1
+                self.log.error("%s event refused: %s: %.200r", kind, exc, event)
+                continue
             if kind == "write":
-                # messages.Write: items [key, value|None, expected hash?], hints
-                _, reply_to, ref, items, hinted = event
+                reply_to, ref, items, hinted = parsed  # messages.Write, checked
                 conflicts = []
-                for item in items:
-                    key, value = item[0], item[1]
-                    if len(item) > 2 and self._current(key, batch) != (item[2] or None):
+                for key, value, expected in items:
+                    if expected is not NO_EXPECTATION and \
+                            self._current(key, batch) != (expected or None):
                         conflicts.append(key)  # changed since the writer read it
                         continue
                     writes.append((key, value))
@@ -108,10 +116,10 @@ class Handler(Stage):
                 hints.extend((hint_key(owner, key), secrets.token_bytes(8))
                              for owner, key in hinted)
                 acks.append((reply_to, ref, conflicts))
-            elif kind == "get":  # messages.Get
-                reply_to, ref, keys = event[1], event[2], event[3]
+            else:
+                reply_to, ref, keys, wants_mint = parsed  # messages.Get, checked
                 mint = None
-                if len(event) > 4 and event[4]:  # versioning: a mint order per key
+                if wants_mint:  # versioning: a mint order per key
                     mint = [self.mint_epoch, self.mint_seq]
                     self.mint_seq += len(keys)
                 try:
@@ -124,8 +132,6 @@ class Handler(Stage):
                 else:
                     self.emit(*answer_to(reply_to, Got.wire(ref, found, None, self.incarnation,
                                                          mint)))
-            else:
-                self.dispatch(event, now)
         if acks:
             error = None
             try:
@@ -316,3 +322,39 @@ def incarnation(config: NodeConfig) -> str:
     write_atomically(path, token)
     return token
 
+
+# The two events this stage takes apart itself (to group-commit a batch) ---------------
+NO_EXPECTATION = object()  # a write item without an expected hash: no compare-and-set
+
+
+def _write_event(event: list[Any]) -> tuple[str, Any, list[tuple[bytes, bytes | None, Any]],
+                                             list[tuple[str, bytes]]]:
+    """A ``messages.Write``, items ``[key, value|None, expected hash?]`` and hints
+    ``[owner, key]``, checked whole; ``ValueError`` names what is wrong."""
+    if len(event) != 5 or not isinstance(event[1], str) \
+            or not isinstance(event[3], list | tuple) or not isinstance(event[4], list | tuple):
+        raise ValueError("a write is [write, reply_to, ref, items, hints]")
+    items = []
+    for item in event[3]:
+        if not isinstance(item, list | tuple) or len(item) not in (2, 3) \
+                or not isinstance(item[0], bytes) \
+                or not (item[1] is None or isinstance(item[1], bytes)) \
+                or not (len(item) == 2 or item[2] is None or isinstance(item[2], bytes)):
+            raise ValueError("a write item is [key, value|nil, expected hash|nil?]")
+        items.append((item[0], item[1], item[2] if len(item) == 3 else NO_EXPECTATION))
+    hinted = []
+    for hint in event[4]:
+        if not isinstance(hint, list | tuple) or len(hint) != 2 or not isinstance(hint[0], str) \
+                or not isinstance(hint[1], bytes):
+            raise ValueError("a hint is [owner, key]")
+        hinted.append((hint[0], hint[1]))
+    return event[1], event[2], items, hinted
+
+
+def _get_event(event: list[Any]) -> tuple[str, Any, list[bytes], bool]:
+    """A ``messages.Get``, ``keys`` all bin, checked whole."""
+    if len(event) not in (4, 5) or not isinstance(event[1], str) \
+            or not isinstance(event[3], list | tuple) \
+            or not all(isinstance(key, bytes) for key in event[3]):
+        raise ValueError("a get is [get, reply_to, ref, [key, ...], mint?]")
+    return event[1], event[2], list(event[3]), len(event) == 5 and bool(event[4])

@@ -105,7 +105,10 @@ class Handler(Stage):
     def handle_events(self, events: list[Event], now: float) -> None:
         fresh: dict[bytes, list[Op]] = {}
         for event in events:
-            kind = event[0]
+            kind = event[0] if isinstance(event, list) and event else None
+            if kind not in ("update", "sync"):
+                self.dispatch(event, now)  # its own guard: one that fails, fails alone
+                continue
             try:
                 if kind == "update":  # messages.Update
                     _, reply_to, ref, key, value, ctx, cover, hint = event
@@ -113,15 +116,12 @@ class Handler(Stage):
                 elif kind == "sync":  # messages.Sync (clock: encoded)
                     _, reply_to, ref, key, raw, hint = event
                     op = Op(reply_to, ref, "sync", clock=causality.decode(raw), hint=hint)
-                else:
-                    self.dispatch(event, now)
-                    continue
                 if not isinstance(key, bytes):
                     raise ValueError(f"key must be bytes, not {type(key).__name__}")
             except (ValueError, TypeError) as exc:
                 self.errors += 1
                 self.log.warning("bad %s event refused: %s", kind, exc)
-                if len(event) > 2:
+                if len(event) > 2 and isinstance(event[1], str):
                     self.emit(*answer_to(event[1], Updated.wire(
                         event[2], None, None, f"{BAD_REQUEST}bad {kind}: {exc}")))
                 continue

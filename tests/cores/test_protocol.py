@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seda_dynamo import contexts
-from seda_dynamo.protocol import Limits, ProtocolError, admin_refusal, parse_request
+from seda_dynamo.protocol import (
+    ADMIN_COMMANDS,
+    OPS,
+    Limits,
+    ProtocolError,
+    admin_refusal,
+    parse_request,
+)
 
 LIMITS = Limits(max_key_bytes=16, max_value_bytes=64, n=3)
 
@@ -80,6 +87,29 @@ def test_arbitrary_bytes_give_a_protocol_error_or_a_request(body):
 def test_arbitrary_msgpack_values_never_crash_the_parser(obj):
     try:
         parse(obj)
+    except ProtocolError as exc:
+        assert exc.code in ("bad_request", "too_large")
+
+
+ANY_VALUE = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1)
+                         | st.floats() | st.binary(max_size=20) | st.text(max_size=20),
+                         lambda inner: st.lists(inner, max_size=3)
+                         | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                         max_leaves=8)
+FIELDS = ("id", "key", "value", "context", "r", "w", "timeout_ms", "command", "seed")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(OPS)),
+       st.dictionaries(st.sampled_from(FIELDS), ANY_VALUE),
+       st.sampled_from(sorted(ADMIN_COMMANDS)))
+def test_any_value_in_any_field_of_any_op_is_a_protocol_error_never_a_crash(op, fields,
+                                                                          command):
+    """Every field the parser reads, given a value of any type (lists and maps too: a
+    list ``command`` once raised "unhashable" and was answered ``internal``)."""
+    msg = {"op": op, "command": command, **fields}
+    try:
+        parse(msg)
     except ProtocolError as exc:
         assert exc.code in ("bad_request", "too_large")
 

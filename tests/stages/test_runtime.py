@@ -228,3 +228,48 @@ def test_coordination_answers_overloaded_at_once_when_its_event_cannot_be_queued
     finally:
         network.close(linger=0)
         rt.close()
+
+
+class Brittle(Probe):
+    """A handler with a bug: a batch holding ``"boom"`` raises out of ``handle_events``."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        super().__init__(config)
+        self.handled: list[Any] = []
+
+    def handle_events(self, events: list, now: float) -> None:
+        if "boom" in events:
+            raise RuntimeError("a handler bug")
+        self.handled.extend(events)
+
+    def tick(self, now: float) -> None:
+        raise RuntimeError("a timer bug")
+
+
+def test_a_handler_that_raises_costs_its_batch_never_the_stage_process(run_dir):
+    """The backstop behind each handler's per-event guard: what a batch or a tick raises
+    is logged and counted; the loop goes on to the next batch (a stage process that died
+    would drop every request it holds, and be restarted into the same input)."""
+    rt = Runtime(Brittle(CONFIG), CONFIG, run_dir)
+    ctx = zmq.Context.instance()
+    push = ctx.socket(zmq.PUSH)
+    try:
+        push.connect(contract.endpoint(run_dir, "gossip"))
+        push.send(msgpack.packb([0.0, ["boom"]]))
+        for _ in range(200):
+            rt._handle_inbound()
+            if rt.handler.errors:
+                break
+            time.sleep(0.01)
+        rt._tick_guarded(0.0)
+        push.send(msgpack.packb([0.0, [["fine"]]]))
+        for _ in range(200):
+            rt._handle_inbound()
+            if rt.handler.handled:
+                break
+            time.sleep(0.01)
+        assert rt.handler.handled == [["fine"]]
+        assert rt.handler.errors >= 2  # the batch, and the tick
+    finally:
+        push.close(linger=0)
+        rt.close()

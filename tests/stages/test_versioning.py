@@ -366,3 +366,15 @@ def test_two_versioning_workers_racing_on_a_key_never_lose_a_sibling(picks, puts
         assert store.conflicts >= 1
     assert sorted(causality.values(causality.decode(engine.get(b"k")))) == \
         sorted(b"v%d" % i for i in range(puts))
+
+
+def test_events_that_are_no_event_at_all_fail_alone():
+    """A batch holding a value that is no ``[kind, ...]`` list: each such value fails on
+    its own; the update behind them still reads its key."""
+    h = versioning.Handler(CONFIG)
+    h.handle_events([7, [], None, ["update", "coordination", 1, b"k", b"v", None, False, None]],
+                    0.0)
+    out = h.take_outbox()
+    assert [(dest, event[0], event[3]) for dest, event in out] == [
+        ("persistence", "get", [b"k"])]
+    assert h.errors == 3
