@@ -52,8 +52,8 @@ def kind(kind: str, trim: bool = False) -> Callable[[type], type]:
 def _wire_function(kind: str, cls: Any, trim: bool) -> Callable[..., Event]:
     """``cls.wire``: the event itself, built straight from the type's fields (same
     names, same defaults) with no object in between, for the hot path: a put's events
-    cost 2% more built so than as list literals, 18% more as objects then ``to_wire``
-    (bench/bench_messages.py). Generated as ``collections.namedtuple`` makes its
+    cost 1-5% more built so than as list literals, 20-28% more as objects then
+    ``to_wire`` (bench/bench_messages.py). Generated as ``collections.namedtuple`` makes its
     ``__new__``, from the type's own field names."""
     names = list(cls._fields)
     assert all(name.isidentifier() and not name.startswith("_") for name in names)
