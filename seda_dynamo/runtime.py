@@ -77,7 +77,8 @@ class Runtime:
             if count > 1:
                 del batches[dest]
                 for event in events:
-                    at = shard_index(event[0])  # None: not sharded, to worker 0
+                    # None: not sharded (nor an event at all), to worker 0
+                    at = shard_index(event[0]) if isinstance(event, list) and event else None
                     key = event[at] if at is not None and len(event) > at else None
                     batches.setdefault(worker_name(dest, shard(key, count)), []).append(event)
         return batches
