@@ -236,7 +236,7 @@ class Handler(Stage):
             self._reply(pending.rid, reply)
             self.latencies.append(now - pending.started)
             self.metrics.answered(pending.op, now - pending.started,
-                                  quorumreply.replyerror(reply))
+                                  quorumreply.reply_error(reply))
         elif kind == "updated":
             self._feed(cid, FAIL_EVENT if payload[1] else OK_EVENT, node, payload[1], now)
         elif kind == "got":

@@ -174,6 +174,23 @@ def test_a_forward_to_an_unreachable_replica_goes_to_the_next_one_then_to_us():
     assert [r["ok"] for r in replies(h.take_outbox())] == [True]
 
 
+def test_a_forwarded_write_s_reply_is_passed_on_and_counted_in_the_metrics():
+    """The replica that coordinated the forwarded write answers with the client reply:
+    it goes to the client as it is, and this node's metrics count it with its error."""
+    h, ring = coordinator(owners=("b", "c", "d", "a", "e", "b", "c", "d"))
+    key, _ = keys_walking(ring, "b", 1)[0]
+    for rid, reply in ((1, {"ok": True, "context": b"c", "epoch": 1}),
+                       (2, {"ok": False, "error": "timeout", "message": "slow"})):
+        h.handle_events([["req", rid, "put", key, b"v", None, None, 2, TIMEOUT_MS, False]],
+                        0.0)
+        cid = next(e[3] for dest, e in h.take_outbox() if dest == "network")
+        h.handle_events([["resp", "b", cid, ["reply", reply]]], 0.1)
+        assert replies(h.take_outbox()) == [reply]
+    assert not h.errors and not h.requests
+    ops = h.gauges()["ops"]
+    assert ops["requests"]["put"] == 2 and ops["errors"]["put"] == {"timeout": 1}
+
+
 def test_a_node_that_just_failed_is_routed_around_for_a_while_then_tried_again():
     h, ring = coordinator()
     (key, _), (other, _) = keys_walking(ring, "a", 2)
