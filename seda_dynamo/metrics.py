@@ -285,3 +285,30 @@ def response(code: int, reason: str, text: str, content_type: str = "text/plain"
         headers.append(f"Allow: {allow}")
     return ("\r\n".join(headers) + "\r\n\r\n").encode("ascii") + (b"" if head_only
                                                                   else payload)
+
+
+class Scrapes:
+    """The metrics listener's connections (HTTP on a raw TCP port): each one's bytes are
+    gathered until its request head is complete; at most ``MAX_CONNECTIONS`` wait."""
+
+    def __init__(self) -> None:
+        self.partial: dict[bytes, bytes] = {}  # connection -> its request so far
+
+    def __len__(self) -> int:
+        return len(self.partial)
+
+    def feed(self, conn: bytes, data: bytes, page: Any) -> bytes | None:
+        """The response to send on ``conn`` (then close it), or None while its request
+        is incomplete; empty ``data`` is a connect or a disconnect. ``page()`` makes the
+        exposition; what it raises is raised here (the request is then forgotten)."""
+        if not data:
+            self.partial.pop(conn, None)
+            return None
+        if conn not in self.partial and len(self.partial) >= MAX_CONNECTIONS:
+            # Half-sent requests are held until complete; this many is no scraper.
+            return response(503, "Service Unavailable", "too many open metrics connections\n")
+        request = self.partial.pop(conn, b"") + data
+        reply = http_reply(request, page)
+        if reply is None:
+            self.partial[conn] = request
+        return reply

@@ -230,3 +230,23 @@ def build_request(op: str, **fields: Any) -> bytes:
     msg = {"op": op}
     msg.update({k: v for k, v in fields.items() if v is not None})
     return pack(msg)
+
+
+def split_envelope(frames: list[bytes]) -> tuple[list[bytes], bytes | None]:
+    """A client message as the ROUTER gives it, ``[identity..., b"", body]`` ->
+    (envelope, body); body is None when the shape is wrong (the envelope still gets the
+    error reply)."""
+    for i in range(1, len(frames)):
+        if frames[i] == b"":
+            envelope, rest = frames[: i + 1], frames[i + 1:]
+            return envelope, rest[0] if len(rest) == 1 else None
+    envelope = frames[:1]
+    rest = frames[1:]
+    return envelope, rest[0] if len(rest) == 1 else None
+
+
+def with_id(reply: dict[str, Any], request_id: Any) -> dict[str, Any]:
+    """``reply`` carrying the client's request id, when it gave one."""
+    if request_id is not None:
+        reply = {**reply, "id": request_id}
+    return reply

@@ -26,6 +26,7 @@ from typing import Any
 from seda_dynamo import contract, hygiene
 from seda_dynamo.accounting import STATS_INTERVAL, Accounting, fresh_counters
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.messagetable import shard_index
 from seda_dynamo.outbox import Sender
 from seda_dynamo.sockets import Sockets
 from seda_dynamo.stage import Stage, spec, stage_of, worker_name
@@ -73,13 +74,13 @@ class Runtime:
         """Events for a stage running several workers, spread over them by key."""
         for dest, events in list(batches.items()):
             count = self.workers.get(dest, 1)
-            at = spec(dest).shard_at if count > 1 else None
-            if at is not None:
+            if count > 1:
                 del batches[dest]
                 for event in events:
-                    name = worker_name(dest, shard(event[at] if len(event) > at else None,
-                                                   count))
-                    batches.setdefault(name, []).append(event)
+                    # None: not sharded (nor an event at all), to worker 0
+                    at = shard_index(event[0]) if isinstance(event, list) and event else None
+                    key = event[at] if at is not None and len(event) > at else None
+                    batches.setdefault(worker_name(dest, shard(key, count)), []).append(event)
         return batches
 
     # The loop -------------------------------------------------------------------------

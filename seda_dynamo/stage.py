@@ -36,10 +36,10 @@ class StageSpec:
     # Not the network stage itself: it would count the cost of shedding as overload.
     foreground: bool
     # More than one worker process where the work allows it: events for the stage are
-    # spread over its workers by a hash of the key at ``event[shard_at]`` (so one key's
-    # operations meet in one worker), up to ``max_workers`` as the supervisor adds them.
+    # spread over its workers by a hash of their shard field (``messagetable.TABLE``:
+    # the key, so one key's operations meet in one worker; events with none go to
+    # worker 0), up to ``max_workers`` as the supervisor adds them.
     max_workers: int = 1
-    shard_at: int | None = None
 
 
 #: Every stage of a node, declared once. The supervisor spawns them in this order.
@@ -50,7 +50,7 @@ class StageSpec:
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("persistence", "stages.persistence", 1, 10_000, "block", 0.040, True),
     StageSpec("versioning", "stages.versioning", 1, 10_000, "block", 0.010, True,
-              max_workers=4, shard_at=3),
+              max_workers=4),
     StageSpec("coordination", "stages.coordination", 1, 10_000, "block", 0.010, True),
     StageSpec("gossip", "stages.gossip", 1, 1_000, "drop", 0.020, False),
     StageSpec("network", "stages.network", 1, 10_000, "block", 0.010, False),

@@ -13,37 +13,34 @@ that has not answered within its attempt's share of the deadline (``ATTEMPT_SHAR
 the request's timeout for a replica, ``FORWARD_SHARE`` for a forwarded write), is
 replaced by the next healthy node of the extended preference list, a write's stand-in
 carrying a hint for the owner it replaces; the request still ends by its own deadline.
-Such a node is *suspected* for ``SUSPECT_SECONDS`` (later requests route around it
-as if gossip had marked it down) unless it answers first or gossip sees it come back.
+Such a node is *suspected* for ``placement.SUSPECT_SECONDS`` (later requests ask it
+last) unless it answers first or gossip sees it come back.
 """
 
 from __future__ import annotations
 
-import heapq
-from dataclasses import dataclass, field
 from typing import Any
 
-from seda_dynamo import causality, contexts, ids
+from seda_dynamo import ids, quorumreply
 from seda_dynamo.background import p99
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.inflight import InFlight, Pending
+from seda_dynamo.messages import Call, Deleted, Foreground, Get, Reply, RingPlease, Sync, Update
 from seda_dynamo.metrics import OpMetrics
+from seda_dynamo.placement import Placement
+from seda_dynamo.quorumreply import error
 from seda_dynamo.requests import (
     ABORT_EVENT,
     DEADLINE_EVENT,
     FAIL_EVENT,
     OK_EVENT,
     SLOW_EVENT,
-    WAITING,
     Outcome,
-    QuorumRequest,
 )
 from seda_dynamo.ring import Ring, partition_of
-from seda_dynamo.routing import Route, Target, route, stand_in, with_me
+from seda_dynamo.routing import Target, stand_in
 from seda_dynamo.stage import Event, Stage, stage_of
 
-#: Versioning errors answered with their own code at once start with one of these and
-#: ": " (stages/versioning.py): the request's own fault, or a queue of this node full.
-REFUSALS = ("bad_request", "too_large", "overloaded")
 #: How much longer than the coordinator it forwards to a forwarding node waits.
 FORWARD_SLACK = 0.25
 #: Seconds of answered requests in each foreground latency report to gossip.
@@ -52,27 +49,6 @@ FOREGROUND_WINDOW = 0.5
 ATTEMPT_SHARE = 0.25
 #: ... and a node a write was forwarded to (it may need a replacement round itself).
 FORWARD_SHARE = 0.5
-#: Seconds a node that failed a request is routed around, unless it answers meanwhile.
-SUSPECT_SECONDS = 2.0
-#: At most this many suspected nodes are remembered (the oldest suspicion goes first).
-MAX_SUSPECTS = 64
-
-
-@dataclass(slots=True)
-class Pending:
-    rid: int
-    op: str
-    key: bytes
-    quorum: QuorumRequest
-    deadline: float
-    targets: list[Target] = field(default_factory=list)
-    replied: bool = False  # the client has its answer; a get may still be read-repairing
-    started: float = 0.0
-    measured: bool = True  # in this node's metrics (not a write another node forwarded)
-    attempt: float = 0.0  # seconds each target has before it is slow and a spare is asked
-    clock: bytes | None = None  # a write: the version this node stamped, for stand-ins
-    forward: list[Any] | None = None  # a forwarded write: [op, key, value, context, r, w]
-    why: str = ""  # what failed, when the request was aborted
 
 
 class Handler(Stage):
@@ -82,20 +58,10 @@ class Handler(Stage):
     def __init__(self, config: NodeConfig, entropy: ids.Entropy | None = None) -> None:
         super().__init__(config, entropy)
         self.me = config.node_id
-        self.ring: Ring | None = None
-        self.nodes_by_peer: dict[str, str] = {}
-        self.others: list[list[str]] = []  # members not (or no longer) owning partitions
-        self.moves_left = 0  # partitions planned to move and not yet handed over
-        self.down: frozenset[str] = frozenset()
-        self.suspects: dict[str, float] = {}  # node -> until when requests route around it
-        self.avoid: frozenset[str] = frozenset()  # suspected: asked last
-        self.routes: dict[int, Route] = {}
-        self.requests: dict[int, Pending] = {}
-        self.deadlines: list[tuple[float, int]] = []
-        self.attempts: list[tuple[float, int, str]] = []  # (when slow, cid, node)
-        self.next_cid = self.id_base  # ids never repeat across restarts (ids.py)
-        self.reads: list[tuple[int, bytes]] = []
-        self.read_batches: dict[int, list[int]] = {}
+        # The ring, who is down or suspected, and the routes they give (paper 4.6).
+        self.placement = Placement(self.me, config.n)
+        self.inflight = InFlight(self.id_base)  # ids never repeat across restarts (ids.py)
+        self.requests = self.inflight.requests  # by cid: the same dict
         self.counts = {"unavailable": 0, "timeouts": 0, "forwarded": 0, "read_repairs": 0,
                        "replaced": 0, "suspected": 0, "overloaded": 0}
         self.now = 0.0
@@ -106,105 +72,51 @@ class Handler(Stage):
     def start(self, now: float) -> None:
         """Ask gossip, which owns membership, for the ring (it also announces it at its
         own start and every few seconds); requests before it arrives are unavailable."""
-        self.emit("gossip", ["ring_please"])
+        self.emit("gossip", RingPlease.wire())
 
     @property
-    def n(self) -> int:
-        """N, capped by the number of members: a one-node ring keeps one replica."""
-        return min(self.config.n, len(self.ring.members)) if self.ring else 0
+    def ring(self) -> Ring | None:
+        return self.placement.ring
 
     def handle_events(self, events: list[Event], now: float) -> None:
         self.now = now
         for event in events:
             self.dispatch(event, now)
-        if self.reads:
-            self.next_cid += 1
-            tag = self.next_cid
-            self.read_batches[tag] = [cid for cid, _ in self.reads]
-            self.emit("persistence", ["get", self.name, tag, [key for _, key in self.reads]])
-            self.reads = []
+        reads = self.inflight.take_reads()  # this batch's local reads: one engine read
+        if reads is not None:
+            self.emit("persistence", Get.wire(self.name, *reads))
 
     # From gossip ----------------------------------------------------------------------
     def on_ring(self, now: float, state: dict[str, Any], others: list[list[str]],
                 moves_left: int = 0) -> None:
-        self.others = others
-        self.moves_left = moves_left
-        if self.ring is None or state["epoch"] != self.ring.epoch:
-            self.ring = Ring.from_state(state)
-            self.nodes_by_peer = {m.peer: m.id for m in self.ring.members}
-            self.routes.clear()
+        self.placement.learn_ring(state, others, moves_left)
 
     def on_health(self, now: float, down: list[str]) -> None:
-        new = frozenset(down)
-        if new != self.down:
-            for node in self.down - new:  # gossip saw it come back: no more suspicion
-                self.suspects.pop(node, None)
-            self.down = new
-            self.routes.clear()
-            self._avoid()
+        self.placement.learn_down(down)
 
-    # Suspicion: nodes that just failed a request ----------------------------------------
     def _suspect(self, node: str, now: float) -> None:
-        if node == self.me or self.ring is None:
-            return
-        fresh = node not in self.suspects
-        self.suspects[node] = now + SUSPECT_SECONDS
-        if fresh:
+        if self.placement.suspect(node, now):
             self.counts["suspected"] += 1
-            while len(self.suspects) > MAX_SUSPECTS:
-                del self.suspects[min(self.suspects, key=self.suspects.__getitem__)]
-            self._avoid()
-
-    def _cleared(self, node: str) -> None:
-        """``node`` answered: whatever it failed before, it serves now."""
-        if self.suspects.pop(node, None) is not None:
-            self._avoid()
-
-    def _expire_suspects(self, now: float) -> None:
-        gone = [node for node, until in self.suspects.items() if until <= now]
-        for node in gone:
-            del self.suspects[node]
-        if gone:
-            self._avoid()
-
-    def _avoid(self) -> None:
-        """Routes are made again when the set of suspected nodes changes (they are asked
-        last, never dropped: ``routing.route``)."""
-        avoid = frozenset(self.suspects.keys())
-        if avoid != self.avoid:
-            self.avoid = avoid
-            self.routes.clear()
-
-    def _route(self, partition: int) -> Route:
-        found = self.routes.get(partition)
-        if found is None:
-            assert self.ring is not None
-            found = self.routes[partition] = route(self.ring, partition, self.n, self.down,
-                                                   self.avoid)
-        return found
-
-    def _peer(self, node: str) -> str:
-        assert self.ring is not None
-        return self.ring.member(node).peer
 
     # From the network stage -----------------------------------------------------------
     def on_req(self, now: float, rid: int, op: str, key: bytes, value: bytes | None,
                context: dict[str, int] | None, r: int | None, w: int | None,
                timeout_ms: int | None, forwarded: bool) -> None:
         if self.ring is None:
-            self._reply(rid, _error("unavailable", "this node has not joined a ring yet"))
+            self._reply(rid, error("unavailable", "this node has not joined a ring yet"))
             return
         if op == "ring":
-            self._reply(rid, {"ok": True, **self._ring_reply()})
+            self._reply(rid, {"ok": True, **self.placement.ring_reply(self.config.r,
+                                                                      self.config.w)})
             return
-        n = self.n
+        n = self.placement.n
         partition = partition_of(key, self.ring.partitions)
-        found = self._route(partition)
+        found = self.placement.route(partition)
         timeout = (timeout_ms or self.config.timeout_ms) / 1000.0
         if op == "get":
             needed = min(r or self.config.r, n)
-            cid = self._cid()
-            pending = self._track(cid, rid, op, key, needed, found, now + timeout)
+            cid, pending = self.inflight.track(rid, op, key, needed, found, now + timeout,
+                                               self.now)
             pending.attempt = ATTEMPT_SHARE * timeout
             if pending.quorum.start() is None:
                 for target in found.chosen:
@@ -212,15 +124,14 @@ class Handler(Stage):
             else:
                 self._finish(cid)
             return
-        if not forwarded and found.chosen and all(t.node != self.me for t in found.chosen):
+        onward = None if forwarded else self.placement.forwarding(found)
+        if onward is not None:
             self.counts["forwarded"] += 1
-            cid = self._cid()
-            rest = [t.node for t in found.chosen[1:]] + list(found.spare)
-            pending = self._track(cid, rid, op, key, 1, Route(found.chosen[:1], tuple(rest)),
-                                  now + timeout + FORWARD_SLACK)
+            cid, pending = self.inflight.track(rid, op, key, 1, onward,
+                                               now + timeout + FORWARD_SLACK, self.now)
             pending.forward = [op, key, value, context, r, w]
             pending.attempt = FORWARD_SHARE * timeout
-            self._forward(cid, pending, found.chosen[0].node, now)
+            self._forward(cid, pending, onward.chosen[0].node, now)
             return
         self._write_here(rid, op, key, value, context, w, now + timeout, timeout,
                          measured=not forwarded)  # a forwarding coordinator counts it
@@ -232,50 +143,37 @@ class Handler(Stage):
         write forwarded by a node whose view differs, or one whose replicas all failed):
         it then stands in, with a hint, for the owner whose place it takes."""
         assert self.ring is not None
-        n = self.n
-        partition = partition_of(key, self.ring.partitions)
-        found = with_me(self._route(partition), self.me,
-                        self.ring.preference_list(partition, n), n)
+        found = self.placement.stamping(partition_of(key, self.ring.partitions))
         mine = next(t for t in found.chosen if t.node == self.me)
-        cid = self._cid()
-        pending = self._track(cid, rid, op, key, min(w or self.config.w, n), found, deadline)
+        cid, pending = self.inflight.track(rid, op, key, min(w or self.config.w,
+                                                             self.placement.n),
+                                           found, deadline, self.now)
         pending.measured = measured
         pending.attempt = ATTEMPT_SHARE * timeout
         if pending.quorum.start() is not None:
             self._finish(cid)
             return
-        self.emit("versioning", ["update", self.name, cid, key, value if op == "put" else None,
-                                 context, op == "delete" and context is None, mine.hint])
+        self.emit("versioning", Update.wire(self.name, cid, key,
+                                            value if op == "put" else None, context,
+                                            op == "delete" and context is None, mine.hint))
 
-    def _cid(self) -> int:
-        self.next_cid += 1
-        return self.next_cid
-
-    def _track(self, cid: int, rid: int, op: str, key: bytes, needed: int,
-               found: Route, deadline: float) -> Pending:
-        quorum = QuorumRequest(needed, tuple(t.node for t in found.chosen), found.spare)
-        pending = Pending(rid, op, key, quorum, deadline, list(found.chosen), started=self.now)
-        self.requests[cid] = pending
-        heapq.heappush(self.deadlines, (deadline, cid))
-        return pending
-
-    def _call(self, node: str, tag: Any, request: list[Any]) -> None:
+    def _call(self, node: str, cid: int | None, request: list[Any]) -> None:
         # Naming the node and how long the answer is awaited: the network stage takes
         # an answer only from the call it made, and forgets the call after that.
-        pending = self.requests.get(tag) if tag is not None else None
+        pending = self.requests.get(cid) if cid is not None else None
         ttl = pending.deadline - self.now if pending is not None else None
-        self.emit("network", ["call", self._peer(node), self.name, tag, request, node, ttl])
+        self.emit("network", Call.wire(self.placement.peer(node), self.name, cid, request,
+                                       node, ttl))
 
     def _ask(self, cid: int, pending: Pending, node: str, request: list[Any], now: float,
              attempt: float) -> None:
         """Send ``request`` to ``node``; past ``attempt`` seconds it counts as slow."""
         self._call(node, cid, request)
-        if 0 < attempt and now + attempt < pending.deadline:
-            heapq.heappush(self.attempts, (now + attempt, cid, node))
+        self.inflight.attempt(cid, pending.deadline, node, now, attempt)
 
     def _ask_read(self, cid: int, pending: Pending, node: str, now: float) -> None:
         if node == self.me:
-            self.reads.append((cid, pending.key))
+            self.inflight.read_here(cid, pending.key)
         else:
             self._ask(cid, pending, node, ["rget", pending.key], now, pending.attempt)
 
@@ -298,10 +196,10 @@ class Handler(Stage):
         if pending is None:
             return
         if error:
-            code = next((c for c in REFUSALS if error.startswith(f"{c}: ")), None)
+            code = quorumreply.refusal(error)
             if code is not None:  # the request cannot be applied, or not now
                 self.requests.pop(cid)
-                self._reply(pending.rid, _error(code, error[len(code) + 2:]))
+                self._reply(pending.rid, quorumreply.error(code, error[len(code) + 2:]))
                 if pending.measured:
                     self.metrics.answered(pending.op, now - pending.started, code)
                 return
@@ -316,9 +214,9 @@ class Handler(Stage):
                           ["rput", pending.key, clock, target.hint], now, pending.attempt)
         self._feed(cid, OK_EVENT, self.me, ctx, now)
 
-    def on_got(self, now: float, tag: int, found: list[bytes | None] | None,
+    def on_got(self, now: float, ref: int, found: list[bytes | None] | None,
                error: str | None, _incarnation: str) -> None:
-        for i, cid in enumerate(self.read_batches.pop(tag, [])):
+        for i, cid in enumerate(self.inflight.read_answered(ref)):
             if cid not in self.requests:
                 continue
             if found is None:
@@ -327,7 +225,7 @@ class Handler(Stage):
                 self._feed(cid, OK_EVENT, self.me, found[i], now)
 
     def on_resp(self, now: float, node: str, cid: int, payload: list[Any]) -> None:
-        self._cleared(node)  # it answers: whatever it failed before, it serves now
+        self.placement.cleared(node)  # it answers: whatever it failed before, it serves now
         pending = self.requests.get(cid)
         if pending is None:
             return
@@ -338,8 +236,7 @@ class Handler(Stage):
             self._reply(pending.rid, reply)
             self.latencies.append(now - pending.started)
             self.metrics.answered(pending.op, now - pending.started,
-                                  None if not isinstance(reply, dict) or reply.get("ok")
-                                  else str(reply.get("error")))
+                                  quorumreply.reply_error(reply))
         elif kind == "updated":
             self._feed(cid, FAIL_EVENT if payload[1] else OK_EVENT, node, payload[1], now)
         elif kind == "got":
@@ -348,7 +245,7 @@ class Handler(Stage):
 
     def on_unreachable(self, now: float, peer: str, cid: int) -> None:
         """The network stage could not send to ``peer``: that target has failed."""
-        node = self.nodes_by_peer.get(peer)
+        node = self.placement.nodes_by_peer.get(peer)
         if node is None:
             return
         self._suspect(node, now)
@@ -362,30 +259,22 @@ class Handler(Stage):
         why = f"the {stage_of(dest)} stage's queue is full"
         for event in events:
             kind = event[0]
-            if kind == "update":  # ["update", reply_to, cid, ...] to versioning
-                self._overloaded(event[2], why, now)
-            elif kind == "get":  # ["get", reply_to, tag, keys] to persistence
-                for cid in self.read_batches.pop(event[2], []):
+            if kind == "update":  # to versioning
+                self._overloaded(Update.from_wire(event).ref, why, now)
+            elif kind == "get":  # to persistence: a batch of this node's reads
+                for cid in self.inflight.read_answered(Get.from_wire(event).ref):
                     self._overloaded(cid, why, now)
-            elif kind == "call":  # ["call", peer, reply_stage, cid, ...] to network
-                self._overloaded(event[3], why, now)
+            elif kind == "call":  # to network
+                self._overloaded(Call.from_wire(event).ref, why, now)
 
     def _overloaded(self, cid: Any, why: str, now: float) -> None:
         pending = self.requests.pop(cid, None) if cid is not None else None
         if pending is None or pending.replied:
             return  # answered already (a read repair's step): nothing waits
         self.counts["overloaded"] += 1
-        self._reply(pending.rid, _error("overloaded", why))
+        self._reply(pending.rid, error("overloaded", why))
         if pending.measured:
             self.metrics.answered(pending.op, now - pending.started, "overloaded")
-
-    def _slow(self, now: float, cid: int, node: str) -> None:
-        """``node`` has not answered within its attempt's share of the deadline."""
-        pending = self.requests.get(cid)
-        if pending is not None and pending.quorum.state == WAITING and \
-                pending.quorum.waiting_on(node):
-            self._suspect(node, now)
-            self._feed(cid, SLOW_EVENT, node, None, now)
 
     def _feed(self, cid: int, event: str, node: str, payload: Any, now: float) -> None:
         pending = self.requests[cid]
@@ -429,17 +318,13 @@ class Handler(Stage):
         if now - self.reported_at >= FOREGROUND_WINDOW:
             # Paper 6.5: gossip runs background work in the slices the foreground leaves.
             self.reported_at = now
-            self.emit("gossip", ["foreground", len(self.latencies), p99(self.latencies)])
+            self.emit("gossip", Foreground.wire(len(self.latencies), p99(self.latencies)))
             self.latencies = []
-        self._expire_suspects(now)
-        while self.attempts and self.attempts[0][0] <= now:
-            _, cid, node = heapq.heappop(self.attempts)
-            self._slow(now, cid, node)
-        while self.deadlines and self.deadlines[0][0] <= now:
-            _, cid = heapq.heappop(self.deadlines)
-            pending = self.requests.get(cid)
-            if pending is None:
-                continue
+        self.placement.expire(now)
+        for cid, node in self.inflight.slow(now):  # silent past its attempt's share
+            self._suspect(node, now)
+            self._feed(cid, SLOW_EVENT, node, None, now)
+        for cid, pending in self.inflight.due(now):
             if pending.replied:
                 self._repair(cid)
             elif pending.quorum.on(DEADLINE_EVENT) is not None:
@@ -450,18 +335,16 @@ class Handler(Stage):
         quorum = pending.quorum
         if quorum.outcome is Outcome.OK:
             try:
-                reply = self._ok_reply(pending.op, quorum.replies)
+                reply, read = quorumreply.ok_reply(pending.op, quorum.replies, self.me,
+                                                   self.ring.epoch if self.ring else 0)
+                if read is not None:
+                    self.metrics.read(read)
             except ValueError as exc:
-                reply = _error("internal", f"a replica returned unreadable versions: {exc}")
-        elif quorum.outcome is Outcome.TIMEOUT:
-            self.counts["timeouts"] += 1
-            reply = _error("timeout", f"{len(quorum.replies)} of {quorum.needed} replicas "
-                                      "answered before the deadline")
+                reply = error("internal", f"a replica returned unreadable versions: {exc}")
         else:
-            self.counts["unavailable"] += 1
-            reply = _error("unavailable", pending.why or
-                           f"{quorum.needed} replicas needed, "
-                           f"{len(quorum.asked) - len(quorum.failed)} could answer")
+            self.counts["timeouts" if quorum.outcome is Outcome.TIMEOUT
+                        else "unavailable"] += 1
+            reply = quorumreply.failed_reply(quorum, pending.why)
         self._reply(pending.rid, reply)
         self.latencies.append(self.now - pending.started)
         if pending.measured:
@@ -469,7 +352,7 @@ class Handler(Stage):
                                   None if reply["ok"] else reply["error"])
         pending.replied = True
         if pending.op == "delete" and quorum.outcome is Outcome.OK:
-            self.emit("gossip", ["deleted", pending.key])  # its tombstone may be reaped later
+            self.emit("gossip", Deleted.wire(pending.key))  # its tombstone may be reaped later
         if pending.op != "get" or quorum.outcome is not Outcome.OK or quorum.outstanding == 0:
             self._repair(cid)
 
@@ -478,61 +361,21 @@ class Handler(Stage):
         pending = self.requests.pop(cid)
         if pending.op != "get" or pending.quorum.outcome is not Outcome.OK:
             return
-        replies = pending.quorum.replies
-        try:
-            clocks = {node: causality.decode(raw) if raw is not None else causality.EMPTY
-                      for node, raw in replies.items()}
-        except ValueError:
-            return
-        merged = causality.sync_all(clocks.values())
-        if causality.size(merged) == 0 and not causality.join(merged):
-            return
-        encoded = None
-        for target in pending.targets:
-            clock = clocks.get(target.node)
-            if clock is None or causality.equal(clock, merged):
-                continue
+        encoded, behind = quorumreply.repairs(pending.quorum.replies, pending.targets)
+        for target in behind:
             self.counts["read_repairs"] += 1
-            encoded = encoded or causality.encode(merged)
+            assert encoded is not None
             if target.node == self.me:
-                self.emit("versioning", ["sync", self.name, None, pending.key, encoded,
-                                         target.hint])
+                self.emit("versioning", Sync.wire(self.name, None, pending.key, encoded,
+                                                  target.hint))
             else:
                 self._call(target.node, None, ["rput", pending.key, encoded, target.hint])
 
     def _reply(self, rid: int, reply: dict[str, Any]) -> None:
-        self.emit("network", ["reply", rid, reply])
-
-    def _ring_reply(self) -> dict[str, Any]:
-        assert self.ring is not None
-        wire = self.ring.to_wire(self.config.n, self.config.r, self.config.w)
-        wire["pending_transfers"] = self.moves_left
-        wire["nodes"] += [{"id": node, "client": client, "peer": peer, "status": status}
-                          for node, client, peer, status in self.others]
-        for node in wire["nodes"]:
-            if node["id"] in self.down:
-                node["status"] = "down"
-        return wire
+        self.emit("network", Reply.wire(rid, reply))
 
     def gauges(self) -> dict[str, Any]:
         return {"requests_in_flight": len(self.requests), **self.counts,
                 "ops": self.metrics.to_wire(),
-                "epoch": self.ring.epoch if self.ring else 0, "down": sorted(self.down)}
-
-    def _ok_reply(self, op: str, replies: dict[str, Any]) -> dict[str, Any]:
-        epoch = self.ring.epoch if self.ring else 0
-        if op != "get":  # the context of the version this node stamped
-            return {"ok": True, "context": replies[self.me], "epoch": epoch}
-        clocks = [causality.decode(raw) for raw in replies.values() if raw is not None]
-        if not clocks:
-            self.metrics.read(0)
-            return {"ok": True, "values": [], "context": None, "epoch": epoch}
-        merged = causality.sync_all(clocks)
-        values = [v for v in causality.values(merged) if v is not None]
-        self.metrics.read(len(values))
-        return {"ok": True, "values": values, "epoch": epoch,
-                "context": contexts.encode_context(causality.join(merged))}
-
-
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "error": code, "message": message}
+                "epoch": self.ring.epoch if self.ring else 0,
+                "down": sorted(self.placement.down)}

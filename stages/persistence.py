@@ -44,6 +44,8 @@ from seda_dynamo.config import NodeConfig
 from seda_dynamo.durable import bump_counter, write_atomically
 from seda_dynamo.engines import KEY_SPACE, Engine, key_hash, open_engine
 from seda_dynamo.merkle import HashTree, Question, answer, object_hash
+from seda_dynamo.messages import Checked, Folded, Got, HintsFound, TreeAnswer, Written
+from seda_dynamo.messagetable import answer_to
 from seda_dynamo.reaper import only_tombstones
 from seda_dynamo.ring import partition_of, partition_of_hash, partition_range
 from seda_dynamo.stage import Event, Stage
@@ -102,7 +104,7 @@ class Handler(Stage):
                 self.log.error("%s event refused: %s: %.200r", kind, exc, event)
                 continue
             if kind == "write":
-                reply_to, tag, items, hinted = parsed
+                reply_to, ref, items, hinted = parsed  # messages.Write, checked
                 conflicts = []
                 for key, value, expected in items:
                     if expected is not NO_EXPECTATION and \
@@ -113,22 +115,23 @@ class Handler(Stage):
                     batch[key] = object_hash(value) if value is not None else None
                 hints.extend((hint_key(owner, key), secrets.token_bytes(8))
                              for owner, key in hinted)
-                acks.append((reply_to, tag, conflicts))
+                acks.append((reply_to, ref, conflicts))
             else:
-                reply_to, tag, keys, mint = parsed
-                extra = []
-                if mint:  # versioning: a mint order per key
-                    extra = [[self.mint_epoch, self.mint_seq]]
+                reply_to, ref, keys, wants_mint = parsed  # messages.Get, checked
+                mint = None
+                if wants_mint:  # versioning: a mint order per key
+                    mint = [self.mint_epoch, self.mint_seq]
                     self.mint_seq += len(keys)
                 try:
                     found = self.engine.get_many(keys)
                 except Exception as exc:  # noqa: BLE001 - answered as an error, not a crash
                     self.errors += 1
                     self.log.exception("read of %d keys failed", len(keys))
-                    self.emit(reply_to, ["got", tag, None, f"read failed: {exc}",
-                                          self.incarnation, *extra])
+                    self.emit(*answer_to(reply_to, Got.wire(ref, None, f"read failed: {exc}",
+                                                         self.incarnation, mint)))
                 else:
-                    self.emit(reply_to, ["got", tag, found, None, self.incarnation, *extra])
+                    self.emit(*answer_to(reply_to, Got.wire(ref, found, None, self.incarnation,
+                                                         mint)))
         if acks:
             error = None
             try:
@@ -142,9 +145,9 @@ class Handler(Stage):
                 error = f"write failed: {exc}"
             if error is None:
                 self._index(writes, batch)
-            for reply_to, tag, conflicts in acks:
+            for reply_to, ref, conflicts in acks:
                 self.conflicts += len(conflicts)
-                self.emit(reply_to, ["written", tag, error, conflicts])
+                self.emit(reply_to, Written.wire(ref, error, conflicts))
 
     def _current(self, key: bytes, batch: dict[bytes, bytes | None]) -> bytes | None:
         """The object hash of what ``key`` holds now (None: nothing), for compare-and-set:
@@ -194,7 +197,7 @@ class Handler(Stage):
             self.touched = set()
         self._index(chunk, build=True)
 
-    def on_fold(self, now: float, reply_to: str, tag: Any, lo_hex: str, hi_hex: str,
+    def on_fold(self, now: float, reply_to: str, ref: Any, lo_hex: str, hi_hex: str,
                 max_keys: int) -> None:
         """One chunk of a hash range for a hand-over: the records and where to go on.
 
@@ -210,10 +213,10 @@ class Handler(Stage):
             pairs.append([key, value])
             size += len(key) + len(value)
         tree = self.trees.get(partition_of_hash(lo, self.config.partitions))
-        self.emit(reply_to, ["folded", tag, pairs, next_lo,
-                             len(tree) if tree is not None and self.building is None else None])
+        self.emit(reply_to, Folded.wire(ref, pairs, next_lo, len(tree) if tree is not None
+                                        and self.building is None else None))
 
-    def on_tree(self, now: float, reply_to: str, tag: Any, partition: int,
+    def on_tree(self, now: float, reply_to: str, ref: Any, partition: int,
                 request: Any) -> None:
         """A question about one partition's tree; nil while that tree is being built."""
         result = None
@@ -223,10 +226,10 @@ class Handler(Stage):
                 result = answer(tree, Question.from_wire(request))
             except ValueError as exc:
                 self.log.warning("bad tree request %r: %s", request, exc)
-        self.emit(reply_to, ["tree_answer", tag, result])
+        self.emit(*answer_to(reply_to, TreeAnswer.wire(ref, result)))
 
     # Hinted handoff -------------------------------------------------------------------
-    def on_hints(self, now: float, reply_to: str, tag: Any, owners: list[str],
+    def on_hints(self, now: float, reply_to: str, ref: Any, owners: list[str],
                  limit: int) -> None:
         """Up to ``limit`` hints for ``owners``, with the versions to hand them."""
         wanted = set(owners)
@@ -242,7 +245,7 @@ class Handler(Stage):
                 break
         else:
             self.hint_cursor = 0  # wrapped: start from the beginning next time
-        self.emit(reply_to, ["hints", tag, found])
+        self.emit(reply_to, HintsFound.wire(ref, found))
 
     def on_hint_done(self, now: float, delivered: list[list[Any]]) -> None:
         """Forget delivered hints whose token is unchanged (no newer write since)."""
@@ -255,11 +258,11 @@ class Handler(Stage):
             self.hints.write_batch(stale)
 
     # Tombstones ------------------------------------------------------------------------
-    def on_check(self, now: float, reply_to: str, tag: Any, key: bytes,
+    def on_check(self, now: float, reply_to: str, ref: Any, key: bytes,
                  owners: list[str]) -> None:
         """For reaping: the versions held for ``key`` and whether a hint names it."""
         hinted = any(self.hints.get(hint_key(owner, key)) is not None for owner in owners)
-        self.emit(reply_to, ["checked", tag, self.engine.get(key), hinted])
+        self.emit(*answer_to(reply_to, Checked.wire(ref, self.engine.get(key), hinted)))
 
     def on_reap(self, now: float, key: bytes, tombstone: bytes) -> None:
         """Forget ``key`` if what is stored is exactly that tombstone (compare-and-delete)
@@ -326,11 +329,11 @@ NO_EXPECTATION = object()  # a write item without an expected hash: no compare-a
 
 def _write_event(event: list[Any]) -> tuple[str, Any, list[tuple[bytes, bytes | None, Any]],
                                              list[tuple[str, bytes]]]:
-    """``["write", reply_to, tag, [[key, value|None, expected hash?], ...], hints]``,
-    checked whole; ``ValueError`` names what is wrong."""
+    """A ``messages.Write``, items ``[key, value|None, expected hash?]`` and hints
+    ``[owner, key]``, checked whole; ``ValueError`` names what is wrong."""
     if len(event) != 5 or not isinstance(event[1], str) \
             or not isinstance(event[3], list | tuple) or not isinstance(event[4], list | tuple):
-        raise ValueError("a write is [write, reply_to, tag, items, hints]")
+        raise ValueError("a write is [write, reply_to, ref, items, hints]")
     items = []
     for item in event[3]:
         if not isinstance(item, list | tuple) or len(item) not in (2, 3) \
@@ -349,9 +352,9 @@ def _write_event(event: list[Any]) -> tuple[str, Any, list[tuple[bytes, bytes | 
 
 
 def _get_event(event: list[Any]) -> tuple[str, Any, list[bytes], bool]:
-    """``["get", reply_to, tag, [key, ...], mint?]``, checked whole."""
+    """A ``messages.Get``, ``keys`` all bin, checked whole."""
     if len(event) not in (4, 5) or not isinstance(event[1], str) \
             or not isinstance(event[3], list | tuple) \
             or not all(isinstance(key, bytes) for key in event[3]):
-        raise ValueError("a get is [get, reply_to, tag, [key, ...], mint?]")
+        raise ValueError("a get is [get, reply_to, ref, [key, ...], mint?]")
     return event[1], event[2], list(event[3]), len(event) == 5 and bool(event[4])

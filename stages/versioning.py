@@ -31,6 +31,8 @@ from seda_dynamo import actors, causality, contexts
 from seda_dynamo.causality import DVVSet
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.merkle import object_hash
+from seda_dynamo.messages import Get, Updated, Write
+from seda_dynamo.messagetable import answer_to
 from seda_dynamo.stage import Event, Stage, stage_of
 
 #: How long persistence may take to answer before the waiting operations fail.
@@ -59,7 +61,7 @@ class Op:
     """One operation on a key: ``update`` (a client write) or ``sync`` (a replica's state)."""
 
     reply_to: str
-    tag: Any
+    ref: Any  # the asker's, handed back in its ``updated``
     kind: str
     value: bytes | None = None
     context: causality.VersionVector | None = None
@@ -91,8 +93,9 @@ class Handler(Stage):
         self.family = ""  # node id and data incarnation, learned from persistence's replies
         self.inflight: dict[bytes, KeyWork] = {}
         self.queued: dict[bytes, list[Op]] = defaultdict(list)
+        # Engine requests awaiting persistence, by ref: (kind, keys, deadline).
         self.pending: dict[int, tuple[str, list[bytes], float]] = {}
-        self.next_tag = self.id_base  # ids never repeat across restarts (ids.py)
+        self.next_ref = self.id_base  # ids never repeat across restarts (ids.py)
         self.conflicts = 0
         self.cas_gave_up = 0  # keys whose writes failed after MAX_CAS_RETRIES conflicts
         self.failed_ops = 0  # operations failed on their own (bad input, or a bug)
@@ -107,20 +110,20 @@ class Handler(Stage):
                 self.dispatch(event, now)  # its own guard: one that fails, fails alone
                 continue
             try:
-                if kind == "update":  # ["update", reply_to, tag, key, value, ctx, cover, hint]
-                    _, reply_to, tag, key, value, ctx, cover, hint = event
-                    op = Op(reply_to, tag, "update", value, ctx, bool(cover), hint=hint)
-                elif kind == "sync":  # ["sync", reply_to, tag, key, encoded clock, hint]
-                    _, reply_to, tag, key, raw, hint = event
-                    op = Op(reply_to, tag, "sync", clock=causality.decode(raw), hint=hint)
+                if kind == "update":  # messages.Update
+                    _, reply_to, ref, key, value, ctx, cover, hint = event
+                    op = Op(reply_to, ref, "update", value, ctx, bool(cover), hint=hint)
+                elif kind == "sync":  # messages.Sync (clock: encoded)
+                    _, reply_to, ref, key, raw, hint = event
+                    op = Op(reply_to, ref, "sync", clock=causality.decode(raw), hint=hint)
                 if not isinstance(key, bytes):
                     raise ValueError(f"key must be bytes, not {type(key).__name__}")
             except (ValueError, TypeError) as exc:
                 self.errors += 1
                 self.log.warning("bad %s event refused: %s", kind, exc)
                 if len(event) > 2 and isinstance(event[1], str):
-                    self.emit(event[1], ["updated", event[2], None, None,
-                                         f"{BAD_REQUEST}bad {kind}: {exc}"])
+                    self.emit(*answer_to(event[1], Updated.wire(
+                        event[2], None, None, f"{BAD_REQUEST}bad {kind}: {exc}")))
                 continue
             if key in self.inflight:
                 self.queued[key].append(op)
@@ -131,9 +134,9 @@ class Handler(Stage):
                 self.inflight[key] = KeyWork(ops, since=now)
             self._ask("get", list(fresh), now)
 
-    def on_got(self, now: float, tag: int, found: list[bytes | None] | None,
+    def on_got(self, now: float, ref: int, found: list[bytes | None] | None,
                error: str | None, incarnation: str, mint: list[int] | None = None) -> None:
-        entry = self.pending.pop(tag, None)
+        entry = self.pending.pop(ref, None)
         if entry is None:
             return
         self.family = f"{self.config.node_id}#{incarnation}"
@@ -199,9 +202,9 @@ class Handler(Stage):
             return self._done(key)  # nothing new, or a repair of what we hold already
         return key, encoded, work.base
 
-    def on_written(self, now: float, tag: int, error: str | None,
+    def on_written(self, now: float, ref: int, error: str | None,
                    conflicts: list[bytes] | None = None) -> None:
-        entry = self.pending.pop(tag, None)
+        entry = self.pending.pop(ref, None)
         if entry is None:
             return
         keys = entry[1]
@@ -241,16 +244,18 @@ class Handler(Stage):
         fail now with ``overloaded`` (their callers answer or ask a spare), not at
         ``ENGINE_DEADLINE``."""
         for event in events:
-            if event[0] in ("get", "write") and event[1] == self.name:
-                entry = self.pending.pop(event[2], None)
+            if event[0] in ("get", "write"):
+                request = (Get if event[0] == "get" else Write).from_wire(event)
+                entry = self.pending.pop(request.ref, None) \
+                    if request.reply_to == self.name else None
                 if entry is not None:
                     self._fail(entry[1], f"{OVERLOADED}the {stage_of(dest)} stage's queue "
                                          "is full")
 
     def tick(self, now: float) -> None:
-        late = [tag for tag, (_, _, deadline) in self.pending.items() if deadline < now]
-        for tag in late:
-            _, keys, _ = self.pending.pop(tag)
+        late = [ref for ref, (_, _, deadline) in self.pending.items() if deadline < now]
+        for ref in late:
+            _, keys, _ = self.pending.pop(ref)
             self._fail(keys, "persistence did not answer in time")
         if now - self.swept_at >= SWEEP_EVERY:
             self.swept_at = now
@@ -284,17 +289,17 @@ class Handler(Stage):
         return key, encoded, follow.base
 
     def _ask(self, kind: str, items: list[Any], now: float) -> None:
-        self.next_tag += 1
-        tag = self.next_tag
+        self.next_ref += 1
+        ref = self.next_ref
         if kind == "get":
-            self.pending[tag] = (kind, items, now + ENGINE_DEADLINE)
-            # ``True``: also hand out the mint order for each key read (fresh actors).
-            self.emit("persistence", ["get", self.name, tag, items, True])
+            self.pending[ref] = (kind, items, now + ENGINE_DEADLINE)
+            # Also hand out the mint order for each key read (fresh actors).
+            self.emit("persistence", Get.wire(self.name, ref, items, mint=True))
             return
         keys = [item[0] for item in items]
         hints = [[op.hint, key] for key in keys for op in self.inflight[key].ops if op.hint]
-        self.pending[tag] = (kind, keys, now + ENGINE_DEADLINE)
-        self.emit("persistence", ["write", self.name, tag, items, hints])
+        self.pending[ref] = (kind, keys, now + ENGINE_DEADLINE)
+        self.emit("persistence", Write.wire(self.name, ref, items, hints))
 
     @staticmethod
     def _hinted(work: KeyWork) -> bool:
@@ -375,11 +380,11 @@ class Handler(Stage):
 
     def _answer(self, work: KeyWork) -> None:
         for op, (context, clock, error) in zip(work.ops, work.results, strict=True):
-            self.emit(op.reply_to, ["updated", op.tag, context, clock, error])
+            self.emit(*answer_to(op.reply_to, Updated.wire(op.ref, context, clock, error)))
 
     def _answer_all(self, ops: list[Op], error: str) -> None:
         for op in ops:
-            self.emit(op.reply_to, ["updated", op.tag, None, None, error])
+            self.emit(*answer_to(op.reply_to, Updated.wire(op.ref, None, None, error)))
 
     def _fail(self, keys: list[bytes], error: str) -> None:
         for key in keys:

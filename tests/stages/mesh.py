@@ -275,7 +275,7 @@ class Mesh:
         states = []
         for node in self.nodes.values():
             ring, gauges = node.coordination.ring, node.gossip.gauges()
-            if ring is None or gauges["transfers_active"] or node.coordination.moves_left:
+            if ring is None or gauges["transfers_active"] or node.coordination.placement.moves_left:
                 return False
             if gauges["down"] and not self.cut_links:
                 return False

@@ -12,7 +12,7 @@ failed is routed around for a while.
 
 from __future__ import annotations
 
-from seda_dynamo import causality
+from seda_dynamo import causality, placement
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.ring import Member, Ring, partition_of
 from stages import coordination
@@ -121,7 +121,7 @@ def test_a_slow_replica_that_answers_after_all_still_counts():
     h.take_outbox()
     h.handle_events([["resp", "b", cid, ["updated", None]]], ATTEMPT * 1.2)
     assert [r["ok"] for r in replies(h.take_outbox())] == [True]
-    assert "b" not in h.suspects, "an answer clears the suspicion"
+    assert "b" not in h.placement.suspects, "an answer clears the suspicion"
 
 
 def test_a_read_asks_the_next_node_when_a_replica_is_unreachable_or_slow():
@@ -174,6 +174,23 @@ def test_a_forward_to_an_unreachable_replica_goes_to_the_next_one_then_to_us():
     assert [r["ok"] for r in replies(h.take_outbox())] == [True]
 
 
+def test_a_forwarded_write_s_reply_is_passed_on_and_counted_in_the_metrics():
+    """The replica that coordinated the forwarded write answers with the client reply:
+    it goes to the client as it is, and this node's metrics count it with its error."""
+    h, ring = coordinator(owners=("b", "c", "d", "a", "e", "b", "c", "d"))
+    key, _ = keys_walking(ring, "b", 1)[0]
+    for rid, reply in ((1, {"ok": True, "context": b"c", "epoch": 1}),
+                       (2, {"ok": False, "error": "timeout", "message": "slow"})):
+        h.handle_events([["req", rid, "put", key, b"v", None, None, 2, TIMEOUT_MS, False]],
+                        0.0)
+        cid = next(e[3] for dest, e in h.take_outbox() if dest == "network")
+        h.handle_events([["resp", "b", cid, ["reply", reply]]], 0.1)
+        assert replies(h.take_outbox()) == [reply]
+    assert not h.errors and not h.requests
+    ops = h.gauges()["ops"]
+    assert ops["requests"]["put"] == 2 and ops["errors"]["put"] == {"timeout": 1}
+
+
 def test_a_node_that_just_failed_is_routed_around_for_a_while_then_tried_again():
     h, ring = coordinator()
     (key, _), (other, _) = keys_walking(ring, "a", 2)
@@ -185,7 +202,7 @@ def test_a_node_that_just_failed_is_routed_around_for_a_while_then_tried_again()
     assert dict(calls(out)) == {"p-c": ["rput", other, CLOCK, None],
                                 "p-d": ["rput", other, CLOCK, "b"]}, \
         "the next request skips b: c as itself, d for b"
-    later = 0.01 + coordination.SUSPECT_SECONDS + 0.01
+    later = 0.01 + placement.SUSPECT_SECONDS + 0.01
     h.tick(later)
     h.take_outbox()
     _, out = put_stamped(h, other, now=later, rid=3)
@@ -199,15 +216,15 @@ def test_gossip_seeing_a_node_come_back_ends_its_suspicion():
     h.handle_events([["unreachable", "p-b", cid]], 0.01)
     h.on_health(0.5, ["b"])
     h.on_health(0.6, [])
-    assert not h.suspects and not h.avoid
+    assert not h.placement.suspects and not h.placement.avoid
 
 
 def test_suspicions_are_bounded():
     h, _ = coordinator()
-    for i in range(coordination.MAX_SUSPECTS * 2):
-        h.nodes_by_peer[f"p-x{i}"] = f"x{i}"
+    for i in range(placement.MAX_SUSPECTS * 2):
+        h.placement.nodes_by_peer[f"p-x{i}"] = f"x{i}"
         h.handle_events([["unreachable", f"p-x{i}", 0]], i * 0.001)
-    assert len(h.suspects) == coordination.MAX_SUSPECTS
+    assert len(h.placement.suspects) == placement.MAX_SUSPECTS
 
 
 def test_a_failed_local_stamp_answers_at_once_instead_of_waiting_for_the_deadline():
@@ -226,9 +243,9 @@ def test_a_loaded_cluster_whose_every_peer_was_late_once_stays_writable():
     succeeds, instead of failing at once with too few replicas."""
     h, ring = coordinator()
     for i, node in enumerate("bcde"):  # each one late once: all suspected
-        h.nodes_by_peer[f"p-{node}"] = node
+        h.placement.nodes_by_peer[f"p-{node}"] = node
         h.handle_events([["unreachable", f"p-{node}", 0]], 0.001 * i)
-    assert set(h.suspects) == set("bcde")
+    assert set(h.placement.suspects) == set("bcde")
     key, _ = keys_walking(ring, "a", 1)[0]
     cid, out = put_stamped(h, key, now=0.01)
     asked = sorted(p for p, _ in calls(out))

@@ -25,6 +25,7 @@ from pipeline import CONFIG
 from test_peer_trust import ANY
 
 from seda_dynamo import protocol, tpstats
+from seda_dynamo.outstanding import GRACE
 from stages import network
 
 
@@ -127,7 +128,7 @@ def test_what_a_full_stage_queue_cannot_take_is_answered_at_once():
     assert to_peer[12][:2] == ["got", None] and to_peer[12][2].startswith("overloaded: ")
     assert to_peer[13] == ["tree", None]
     assert len(answers) == 4  # nothing for the gossip round
-    assert not h.pending and not h.remote_reads
+    assert not h.waiting
 
 
 # Every client frame gets exactly one reply (docs/protocol.md) --------------------------
@@ -188,7 +189,7 @@ def test_every_client_frame_gets_exactly_one_reply(frames, data):
             continue
         assert (dest, event[0]) in {("coordination", "req"), ("gossip", "admin")}
         fates[event[1]] = data.draw(FATE) if data is not None else "never"
-    rid_of = {origin[0][0]: rid for rid, (origin, _) in net.pending.items()}
+    rid_of = {origin[0][0]: rid for rid, (origin, _) in net.waiting.pending.items()}
     answers = [["reply", rid, {"ok": True, "rid": rid}] for rid, f in fates.items()
                if f.startswith("answer")]
     net.handle_events(answers + [a for a in answers if fates[a[1]] == "answer twice"], 1.0)
@@ -216,7 +217,7 @@ def test_every_client_frame_gets_exactly_one_reply(frames, data):
                 assert reply["id"] == request["id"], (request, reply)
             else:
                 assert "id" not in reply, (request, reply)
-    assert not net.pending and not net.deadlines, "an entry outlived its deadline"
+    assert not net.waiting.pending and not net.waiting.deadlines, "an entry outlived its deadline"
     assert net.requests == len(frames) and not net.errors
 
 
@@ -240,10 +241,10 @@ def test_a_request_past_its_deadline_is_answered_timeout_and_forgotten():
     net.handle_frames("client", [[b"c3", b"", msgpack.packb(
         {"op": "admin", "command": "status", "id": 3})]], 10.0, [Conn("127.0.0.1")])
     rids = [e[1] for _, e in net.take_outbox()]
-    assert len(rids) == 3 and len(net.pending) == 3
-    deadline = 10.0 + 0.5 + network.GRACE
+    assert len(rids) == 3 and len(net.waiting.pending) == 3
+    deadline = 10.0 + 0.5 + GRACE
     net.tick(deadline - 0.01)
-    assert net.take_outbox() == [] and len(net.pending) == 3, "no timeout before its time"
+    assert net.take_outbox() == [] and len(net.waiting.pending) == 3, "no timeout before its time"
     net.tick(deadline)
     (dest, event), = net.take_outbox()
     assert (dest, event[0]) == ("client", b"c1")
@@ -251,12 +252,13 @@ def test_a_request_past_its_deadline_is_answered_timeout_and_forgotten():
                                           "message": "the coordinator did not answer in time"}
     net.handle_events([["reply", rids[0], {"ok": True}]], deadline + 1)
     assert net.take_outbox() == [], "a late answer is dropped"
-    net.tick(10.0 + CONFIG.timeout_ms / 1000 + network.GRACE)  # the default deadline
+    net.tick(10.0 + CONFIG.timeout_ms / 1000 + GRACE)  # the default deadline
     replies = {e[0]: msgpack.unpackb(e[-1]) for _, e in net.take_outbox()}
     assert replies == {b"c2": {"ok": False, "error": "timeout", "message": ANY_TEXT},
                        b"c3": {"ok": False, "error": "timeout", "id": 3,
                                "message": ANY_TEXT}}
-    assert not net.pending and not net.deadlines and net.gauges()["requests_in_flight"] == 0
+    assert not net.waiting and not net.waiting.deadlines
+    assert net.gauges()["requests_in_flight"] == 0
 
 
 # ping, stats and what admin tpstats makes of them -------------------------------------

@@ -1,18 +1,20 @@
 """The network stage between nodes (docs/peer-protocol.md; Dynamo paper sections 4.5 to
 4.8): a peer's request is answered once, with its call id; an answer is taken only for a
-call this node made; calls and reads for peers have deadlines, after which nothing of
-them is left. Handler-level, with a real persistence handler behind the network stage.
+call this node made; calls have deadlines, after which nothing of them is left, and a
+peer's read holds nothing here (its answer comes back in the respond envelope).
+Handler-level, with a real persistence handler behind the network stage.
 """
 
 from __future__ import annotations
-
-from unittest import mock
 
 from frames import build, live, tomb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_peer_trust import CONFIG, PEERS, peer_frame, store
 
+from seda_dynamo.messages import Got, Updated
+from seda_dynamo.messagetable import answer_to
+from seda_dynamo.outstanding import CALL_TTL, GRACE
 from seda_dynamo.ring import partition_of
 from stages import network
 
@@ -45,8 +47,8 @@ def settle(net: network.Handler, store_h, others) -> list[tuple[str, list]]:
 
 def other_stages(dest: str, event: list) -> list[list]:
     """Versioning, gossip and coordination answering at once, as they would."""
-    if (dest, event[0]) == ("versioning", "sync"):
-        return [["updated", event[2], b"ctx", b"clock", None]]
+    if (dest, event[0]) == ("versioning", "sync"):  # answered in the respond envelope
+        return [answer_to(event[1], Updated.wire(event[2], b"ctx", b"clock", None))[1]]
     if (dest, event[0]) == ("gossip", "gossip_in"):
         return [["respond", event[1], ["view", {"members": {}}]]]
     if (dest, event[0]) == ("coordination", "req"):
@@ -83,7 +85,7 @@ def test_each_peer_request_is_answered_once_with_its_call_id():
         16: ["updated", None], 17: ["view", {"members": {}}],
         18: ["reply", {"ok": True, "context": b"c"}], 2**64 - 1: ["pong"]}
     assert engine.get(b"gone") is None, "the unanswered rreap ran"
-    assert not net.pending and not net.remote_reads and not net.calls
+    assert not net.waiting and not net.calls
     assert net.bad_peer_events == 0 and not net.errors
 
 
@@ -93,13 +95,13 @@ def test_a_forwarded_write_past_its_deadline_is_answered_timeout_and_forgotten()
         "fwd", "delete", b"k", None, None, None, 2, 400]]])], 5.0)
     (dest, req), = net.take_outbox()
     assert (dest, req[0], req[-1]) == ("coordination", "req", True), "marked forwarded"
-    net.tick(5.0 + 0.4 + network.GRACE - 0.01)
-    assert net.take_outbox() == [] and net.pending
-    net.tick(5.0 + 0.4 + network.GRACE)
+    net.tick(5.0 + 0.4 + GRACE - 0.01)
+    assert net.take_outbox() == [] and net.waiting
+    net.tick(5.0 + 0.4 + GRACE)
     (dest, resp), = net.take_outbox()
     assert dest == B and resp[:3] == ["resp", "a", 77]
     assert resp[3][0] == "reply" and resp[3][1]["error"] == "timeout"
-    assert not net.pending and not net.deadlines
+    assert not net.waiting and not net.waiting.deadlines
     net.handle_events([["reply", req[1], {"ok": True}]], 9.0)
     assert net.take_outbox() == [], "coordination's late answer goes nowhere"
 
@@ -169,8 +171,8 @@ def test_of_any_answers_each_call_takes_the_first_genuine_one_only(answers):
     assert {e[2][1]: e[3] for _, e in out} == expected
     assert net.bad_peer_events == len(events) - len(expected)
     assert set(net.calls) == {ids[i] for i in range(len(OPS)) if i not in expected}
-    net.tick(5.0 + network.GRACE)
-    assert not net.calls and not net.call_deadlines
+    net.tick(5.0 + GRACE)
+    assert not net.calls and not net.calls.deadlines
 
 
 # Deadlines: nothing is left behind ------------------------------------------------------
@@ -179,38 +181,40 @@ def test_calls_are_forgotten_at_their_deadline_and_late_answers_refused():
     short = call(net, ["ping"], "short", ttl=1.0, now=10.0)
     default = [call(net, ["ping"], f"d{i}", ttl=ttl, now=10.0)
                for i, ttl in enumerate((None, -1, "soon", 0))]
-    net.tick(10.0 + 1.0 + network.GRACE - 0.01)
+    net.tick(10.0 + 1.0 + GRACE - 0.01)
     assert len(net.calls) == 5
-    net.tick(10.0 + 1.0 + network.GRACE)
+    net.tick(10.0 + 1.0 + GRACE)
     assert set(net.calls) == set(default), "a call lives its ttl and a grace"
     assert answer(net, [["resp", "b", short, ["pong"]]], 20.0) == []
     assert net.bad_peer_events == 1, "an answer after the deadline is refused"
-    net.tick(10.0 + network.CALL_TTL + network.GRACE - 0.01)
+    net.tick(10.0 + CALL_TTL + GRACE - 0.01)
     assert len(net.calls) == 4, "no valid ttl: the default"
-    net.tick(10.0 + network.CALL_TTL + network.GRACE)
-    assert not net.calls and not net.call_deadlines
+    net.tick(10.0 + CALL_TTL + GRACE)
+    assert not net.calls and not net.calls.deadlines
 
 
-def test_a_peer_read_persistence_never_answers_is_forgotten():
+def test_a_peer_read_holds_nothing_here_and_its_answer_is_relayed_when_it_comes():
+    """The read names the peer's own call as its ref: nothing waits in this node, and
+    persistence's answer, however late, goes back with that call id (the calling node's
+    own call table decides whether it still counts)."""
     net = network.Handler(CONFIG)
     net.handle_frames("peer", [peer_frame([["req", PEERS["b"], 5, ["rget", b"k"]]])], 0.0)
     (dest, get), = net.take_outbox()
-    assert dest == "persistence" and len(net.remote_reads) == 1
-    net.tick(network.REMOTE_READ_TTL - 0.01)
-    assert len(net.remote_reads) == 1
-    net.tick(network.REMOTE_READ_TTL)
-    assert not net.remote_reads
-    net.handle_events([["got", get[2], [live(b"v")], None, "inc"]], network.REMOTE_READ_TTL)
-    assert net.take_outbox() == [], "persistence's late answer goes nowhere"
+    assert dest == "persistence" and get[2] == [PEERS["b"], 5]
+    assert not net.waiting and not net.calls
+    net.tick(1e6)
+    _, envelope = answer_to(get[1], Got.wire(get[2], [live(b"v")], None, "inc"))
+    net.handle_events([envelope], 1e6)
+    assert net.take_outbox() == [(B, ["resp", "a", 5, ["got", live(b"v"), None]])]
 
 
 def test_past_max_calls_the_oldest_are_forgotten():
     net = network.Handler(CONFIG)
-    with mock.patch.object(network, "MAX_CALLS", 3):
-        ids = [call(net, ["ping"], i, ttl=1.0 + i) for i in range(5)]
+    net.calls.max_calls = 3
+    ids = [call(net, ["ping"], i, ttl=1.0 + i) for i in range(5)]
     assert set(net.calls) == set(ids[2:])
     net.tick(1e9)
-    assert not net.calls and not net.call_deadlines
+    assert not net.calls and not net.calls.deadlines
 
 
 def test_a_call_to_a_node_not_connected_is_answered_unreachable_at_once():

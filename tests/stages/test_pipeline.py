@@ -68,7 +68,7 @@ def test_a_request_whose_next_queue_is_full_is_answered_overloaded_at_once(op, f
         return
     assert [(r["id"], r["ok"], r["error"]) for r in p.replies] == [(4, False, "overloaded")]
     assert full in p.replies[0]["message"]
-    assert not p.stages["network"].pending
+    assert not p.stages["network"].waiting
     assert not p.stages["coordination"].requests
     assert not p.stages["versioning"].inflight and not p.stages["versioning"].pending
     p.full = set()

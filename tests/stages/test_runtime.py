@@ -21,9 +21,11 @@ import zmq
 from seda_dynamo import contract
 from seda_dynamo import sockets as sockets_module
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.messages import Got, Sync, Update
 from seda_dynamo.ring import Member, Ring
 from seda_dynamo.runtime import Runtime
-from seda_dynamo.stage import PEER_PREFIX, Stage, spec
+from seda_dynamo.runtime import shard as runtime_shard
+from seda_dynamo.stage import PEER_PREFIX, Stage, spec, worker_name
 from stages import coordination
 
 CONFIG = NodeConfig(node_id="t", engine="memory")
@@ -147,6 +149,31 @@ def test_a_node_at_an_ipv6_literal_is_reached(runtime):
         assert router.poll(1000), "nothing arrived over IPv6"
     finally:
         router.close(linger=0)
+
+
+def test_versioning_events_go_to_the_worker_their_key_names(runtime, monkeypatch):
+    """Sharding by the field the message table names (``key``), not by a position: one
+    key's operations meet in one worker; answers to a worker's own requests (``got``,
+    ``written``) go to the worker they are addressed to."""
+    sent: list[tuple[str, list]] = []
+    monkeypatch.setattr(runtime.sender, "send",
+                        lambda dest, events: sent.append((dest, list(events))))
+    runtime.workers = {"versioning": 3}
+    keys = [b"k%d" % i for i in range(12)]
+    for key in keys:
+        runtime.handler.emit("versioning", Update.wire("coordination", 1, key, b"v", None,
+                                                       False, None))
+        runtime.handler.emit("versioning", Sync.wire("gossip", None, key, b"c", None))
+    runtime.handler.emit("versioning", Got.wire(5, [None], None, "inc"))
+    runtime.send_outbox()
+    where = {(event[0], event[3]): dest for dest, events in sent for event in events
+             if event[0] != "got"}
+    for key in keys:
+        worker = worker_name("versioning", runtime_shard(key, 3))
+        assert where[("update", key)] == where[("sync", key)] == worker
+    assert len(set(where.values())) > 1, "twelve keys, all on one worker"
+    assert [dest for dest, events in sent for event in events
+            if event[0] == "got"] == ["versioning"]
 
 
 def test_a_full_drop_queue_to_a_stage_reaches_the_handlers_undeliverable(run_dir):
