@@ -279,8 +279,8 @@ class Handler(Stage):
     def on_checked(self, now: float, tag: list[Any], raw: bytes | None, hinted: bool) -> None:
         self._local(now, tag, ["checked", raw, hinted])
 
-    def on_hints(self, now: float, _tag: Any, found: list[list[Any]]) -> None:
-        """Persistence's hint scan (its one kind of answer with this event)."""
+    def on_hints_found(self, now: float, _tag: Any, found: list[list[Any]]) -> None:
+        """Persistence's answer to the hint scan (``hintedhandoff.Delivery``)."""
         self.errors += self.hints.found(now, found)
 
     def on_deleted(self, now: float, key: bytes) -> None:

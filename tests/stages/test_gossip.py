@@ -260,7 +260,7 @@ def test_an_answer_for_no_route_of_ours_is_ignored_and_counted_not_raised(tmp_pa
 def test_a_hint_acknowledged_changes_hint_delivery_and_no_other_duty(tmp_path):
     h = handler(tmp_path)
     h.start(0.0)
-    h.handle_events([["hints", "scan", [["n2", b"k", b"t", b"v"]]]], 0.0)
+    h.handle_events([["hints_found", "scan", [["n2", b"k", b"t", b"v"]]]], 0.0)
     h.take_outbox()
     other = (dict(h.exchanges.stats), dict(h.transfers.active), dict(h.reaper.queue))
     h.handle_events([["resp", "n2", ["hint", "n2", b"k", b"t"], ["updated", None]]], 0.1)
