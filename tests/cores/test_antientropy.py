@@ -93,7 +93,7 @@ def test_an_exchange_repairs_what_differs_both_ways_by_merging():
     assert get[0] == "get" and get[2] == ["push", 101] and sorted(get[3]) == [b"a", b"b"]
     r.x.local(0.2, Route.parse(get[2]), ["got", [b"va", None], None, "inc"])
     (push,) = r.sent.calls()  # b is gone meanwhile: nothing to push for it
-    assert push[3:] == [["pushed"], ["rput", get[3][0], b"va", None], peer]
+    assert push[3:] == [["pushed"], ["rput", get[3][0], b"va", None], peer, None]
     r.x.answer(0.3, peer, Route.parse(pulls[0][3]), ["got", b"theirs"])
     assert r.sent.take() == [("versioning", ["sync", "gossip", None, pulls[0][4][1],
                                              b"theirs", None])]
