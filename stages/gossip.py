@@ -10,8 +10,10 @@ so a restarted node rejoins the cluster it was in. Operators' ``join``, ``leave`
 
 Membership and the admin commands stay in this module: each of them changes the view,
 which this stage owns together with its store and its announcements, so as components
-they would need write access to everything the stage holds. The other duties are IO-free
-components (``seda_dynamo/duty.py``) that read the view and report changes back:
+they would need write access to everything the stage holds (what they compute is the
+view's own, pure: ``View.gossip_partners``, ``announcement``, ``join_refusal``). The
+other duties are IO-free components (``seda_dynamo/duty.py``) that read the view and
+report changes back:
 
 - ``failure.Watcher`` (4.8): pings, the accrual failure detector, the members down;
 - ``hintedhandoff.Delivery`` (4.6): hints handed to their owners once they are up;
@@ -32,11 +34,10 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from seda_dynamo import address, ids
+from seda_dynamo import ids
 from seda_dynamo.antientropy import Exchanges
 from seda_dynamo.background import BackgroundShare
 from seda_dynamo.config import NodeConfig
@@ -168,20 +169,13 @@ class Handler(Stage):
         self.last_sweep_at = round(time.time(), 1)  # wall clock: shown to operators
 
     def peers(self) -> dict[str, str]:
-        return {node: e.peer for node, e in self.view.members.items()
-                if node != self.me and e.status != "left"}
+        return self.view.peers()
 
     # Telling coordination ------------------------------------------------------------
     def _announce(self) -> None:
-        ring = self.view.effective_ring()
+        ring = self.view.announcement()
         if ring is not None:
-            in_ring = {m.id for m in ring.members}
-            others = [[node, e.client, e.peer, "joining" if e.status == "valid" else e.status]
-                      for node, e in sorted(self.view.members.items()) if node not in in_ring]
-            pending = len(self.view.ring.pending()) if self.view.ring else 0
-            moves_left = pending - sum(a != b for a, b in zip(
-                self.view.ring.owners, ring.owners, strict=True)) if self.view.ring else 0
-            self.emit("coordination", RingState.wire(ring.to_state(), others, moves_left))
+            self.emit("coordination", RingState.wire(*ring))
         self.emit("coordination", Health.wire(sorted(self.down)))
 
     def on_ring_please(self, now: float) -> None:
@@ -202,18 +196,14 @@ class Handler(Stage):
         if self.timers["ping"].due(now, PING_EVERY):
             self.watcher.ping(now)
         if self.timers["gossip"].due(now, GOSSIP_EVERY):
-            self._gossip(self.peers())
+            self._gossip()
         if self.timers["announce"].due(now, ANNOUNCE_EVERY):
             self._announce()
         self.exchanges.tick(now)
         self.hints.tick(now)
 
-    def _gossip(self, peers: dict[str, str]) -> None:
-        up = [peer for node, peer in peers.items() if node not in self.down]
-        if self.view.ring is None or not peers:
-            choices = self.seeds or up
-        else:
-            choices = up or list(peers.values())
+    def _gossip(self) -> None:
+        choices = self.view.gossip_partners(self.seeds, self.down)
         if choices:
             self.rounds += 1
             peer = self.rng.choice(choices)
@@ -328,23 +318,11 @@ class Handler(Stage):
         return reply
 
     def _join(self, seed: str) -> dict[str, Any]:
-        try:  # gossiped to every second: it must be an address the runtime can use
-            address.check(seed, "seed")
-        except address.AddressError as exc:
-            return {"error": "bad_request", "message": f"admin join: {exc}"}
-        if seed == self.config.peer:
-            return {"error": "bad_request", "message": f"admin join: seed {seed!r} is this "
-                    "node's own peer address; name a member of the cluster to join"}
-        ring = self.view.ring
-        if ring is not None and any(m.id != self.me for m in ring.members):
-            return {"error": "bad_request",
-                    "message": f"{self.me} is already in a cluster of {len(ring.members)}"}
+        refusal = self.view.join_refusal(seed, self.config.peer)
+        if refusal is not None:
+            return {"error": "bad_request", "message": refusal}
         self.seeds = [seed]
-        entry = self.view.members[self.me]
-        fresh = View.fresh(self.me, replace(entry, version=entry.version + 1),
-                           self.config.partitions, self.config.n, founder=False)
-        self.view = fresh
-        self.unpublished = True
+        self.view, self.unpublished = self.view.rejoined(), True
         self._publish()
         self.log.warning("joining the cluster of %s", seed)
         return {"status": "joining", "seed": seed}
