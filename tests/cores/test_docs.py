@@ -1,0 +1,43 @@
+"""The architecture page stays true to the code: its module map names every module, one
+line each, and a module longer than the size line says why (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "architecture.md"
+SIZE_LINE = 350
+
+
+def modules() -> list[str]:
+    found = [p for folder in ("seda_dynamo", "stages") for p in (ROOT / folder).rglob("*.py")]
+    return sorted(str(p.relative_to(ROOT)) for p in found if "__pycache__" not in p.parts)
+
+
+def section(title: str) -> str:
+    text = DOC.read_text()
+    match = re.search(rf"^(#+) {re.escape(title)}\n(.*?)(?=^#+ |\Z)", text, re.S | re.M)
+    assert match, f"docs/architecture.md has no section {title!r}"
+    return match.group(2)
+
+
+def named(text: str) -> list[str]:
+    return re.findall(r"^- `([^`]+\.py)`", text, re.M)
+
+
+def test_the_module_map_names_every_module_once_and_no_module_that_is_gone():
+    listed = named(section("Module map"))
+    assert sorted(set(listed)) == sorted(listed), "a module is listed twice"
+    missing = sorted(set(modules()) - set(listed))
+    gone = sorted(set(listed) - set(modules()))
+    assert not missing, f"add to the module map: {missing}"
+    assert not gone, f"the module map names modules that no longer exist: {gone}"
+
+
+def test_a_module_over_the_size_line_says_why():
+    excused = set(named(section("Longer than the size line")))
+    long = {m for m in modules() if len((ROOT / m).read_text().splitlines()) > SIZE_LINE}
+    assert not long - excused, f"over {SIZE_LINE} lines, without a reason: {sorted(long - excused)}"
+    assert not excused - long, f"excused but no longer long: {sorted(excused - long)}"
