@@ -41,3 +41,15 @@ def test_a_module_over_the_size_line_says_why():
     long = {m for m in modules() if len((ROOT / m).read_text().splitlines()) > SIZE_LINE}
     assert not long - excused, f"over {SIZE_LINE} lines, without a reason: {sorted(long - excused)}"
     assert not excused - long, f"excused but no longer long: {sorted(excused - long)}"
+
+
+def test_the_peer_request_table_of_the_docs_is_the_one_in_code():
+    """docs/peer-protocol.md's table of requests: each row's op, serving stage and answer
+    kind are ``peerprotocol.REQUESTS``'s, and no op is in one but not the other."""
+    from seda_dynamo.peerprotocol import ANSWERS, REQUESTS
+
+    text = (ROOT / "docs" / "peer-protocol.md").read_text()
+    rows = re.findall(r'^\| `\["(\w+)"[^|]*\| (\w+)[^|]*\| (?:`\["(\w+)"|none)', text, re.M)
+    documented = {op: (stage, answer or None) for op, stage, answer in rows}
+    assert documented == {op: (row.served_by, row.answer) for op, row in REQUESTS.items()}
+    assert {row.answer for row in REQUESTS.values()} - {None} == set(ANSWERS)
