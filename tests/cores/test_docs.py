@@ -53,3 +53,17 @@ def test_the_peer_request_table_of_the_docs_is_the_one_in_code():
     documented = {op: (stage, answer or None) for op, stage, answer in rows}
     assert documented == {op: (row.served_by, row.answer) for op, row in REQUESTS.items()}
     assert {row.answer for row in REQUESTS.values()} - {None} == set(ANSWERS)
+
+
+def test_every_file_and_test_the_docs_name_exists():
+    """README and docs/ point readers at modules and at the tests behind each promise:
+    a move or a rename must take those pointers along."""
+    docs = [ROOT / "README.md", ROOT / "bench" / "NOTES.md", *(ROOT / "docs").glob("*.md")]
+    pattern = r"\b((?:seda_dynamo|stages|tests|bench)/[a-z_/]*\.py)(?:::(\w+))?"
+    missing = []
+    for doc in docs:
+        for path, test in re.findall(pattern, doc.read_text()):
+            target = ROOT / path
+            if not target.exists() or test and f"def {test}(" not in target.read_text():
+                missing.append(f"{doc.name}: {path}{'::' + test if test else ''}")
+    assert not missing, missing
