@@ -185,16 +185,27 @@ def _fwd(request: list[Any], limits: PeerLimits) -> tuple[Any, ...]:
 
 Validator = Callable[[list[Any], PeerLimits], tuple[Any, ...]]
 
-#: Every peer request: its validator and the kind of its answer (None: none is sent).
-REQUESTS: dict[str, tuple[Validator, str | None]] = {
-    "ping": (_ping, "pong"),
-    "gossip": (_gossip, "view"),
-    "rput": (_rput, "updated"),
-    "rget": (_rget, "got"),
-    "tree": (_tree, "tree"),
-    "rcheck": (_rcheck, "checked"),
-    "rreap": (_rreap, None),
-    "fwd": (_fwd, "reply"),
+
+@dataclass(frozen=True, slots=True)
+class PeerOp:
+    """One row of the peer request table (docs/peer-protocol.md's, in code)."""
+
+    validate: Validator  # checks the request whole, returns its fields
+    answer: str | None  # the kind of its answer (None: none is sent)
+    served_by: str  # the stage that serves it
+
+
+#: Every peer request, as docs/peer-protocol.md's table lists them
+#: (``tests/cores/test_docs.py`` holds the two to each other).
+REQUESTS: dict[str, PeerOp] = {
+    "ping": PeerOp(_ping, "pong", "network"),
+    "gossip": PeerOp(_gossip, "view", "gossip"),
+    "rput": PeerOp(_rput, "updated", "versioning"),
+    "rget": PeerOp(_rget, "got", "persistence"),
+    "tree": PeerOp(_tree, "tree", "persistence"),
+    "rcheck": PeerOp(_rcheck, "checked", "persistence"),
+    "rreap": PeerOp(_rreap, None, "persistence"),
+    "fwd": PeerOp(_fwd, "reply", "coordination"),
 }
 
 
@@ -252,7 +263,7 @@ def answer_kind(request: Any) -> str | None:
              and isinstance(request[0], str) else None)
     if entry is None:
         raise PeerError(f"unknown peer request {request!r:.60}")
-    return entry[1]
+    return entry.answer
 
 
 def parse_event(event: Any, limits: PeerLimits) -> Req | Resp:
@@ -276,7 +287,7 @@ def parse_event(event: Any, limits: PeerLimits) -> Req | Resp:
     entry = REQUESTS.get(body[0])
     if entry is None:
         raise PeerError(f"unknown peer request {body[0]!r:.40}")
-    return Req(peer, call_id, body[0], entry[0](body, limits))
+    return Req(peer, call_id, body[0], entry.validate(body, limits))
 
 
 def check_answer(expected: str | None, payload: list[Any]) -> None:

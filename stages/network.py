@@ -67,11 +67,9 @@ class Handler(Stage):
         self.me = config.peer
         # Who may run admin join and leave (protocol.admin_refusal): None without CURVE
         # (loopback clients only), else the public keys of curve_admin_keys.
-        self.admin_keys: frozenset[bytes] | None = None
-        if config.curve_server_key:
-            self.admin_keys = frozenset(security.allowed(
-                config.curve_admin_keys, "curve_admin_keys") if config.curve_admin_keys
-                else ())
+        self.admin_keys: frozenset[bytes] | None = None if not config.curve_server_key \
+            else frozenset(security.allowed(config.curve_admin_keys, "curve_admin_keys")
+                           if config.curve_admin_keys else ())
         self.http = metrics.Scrapes()  # metrics connections with their requests so far
         # SEDA admission control: shed at the door rather than queue without bound.
         self.gate = Gate(config.overload_delay_ms / 1000.0, config.max_in_flight,
@@ -271,30 +269,40 @@ class Handler(Stage):
         self.emit(call.stage, Resp.wire(call.node or resp.node, call.ref, resp.payload))
 
     def _peer_request(self, req: peerprotocol.Req, now: float) -> None:
-        """Hand a peer's request to the stage that serves it; its answer comes back as a
-        ``respond`` naming the request's origin (``on_respond``)."""
-        origin = Remote(req.peer, req.call_id)
-        args = req.args
-        if req.op == "ping":
-            self._respond(origin.peer, origin.call_id, ["pong"])
-        elif req.op == "gossip":
-            self.emit("gossip", GossipIn.wire(origin.as_wire(), args[0]))
-        elif req.op == "rput":  # key, clock, hint
-            self.emit("versioning", Sync.wire(self.name, origin.as_wire(), *args))
-        elif req.op == "rget":  # key
-            self.emit("persistence", Get.wire(self.name, origin.as_wire(), [args[0]]))
-        elif req.op == "rcheck":  # key, members: may this tombstone be reaped?
-            self.emit("persistence", Check.wire(self.name, origin.as_wire(), *args))
-        elif req.op == "rreap":  # key, tombstone: compare-and-delete
-            self.emit("persistence", Reap.wire(*args))
-        elif req.op == "tree":  # partition, question: anti-entropy
-            self.emit("persistence", Tree.wire(self.name, origin.as_wire(), *args))
-        elif req.op == "fwd":  # op, key, value, context, r, w, timeout_ms
-            shed = self.gate.admit(len(self.waiting), now)
-            if shed is not None:  # a client request of another node's: shed it too
-                self._answer(origin, protocol.error_reply("overloaded", shed))
-                return
-            self._coordinate(origin, now, *args, True)
+        """Hand a peer's request to the stage that serves it (``peerprotocol.REQUESTS``
+        names it; ``_serve_<op>`` sends it there, the fields as docs/peer-protocol.md
+        lists them); its answer comes back as a ``respond`` naming the request's origin
+        (``on_respond``)."""
+        getattr(self, f"_serve_{req.op}")(Remote(req.peer, req.call_id), req.args, now)
+
+    def _serve_ping(self, origin: Remote, _args: tuple[Any, ...], _now: float) -> None:
+        self._respond(origin.peer, origin.call_id, ["pong"])
+
+    def _serve_gossip(self, origin: Remote, args: tuple[Any, ...], _now: float) -> None:
+        self.emit("gossip", GossipIn.wire(origin.as_wire(), args[0]))
+
+    def _serve_rput(self, origin: Remote, args: tuple[Any, ...], _now: float) -> None:
+        self.emit("versioning", Sync.wire(self.name, origin.as_wire(), *args))
+
+    def _serve_rget(self, origin: Remote, args: tuple[Any, ...], _now: float) -> None:
+        self.emit("persistence", Get.wire(self.name, origin.as_wire(), [args[0]]))
+
+    def _serve_rcheck(self, origin: Remote, args: tuple[Any, ...], _now: float) -> None:
+        self.emit("persistence", Check.wire(self.name, origin.as_wire(), *args))
+
+    def _serve_rreap(self, _origin: Remote, args: tuple[Any, ...], _now: float) -> None:
+        self.emit("persistence", Reap.wire(*args))
+
+    def _serve_tree(self, origin: Remote, args: tuple[Any, ...], _now: float) -> None:
+        self.emit("persistence", Tree.wire(self.name, origin.as_wire(), *args))
+
+    def _serve_fwd(self, origin: Remote, args: tuple[Any, ...], now: float) -> None:
+        """A write forwarded to this replica (op, key, value, context, r, w, timeout_ms)."""
+        shed = self.gate.admit(len(self.waiting), now)
+        if shed is not None:  # a client request of another node's: shed it too
+            self._answer(origin, protocol.error_reply("overloaded", shed))
+            return
+        self._coordinate(origin, now, *args, True)
 
     # Events from other stages ----------------------------------------------------------
     def on_reply(self, now: float, rid: int, reply: dict[str, Any]) -> None:

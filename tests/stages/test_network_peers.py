@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_peer_trust import CONFIG, PEERS, peer_frame, store
 
+from seda_dynamo import peerprotocol
 from seda_dynamo.messages import Got, Updated
 from seda_dynamo.messagetable import answer_to
 from seda_dynamo.outstanding import CALL_TTL, GRACE
@@ -227,3 +228,20 @@ def test_a_call_to_a_node_not_connected_is_answered_unreachable_at_once():
     assert net.take_outbox() == [("gossip", ["unreachable", PEERS["b"], ["t", i]])
                                  for i in range(2)]
     assert not net.calls
+
+
+def test_each_peer_request_goes_to_the_stage_the_peer_op_table_names():
+    """``peerprotocol.REQUESTS`` is the one table of peer requests: every op in it is
+    served (``_serve_<op>``) by handing it to the stage its row names."""
+    samples = {"ping": ["ping"], "gossip": ["gossip", {"members": {}}],
+               "rput": ["rput", b"k", live(b"w"), None], "rget": ["rget", b"k"],
+               "tree": ["tree", 0, ROOT], "rcheck": ["rcheck", b"k", ["b"]],
+               "rreap": ["rreap", b"k", tomb()],
+               "fwd": ["fwd", "put", b"k", b"v", None, None, None, 500]}
+    assert set(samples) == set(peerprotocol.REQUESTS)
+    for op, row in peerprotocol.REQUESTS.items():
+        net = network.Handler(CONFIG)
+        net.handle_frames("peer", [peer_frame([["req", PEERS["b"], 7, samples[op]]])], 0.0)
+        dests = {dest for dest, _ in net.take_outbox()}
+        assert dests == ({B} if row.served_by == "network" else {row.served_by}), (op, dests)
+        assert net.bad_peer_events == 0 and not net.errors, op
