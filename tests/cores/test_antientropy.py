@@ -68,9 +68,9 @@ class Replicas:
             self.sent.events += [("network", c) for c in calls if c not in trees]
             if not asks:
                 return
-            ((_, stage, tag, p, wire),), (call,) = asks, trees
+            ((_, stage, ref, p, wire),), (call,) = asks, trees
             assert stage == "gossip" and call[4] == ["tree", p, wire]
-            route, question = Route.parse(tag), Question.from_wire(wire)
+            route, question = Route.parse(ref), Question.from_wire(wire)
             self.x.local(now, route, ["tree_answer", answer(self.mine, question)])
             self.x.answer(now, call[5], route, ["tree", answer(self.theirs, question)])
 
