@@ -150,7 +150,7 @@ def test_each_sender_the_table_names_sends_the_kind(name):
     for sender in row.senders:
         text = _source(sender)
         typed = f"{row.type.__name__}.wire(" in text
-        listed = f'["{row.kind}"' in text
+        listed = sender == "runtime" and f'["{row.kind}"' in text  # its reports: lists
         enveloped = row.kind == "respond" and "answer_to(" in text
         assert typed or listed or enveloped, f"{sender} does not send {name}"
 
@@ -194,8 +194,9 @@ def test_every_stage_and_duty_emits_only_typed_events(stage):
     assert bad == []
 
 
-def test_gossip_s_duties_each_emit_typed_events():
-    """Every duty module (not only the stage) is read by the check above."""
+def test_the_typed_emit_check_reads_each_of_the_gossip_duties():
+    """Every duty module of the gossip stage (not only the stage) is read by the check
+    above, and each that emits builds typed events."""
     duties = [p for p in _paths("gossip") if p.parent.name == "seda_dynamo"]
     assert len(duties) == 6
     for path in duties:
