@@ -27,6 +27,7 @@ from typing import Any
 from seda_dynamo.background import BackgroundShare
 from seda_dynamo.duty import Cluster, Component, Duty, Emit, Route, Timer
 from seda_dynamo.merkle import Exchange, HashTree, Question
+from seda_dynamo.messages import Get, Sync, Tree
 
 #: Every partition's tree on every replica: 1,024 segments under a root of fan-out 32.
 TREE_SEGMENTS = 1024
@@ -166,7 +167,7 @@ class Exchanges(Component):
         assert self.exchange is not None
         wire, p = request.to_wire(), self.exchange.partition
         route = Route(Duty.TREE, (self.exchange_id,))
-        self.emit("persistence", ["tree", self.stage, route.tag(), p, wire])
+        self.emit("persistence", Tree.wire(self.stage, route.ref(), p, wire))
         self.call(self.cluster.view.members[self.exchange.peer].peer, route, ["tree", p, wire],
                   self.exchange.peer)
 
@@ -175,7 +176,8 @@ class Exchanges(Component):
             self._fed("remote", route.ident[0], payload[1], now)
         elif route.duty is Duty.PULL and payload[0] == "got" and payload[1] is not None:
             self.stats["keys_pulled"] += 1
-            self.emit("versioning", ["sync", self.stage, None, route.ident[0], payload[1], None])
+            self.emit("versioning", Sync.wire(reply_to=self.stage, ref=None, key=route.ident[0],
+                                              clock=payload[1], hint=None))
 
     def local(self, now: float, route: Route, answer: list[Any]) -> None:
         if route.duty is Duty.TREE and answer[0] == "tree_answer":
@@ -242,8 +244,8 @@ class Exchanges(Component):
             # An earlier push whose read never came back (its answer dropped on the way)
             # is given up: one waits at most until the next exchange's repairs.
             self.pushes = {self.exchange_id: (done.peer, push)}
-            self.emit("persistence", ["get", self.stage,
-                                      Route(Duty.PUSH, (self.exchange_id,)).tag(), push])
+            ref = Route(Duty.PUSH, (self.exchange_id,)).ref()
+            self.emit("persistence", Get.wire(self.stage, ref, push))
         return len(diffs)
 
     def _push(self, exchange_id: int, found: list[Any] | None) -> None:

@@ -15,11 +15,12 @@ duty its own module):
 A component sends through an ``emit(dest, event)`` callable, reads the node's membership
 through ``Cluster`` (the stage owns the view), and moves its own ``Timer`` (the stage
 creates and holds them all). What a component asks another node or a local stage carries a
-tag that the answer echoes back: the tag is the wire form of a ``Route``, which duty asked
-and which of its requests (the tags' shapes are part of the peer protocol and never
-change). The stage parses an echoed tag back into a Route and hands the answer to the one
-component that its table names for the route's duty; a tag that is no route is ignored
-(and counted). Pure: no clock, no IO.
+``ref`` that the answer echoes back (the name ``seda_dynamo.messages`` gives the asker's own
+reference): the ref is the wire form of a ``Route``, which duty asked and which of its
+requests (the refs' shapes are part of the peer protocol and never change). The stage
+parses an echoed ref back into a Route and hands the answer to the one component that its
+table names for the route's duty; a ref that is no route is ignored (and counted). Pure:
+no clock, no IO.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from seda_dynamo.membership import View
+from seda_dynamo.messages import Call
 
 Emit = Callable[[str, Any], None]  # (destination stage or port, event)
 
 
 class Duty(enum.Enum):
-    """Who asked; the value is the first element of the request's tag on the wire."""
+    """Who asked; the value is the first element of the request's ref on the wire."""
 
     PING = "ping"  # ["ping", sent]: the failure watcher's heartbeat
     VIEW = "view"  # ["view"]: a gossip round (the stage's own membership exchange)
@@ -49,7 +51,7 @@ class Duty(enum.Enum):
     REAPED = "reaped"  # ["reaped"]: a holder told to delete a reaped tombstone
 
 
-#: The types of each duty's identifying fields after the first element of its tag.
+#: The types of each duty's identifying fields after the first element of its ref.
 _SHAPES: dict[Duty, tuple[type, ...]] = {
     Duty.PING: (float,), Duty.VIEW: (), Duty.HINT: (str, bytes, bytes),
     Duty.TRANSFER: (int, int), Duty.TREE: (int,), Duty.PULL: (bytes,), Duty.PUSH: (int,),
@@ -64,20 +66,20 @@ class Route:
     duty: Duty
     ident: tuple[Any, ...] = ()
 
-    def tag(self) -> list[Any]:
-        """The wire form, echoed back with the answer."""
+    def ref(self) -> list[Any]:
+        """The wire form: the request's ``ref``, echoed back with the answer."""
         return [self.duty.value, *self.ident]
 
     @classmethod
-    def parse(cls, tag: Any) -> Route | None:
-        """The route an echoed tag names, or None when it names none."""
-        if not isinstance(tag, list) or not tag or not isinstance(tag[0], str):
+    def parse(cls, ref: Any) -> Route | None:
+        """The route an echoed ref names, or None when it names none."""
+        if not isinstance(ref, list) or not ref or not isinstance(ref[0], str):
             return None
         try:
-            duty = Duty(tag[0])
+            duty = Duty(ref[0])
         except ValueError:
             return None
-        ident = tuple(tag[1:])
+        ident = tuple(ref[1:])
         shape = _SHAPES[duty]
         if len(ident) != len(shape) or not all(
                 isinstance(v, t) and not (t is int and isinstance(v, bool))
@@ -124,8 +126,7 @@ class Component:
     def call(self, peer: str, route: Route, request: list[Any], node: str | None = None
              ) -> None:
         """Ask the node at ``peer`` (whose id is ``node``, when known)."""
-        event = ["call", peer, self.stage, route.tag(), request]
-        self.emit("network", event if node is None else [*event, node])
+        self.emit("network", Call.wire(peer, self.stage, route.ref(), request, node))
 
     def answer(self, now: float, node: str, route: Route, payload: list[Any]) -> None:
         """Another node's answer to one of this duty's calls."""

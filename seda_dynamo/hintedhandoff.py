@@ -20,6 +20,7 @@ from typing import Any
 
 from seda_dynamo.background import BackgroundShare
 from seda_dynamo.duty import Cluster, Component, Duty, Emit, Route, Timer
+from seda_dynamo.messages import HintDone, Hints
 
 HINTS_EVERY = 1.0
 HINT_BATCH = 128
@@ -45,7 +46,8 @@ class Delivery(Component):
             self.in_flight = 0  # unanswered deliveries are retried by this scan
             up = [node for node in self.cluster.peers() if node not in self.cluster.down]
             if up:
-                self.emit("persistence", ["hints", self.stage, "scan", up, HINT_BATCH])
+                self.emit("persistence", Hints.wire(reply_to=self.stage, ref="scan", owners=up,
+                                                    limit=HINT_BATCH))
 
     def found(self, now: float, hints: list[Any]) -> int:
         """Persistence's scan: hand each hint over; the number of malformed ones."""
@@ -66,7 +68,7 @@ class Delivery(Component):
             self.call(peer, Route(Duty.HINT, (owner, key, token)), ["rput", key, clock, None],
                       owner)
         if done:
-            self.emit("persistence", ["hint_done", done])
+            self.emit("persistence", HintDone.wire(done))
         if self.in_flight:
             self.timer.at = now + HINT_WAIT
         return malformed
@@ -78,7 +80,7 @@ class Delivery(Component):
         self.in_flight = max(0, self.in_flight - 1)
         if payload[1] is None:
             self.delivered += 1
-            self.emit("persistence", ["hint_done", [list(route.ident)]])
+            self.emit("persistence", HintDone.wire([list(route.ident)]))
         if not self.in_flight:
             self.timer.at = now  # this batch is done: look for more at once
 

@@ -2,7 +2,7 @@
 
 Dynamo paper section 4.5: a coordinator matches each replica's answer to the request it
 asked for. Every stage numbers what it waits for (network request ids and peer call ids,
-coordination's request ids, versioning's and gossip's tags); if a restarted stage numbered
+coordination's request ids, versioning's tags, gossip's refs); if a restarted stage numbered
 from 0 again, a late answer meant for its previous process could be matched to a new
 request (another key's versions handed to a client). So every counter starts from a base
 drawn once per process: ``process_base`` (random high bits, the counter in the low ones),

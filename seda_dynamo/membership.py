@@ -10,7 +10,8 @@ once the current owner has streamed it there and said so in its entry; the *effe
 ring (what requests are routed by) follows those hand-overs, and once every move is done
 any node settles the plan. Plans and settlements are deterministic functions of the
 merged view, and among rings the higher ``(epoch, digest)`` wins, so nodes that raced
-converge within a gossip round.
+converge within a gossip round. The view also answers what the gossip stage asks of it:
+whom a round picks from, what coordination is told of the ring, an operator's join.
 
 The gossip stage keeps its view where a restarted node finds it again: behind a
 ``ViewStore`` (the stage's file in the data directory, or ``MemoryStore`` for a
@@ -123,6 +124,29 @@ class View:
         return self._change_self(handed=done | {partition},
                                  handed_epoch=self.ring.epoch).reclaim()
 
+    def join_refusal(self, seed: str, own_peer: str) -> str | None:
+        """Why an operator's ``join`` through ``seed`` is refused (paper 4.8.1: joining is
+        explicit), or None: the seed is gossiped to every second, so it must be an
+        address the runtime can use, not this node's own, and a node in a cluster of
+        others joins no second one."""
+        try:
+            address.check(seed, "seed")
+        except address.AddressError as exc:
+            return f"admin join: {exc}"
+        if seed == own_peer:
+            return (f"admin join: seed {seed!r} is this node's own peer address; name a "
+                    "member of the cluster to join")
+        if self.ring is not None and any(m.id != self.me for m in self.ring.members):
+            return f"{self.me} is already in a cluster of {len(self.ring.members)}"
+        return None
+
+    def rejoined(self) -> View:
+        """Start over as a joiner (after ``join_refusal`` said None): only this node, in
+        a new version of its entry, waiting for the seed's ring."""
+        entry = self.members[self.me]
+        return View.fresh(self.me, replace(entry, version=entry.version + 1),
+                          self.partitions, self.n, founder=False)
+
     # The effective ring -----------------------------------------------------------
     def _moved(self, partition: int, owner: str) -> bool:
         entry = self.members.get(owner)
@@ -184,6 +208,34 @@ class View:
                  for node, entry in sorted(self.members.items())]
         return {"node": self.me, "epoch": effective.epoch if effective else 0,
                 "nodes": nodes, "pending_transfers": len(pending)}
+
+    def peers(self) -> dict[str, str]:
+        """Every other member that has not left: node id -> peer address."""
+        return {node: e.peer for node, e in self.members.items()
+                if node != self.me and e.status != "left"}
+
+    def gossip_partners(self, seeds: list[str], down: frozenset[str]) -> list[str]:
+        """The peer addresses a gossip round picks one of (paper 4.8): the members up, or
+        the seeds while this node has no ring or knows no one (external discovery);
+        every member when all are down."""
+        peers = self.peers()
+        up = [peer for node, peer in peers.items() if node not in down]
+        if self.ring is None or not peers:
+            return seeds or up
+        return up or list(peers.values())
+
+    def announcement(self) -> tuple[dict[str, Any], list[list[str]], int] | None:
+        """What coordination is told of the ring (``messages.RingState``'s fields): the
+        effective ring's state, the members outside it (a valid one is still joining)
+        and how many planned moves are not done yet; None while there is no ring."""
+        ring = self.effective_ring()
+        if ring is None or self.ring is None:
+            return None
+        in_ring = {m.id for m in ring.members}
+        others = [[node, e.client, e.peer, "joining" if e.status == "valid" else e.status]
+                  for node, e in sorted(self.members.items()) if node not in in_ring]
+        done = sum(a != b for a, b in zip(self.ring.owners, ring.owners, strict=True))
+        return ring.to_state(), others, len(self.ring.pending()) - done
 
     # Gossip -----------------------------------------------------------------------
     def merge(self, other_members: dict[str, Entry], other_ring: Ring | None) -> View:

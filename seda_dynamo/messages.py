@@ -310,7 +310,7 @@ class Folded(NamedTuple):
     total: int | None
 
 
-@kind("hints")
+@kind("hints_found")
 class HintsFound(NamedTuple):
     """The answer to ``hints``: ``[owner, key, token, versions or None]`` each."""
 

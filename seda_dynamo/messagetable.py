@@ -40,8 +40,7 @@ def _row(kind: str, type_: Any, senders: str, receivers: str, handler: str | Non
                handler or f"on_{kind}", reply, shard)
 
 
-#: Every event between stages, by name: its kind, except for the one kind sent with two
-#: shapes (``hints``: gossip's request and persistence's answer).
+#: Every event between stages, by its kind.
 TABLE: dict[str, Row] = {
     # To the network stage
     "call": _row("call", m.Call, "coordination gossip", "network", reply="resp"),
@@ -81,7 +80,7 @@ TABLE: dict[str, Row] = {
     "foreground": _row("foreground", m.Foreground, "coordination", "gossip"),
     "deleted": _row("deleted", m.Deleted, "coordination", "gossip"),
     "folded": _row("folded", m.Folded, "persistence", "gossip"),
-    "hints_found": _row("hints", m.HintsFound, "persistence", "gossip", "on_hints"),
+    "hints_found": _row("hints_found", m.HintsFound, "persistence", "gossip"),
     "tree_answer": _row("tree_answer", m.TreeAnswer, "persistence", "gossip"),
     "checked": _row("checked", m.Checked, "persistence", "gossip"),
 }

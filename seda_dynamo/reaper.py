@@ -16,6 +16,7 @@ from typing import Any
 
 from seda_dynamo import causality
 from seda_dynamo.duty import Cluster, Component, Duty, Emit, Route
+from seda_dynamo.messages import Check, Reap
 
 #: Rechecks after a failed check, with the delay doubling each time.
 MAX_ATTEMPTS = 8
@@ -24,7 +25,9 @@ REAPS_PER_TICK = 64
 
 
 @dataclass(slots=True)
-class Check:
+class ReapCheck:
+    """One check before a reap: what each member holds for ``key``, as they answer."""
+
     key: bytes
     members: tuple[str, ...]
     started: float
@@ -76,7 +79,7 @@ class Reaper(Component):
         self.cluster = cluster
         self.reap_after = reap_after  # seconds after a delete; 0: tombstones are kept
         self.queue: dict[bytes, tuple[float, int]] = {}
-        self.checks: dict[int, Check] = {}
+        self.checks: dict[int, ReapCheck] = {}
         self.check_id = first_id  # ids never repeat across restarts (ids.py)
         self.reaped = 0
 
@@ -100,14 +103,14 @@ class Reaper(Component):
                 self._later(key, now)  # everyone must be up and the ring settled
                 continue
             self.check_id += 1
-            self.checks[self.check_id] = Check(key, members, now)
+            self.checks[self.check_id] = ReapCheck(key, members, now)
             attempts = self.queue[key][1]
             self.queue[key] = (now + 2 * CHECK_DEADLINE, attempts)  # not while asking
             route = Route(Duty.CHECK, (self.check_id,))
             for node in members:
                 if node == view.me:
-                    self.emit("persistence", ["check", self.stage, route.tag(), key,
-                                              list(members)])
+                    self.emit("persistence", Check.wire(self.stage, route.ref(), key,
+                                                        list(members)))
                 else:
                     self.call(view.members[node].peer, route, ["rcheck", key, list(members)],
                               node)
@@ -157,7 +160,7 @@ class Reaper(Component):
             if held is None:
                 continue
             if holder == me:
-                self.emit("persistence", ["reap", check.key, tombstone])
+                self.emit("persistence", Reap.wire(check.key, tombstone))
             else:
                 self.call(members[holder].peer, Route(Duty.REAPED), ["rreap", check.key,
                                                                      tombstone], holder)

@@ -27,6 +27,7 @@ from typing import Any
 from seda_dynamo import ids
 from seda_dynamo.background import BackgroundShare
 from seda_dynamo.duty import Cluster, Component, Duty, Emit, Route
+from seda_dynamo.messages import Fold
 from seda_dynamo.ring import partition_range
 
 CHUNK_KEYS = 256
@@ -215,9 +216,9 @@ class Transfers(Component):
             return True
         if transfer.due(now) and self._may_read(now):
             seq, lo, hi, keys = transfer.read(now)
-            tag = Route(Duty.TRANSFER, (transfer.partition, seq)).tag()
-            self.emit("persistence", ["fold", self.stage, tag, f"{lo:x}", f"{hi:x}",
-                                      keys])  # 128 bits: as hex
+            ref = Route(Duty.TRANSFER, (transfer.partition, seq)).ref()
+            self.emit("persistence", Fold.wire(self.stage, ref, lo_hex=f"{lo:x}",
+                                               hi_hex=f"{hi:x}", max_keys=keys))  # 128 bits
         return False
 
     def _may_read(self, now: float) -> bool:

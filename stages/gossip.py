@@ -10,8 +10,10 @@ so a restarted node rejoins the cluster it was in. Operators' ``join``, ``leave`
 
 Membership and the admin commands stay in this module: each of them changes the view,
 which this stage owns together with its store and its announcements, so as components
-they would need write access to everything the stage holds. The other duties are IO-free
-components (``seda_dynamo/duty.py``) that read the view and report changes back:
+they would need write access to everything the stage holds (what they compute is the
+view's own, pure: ``View.gossip_partners``, ``announcement``, ``join_refusal``). The
+other duties are IO-free components (``seda_dynamo/duty.py``) that read the view and
+report changes back:
 
 - ``failure.Watcher`` (4.8): pings, the accrual failure detector, the members down;
 - ``hintedhandoff.Delivery`` (4.6): hints handed to their owners once they are up;
@@ -20,8 +22,8 @@ components (``seda_dynamo/duty.py``) that read the view and report changes back:
 - ``reaper.Reaper`` (4.4): tombstones reaped once every replica's check agreed.
 
 This stage owns the view, the timers and the store; it routes each answer, from another
-node or from a local stage, by the ``duty.Route`` its echoed tag names to the one
-component that its table (``duties``) holds for that route's duty. An answer whose tag
+node or from a local stage, by the ``duty.Route`` its echoed ``ref`` names to the one
+component that its table (``duties``) holds for that route's duty. An answer whose ref
 names no route is ignored and counted (``unrouted_answers``). Background work draws on
 what the foreground leaves (paper 6.5, ``background.BackgroundShare``), shared by the
 components.
@@ -32,11 +34,10 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from seda_dynamo import address, ids
+from seda_dynamo import ids
 from seda_dynamo.antientropy import Exchanges
 from seda_dynamo.background import BackgroundShare
 from seda_dynamo.config import NodeConfig
@@ -45,6 +46,7 @@ from seda_dynamo.duty import Component, Duty, Route, Timer
 from seda_dynamo.failure import PING_EVERY, Settings, Watcher
 from seda_dynamo.hintedhandoff import Delivery
 from seda_dynamo.membership import VIEW_FILE, Entry, View, ViewStore
+from seda_dynamo.messages import Call, Health, Reply, Respond, RingState
 from seda_dynamo.reaper import Reaper
 from seda_dynamo.stage import Stage
 from seda_dynamo.transfer import Transfers
@@ -107,7 +109,7 @@ class Handler(Stage):
             swept=self._swept, log=self.log, stage=self.name)
         self.reaper = Reaper(self.emit, self, config.tombstone_reap_after, self.id_base,
                              self.name)
-        #: Which component each answer goes to, by the duty of the route its tag names.
+        #: Which component each answer goes to, by the duty of the route its ref names.
         self.duties: dict[Duty, Component] = {
             Duty.PING: self.watcher, Duty.VIEW: _Views(self), Duty.HINT: self.hints,
             Duty.TRANSFER: self.transfers, Duty.TREE: self.exchanges,
@@ -167,21 +169,14 @@ class Handler(Stage):
         self.last_sweep_at = round(time.time(), 1)  # wall clock: shown to operators
 
     def peers(self) -> dict[str, str]:
-        return {node: e.peer for node, e in self.view.members.items()
-                if node != self.me and e.status != "left"}
+        return self.view.peers()
 
     # Telling coordination ------------------------------------------------------------
     def _announce(self) -> None:
-        ring = self.view.effective_ring()
+        ring = self.view.announcement()
         if ring is not None:
-            in_ring = {m.id for m in ring.members}
-            others = [[node, e.client, e.peer, "joining" if e.status == "valid" else e.status]
-                      for node, e in sorted(self.view.members.items()) if node not in in_ring]
-            pending = len(self.view.ring.pending()) if self.view.ring else 0
-            moves_left = pending - sum(a != b for a, b in zip(
-                self.view.ring.owners, ring.owners, strict=True)) if self.view.ring else 0
-            self.emit("coordination", ["ring", ring.to_state(), others, moves_left])
-        self.emit("coordination", ["health", sorted(self.down)])
+            self.emit("coordination", RingState.wire(*ring))
+        self.emit("coordination", Health.wire(sorted(self.down)))
 
     def on_ring_please(self, now: float) -> None:
         self._announce()
@@ -201,35 +196,31 @@ class Handler(Stage):
         if self.timers["ping"].due(now, PING_EVERY):
             self.watcher.ping(now)
         if self.timers["gossip"].due(now, GOSSIP_EVERY):
-            self._gossip(self.peers())
+            self._gossip()
         if self.timers["announce"].due(now, ANNOUNCE_EVERY):
             self._announce()
         self.exchanges.tick(now)
         self.hints.tick(now)
 
-    def _gossip(self, peers: dict[str, str]) -> None:
-        up = [peer for node, peer in peers.items() if node not in self.down]
-        if self.view.ring is None or not peers:
-            choices = self.seeds or up
-        else:
-            choices = up or list(peers.values())
+    def _gossip(self) -> None:
+        choices = self.view.gossip_partners(self.seeds, self.down)
         if choices:
             self.rounds += 1
             peer = self.rng.choice(choices)
-            self.emit("network", ["call", peer, self.name, Route(Duty.VIEW).tag(),
-                                  ["gossip", self.view.to_state()]])
+            self.emit("network", Call.wire(peer, self.name, Route(Duty.VIEW).ref(),
+                                           ["gossip", self.view.to_state()]))
 
     # Answers, routed to their component ----------------------------------------------
-    def _route(self, tag: Any) -> Route | None:
-        route = Route.parse(tag)
+    def _route(self, ref: Any) -> Route | None:
+        route = Route.parse(ref)
         if route is None or route.duty not in self.duties:
             self.unrouted += 1
-            self.log.debug("answer for no route of ours ignored: %.80r", tag)
+            self.log.debug("answer for no route of ours ignored: %.80r", ref)
             return None
         return route
 
-    def on_resp(self, now: float, node: str, tag: list[Any], payload: list[Any]) -> None:
-        route = self._route(tag)
+    def on_resp(self, now: float, node: str, ref: list[Any], payload: list[Any]) -> None:
+        route = self._route(ref)
         if route is not None:
             self.duties[route.duty].answer(now, node, route, payload)
         # Last: a view just adopted may be what makes ``node`` a member. A ping's answer
@@ -237,19 +228,20 @@ class Handler(Stage):
         if route is None or route.duty is not Duty.PING:
             self.watcher.heard(now, node)
 
-    def on_unreachable(self, now: float, peer: str, tag: list[Any]) -> None:
+    def on_unreachable(self, now: float, peer: str, ref: list[Any]) -> None:
         """Not connected to ``peer``: the failure detector already counts the silence."""
-        route = self._route(tag)
+        route = self._route(ref)
         if route is not None:
             self.duties[route.duty].unreachable(now, peer, route)
 
     def undeliverable(self, dest: str, events: list[Any], now: float) -> None:
         """What the runtime could not queue (SEDA's full-queue event): a call to another
-        node is its duty's unreachable; a request to a local stage ``[kind, "gossip",
-        tag, ...]`` is its duty's ``lost``, so nothing waits for an answer that will not
-        come. Reports, replies and requests no duty waits on are only dropped."""
+        node is its duty's unreachable; a request to a local stage (``reply_to`` "gossip"
+        and ``ref`` its first fields) is its duty's ``lost``, so nothing waits for an
+        answer that will not come. Reports, replies and requests no duty waits on are
+        only dropped."""
         for event in events:
-            call = event[0] == "call" and len(event) >= 5  # [call, peer, stage, tag, req]
+            call = event[0] == "call" and len(event) >= 5  # [call, peer, stage, ref, req...]
             if not call and (len(event) < 3 or event[1] != self.name):
                 continue
             route = Route.parse(event[3] if call else event[2])
@@ -260,27 +252,27 @@ class Handler(Stage):
             else:
                 self.duties[route.duty].lost(now, route)
 
-    def _local(self, now: float, tag: Any, answer: list[Any]) -> None:
-        route = self._route(tag)
+    def _local(self, now: float, ref: Any, answer: list[Any]) -> None:
+        route = self._route(ref)
         if route is not None:
             self.duties[route.duty].local(now, route, answer)
 
-    def on_folded(self, now: float, tag: list[Any], pairs: list[list[bytes]],
+    def on_folded(self, now: float, ref: list[Any], pairs: list[list[bytes]],
                   next_cursor: str | None, total: int | None) -> None:
-        self._local(now, tag, ["folded", pairs, next_cursor, total])
+        self._local(now, ref, ["folded", pairs, next_cursor, total])
 
-    def on_tree_answer(self, now: float, tag: list[Any], result: Any) -> None:
-        self._local(now, tag, ["tree_answer", result])
+    def on_tree_answer(self, now: float, ref: list[Any], result: Any) -> None:
+        self._local(now, ref, ["tree_answer", result])
 
-    def on_got(self, now: float, tag: list[Any], found: list[Any] | None, error: Any,
+    def on_got(self, now: float, ref: list[Any], found: list[Any] | None, error: Any,
                incarnation: str) -> None:
-        self._local(now, tag, ["got", found, error, incarnation])
+        self._local(now, ref, ["got", found, error, incarnation])
 
-    def on_checked(self, now: float, tag: list[Any], raw: bytes | None, hinted: bool) -> None:
-        self._local(now, tag, ["checked", raw, hinted])
+    def on_checked(self, now: float, ref: list[Any], raw: bytes | None, hinted: bool) -> None:
+        self._local(now, ref, ["checked", raw, hinted])
 
-    def on_hints(self, now: float, _tag: Any, found: list[list[Any]]) -> None:
-        """Persistence's hint scan (its one kind of answer with this event)."""
+    def on_hints_found(self, now: float, _ref: Any, found: list[list[Any]]) -> None:
+        """Persistence's answer to the hint scan (``hintedhandoff.Delivery``)."""
         self.errors += self.hints.found(now, found)
 
     def on_deleted(self, now: float, key: bytes) -> None:
@@ -292,7 +284,7 @@ class Handler(Stage):
     def on_gossip_in(self, now: float, origin: list[Any], state: dict[str, Any]) -> None:
         """A peer's view: merge it, and answer with ours (push-pull)."""
         self._merge(state, origin[0])
-        self.emit("network", ["respond", origin, ["view", self.view.to_state()]])
+        self.emit("network", Respond.wire(origin, ["view", self.view.to_state()]))
 
     def on_foreground(self, now: float, requests: int, p99: float) -> None:
         """Coordination's latest window of answered client requests (paper 6.5)."""
@@ -306,7 +298,7 @@ class Handler(Stage):
             self.errors += 1
             self.log.exception("admin %s failed", command)
             reply = {"error": "internal", "message": f"admin {command} failed: {exc!r}"}
-        self.emit("network", ["reply", rid, {"ok": "error" not in reply, **reply}])
+        self.emit("network", Reply.wire(rid, {"ok": "error" not in reply, **reply}))
 
     def _admin(self, now: float, command: str, seed: str) -> dict[str, Any]:
         if command == "leave":
@@ -326,23 +318,11 @@ class Handler(Stage):
         return reply
 
     def _join(self, seed: str) -> dict[str, Any]:
-        try:  # gossiped to every second: it must be an address the runtime can use
-            address.check(seed, "seed")
-        except address.AddressError as exc:
-            return {"error": "bad_request", "message": f"admin join: {exc}"}
-        if seed == self.config.peer:
-            return {"error": "bad_request", "message": f"admin join: seed {seed!r} is this "
-                    "node's own peer address; name a member of the cluster to join"}
-        ring = self.view.ring
-        if ring is not None and any(m.id != self.me for m in ring.members):
-            return {"error": "bad_request",
-                    "message": f"{self.me} is already in a cluster of {len(ring.members)}"}
+        refusal = self.view.join_refusal(seed, self.config.peer)
+        if refusal is not None:
+            return {"error": "bad_request", "message": refusal}
         self.seeds = [seed]
-        entry = self.view.members[self.me]
-        fresh = View.fresh(self.me, replace(entry, version=entry.version + 1),
-                           self.config.partitions, self.config.n, founder=False)
-        self.view = fresh
-        self.unpublished = True
+        self.view, self.unpublished = self.view.rejoined(), True
         self._publish()
         self.log.warning("joining the cluster of %s", seed)
         return {"status": "joining", "seed": seed}

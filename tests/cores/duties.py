@@ -62,7 +62,7 @@ class Sent:
         return out
 
     def calls(self) -> list[list[Any]]:
-        """The calls to other nodes, taken: ``["call", peer, stage, tag, request, node]``."""
+        """The calls to other nodes, taken: ``["call", peer, stage, ref, request, node, ttl]``."""
         taken = self.take()
         self.events = [(d, e) for d, e in taken if not (d == "network" and e[0] == "call")]
         return [e for d, e in taken if d == "network" and e[0] == "call"]

@@ -68,9 +68,9 @@ class Replicas:
             self.sent.events += [("network", c) for c in calls if c not in trees]
             if not asks:
                 return
-            ((_, stage, tag, p, wire),), (call,) = asks, trees
+            ((_, stage, ref, p, wire),), (call,) = asks, trees
             assert stage == "gossip" and call[4] == ["tree", p, wire]
-            route, question = Route.parse(tag), Question.from_wire(wire)
+            route, question = Route.parse(ref), Question.from_wire(wire)
             self.x.local(now, route, ["tree_answer", answer(self.mine, question)])
             self.x.answer(now, call[5], route, ["tree", answer(self.theirs, question)])
 
@@ -93,7 +93,7 @@ def test_an_exchange_repairs_what_differs_both_ways_by_merging():
     assert get[0] == "get" and get[2] == ["push", 101] and sorted(get[3]) == [b"a", b"b"]
     r.x.local(0.2, Route.parse(get[2]), ["got", [b"va", None], None, "inc"])
     (push,) = r.sent.calls()  # b is gone meanwhile: nothing to push for it
-    assert push[3:] == [["pushed"], ["rput", get[3][0], b"va", None], peer]
+    assert push[3:] == [["pushed"], ["rput", get[3][0], b"va", None], peer, None]
     r.x.answer(0.3, peer, Route.parse(pulls[0][3]), ["got", b"theirs"])
     assert r.sent.take() == [("versioning", ["sync", "gossip", None, pulls[0][4][1],
                                              b"theirs", None])]

@@ -20,27 +20,27 @@ def routes(draw) -> Route:
 
 @settings(max_examples=300, deadline=None)
 @given(routes())
-def test_every_route_comes_back_from_its_tag(route):
-    tag = route.tag()
-    assert tag[0] == route.duty.value
-    assert Route.parse(tag) == route
+def test_every_route_comes_back_from_its_ref(route):
+    ref = route.ref()
+    assert ref[0] == route.duty.value
+    assert Route.parse(ref) == route
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
                               st.binary(max_size=4), st.text(max_size=6)),
                     lambda inner: st.lists(inner, max_size=4), max_leaves=8))
-def test_a_tag_either_names_a_route_of_the_right_shape_or_none(tag):
-    route = Route.parse(tag)
+def test_a_ref_either_names_a_route_of_the_right_shape_or_none(ref):
+    route = Route.parse(ref)
     if route is not None:
-        assert route.tag() == tag
+        assert route.ref() == ref
         assert all(type(v) is t for v, t in zip(route.ident, _SHAPES[route.duty], strict=True))
 
 
-def test_tags_of_other_shapes_name_no_route():
-    for tag in ("scan", [], [1], ["nope", 1], ["xfer", 1], ["xfer", 1, "2"], ["ae", True],
+def test_refs_of_other_shapes_name_no_route():
+    for ref in ("scan", [], [1], ["nope", 1], ["xfer", 1], ["xfer", 1, "2"], ["ae", True],
                 ["ping", 1], ["hint", "n2", b"k"], ["view", 1], None, {"ae": 1}):
-        assert Route.parse(tag) is None, tag
+        assert Route.parse(ref) is None, ref
 
 
 @settings(max_examples=200, deadline=None)
@@ -54,12 +54,14 @@ def test_a_timer_is_due_at_most_once_per_period(times, every):
     assert not times or fired[0] == min(times)
 
 
-def test_a_call_names_the_reply_stage_the_tag_and_the_node_when_known():
+def test_a_call_names_the_reply_stage_the_ref_and_the_node_when_known():
+    """As every stage's calls: node and ttl always on the wire (nil: unknown, default)."""
     sent = Sent()
     duty = Component(sent, "gossip")
     duty.call("127.0.0.1:7102", Route(Duty.TRANSFER, (3, 9)), ["rput", b"k", b"v", None], "n2")
     duty.call("127.0.0.1:7103", Route(Duty.VIEW), ["gossip", {}])
     assert sent.take() == [
         ("network", ["call", "127.0.0.1:7102", "gossip", ["xfer", 3, 9],
-                     ["rput", b"k", b"v", None], "n2"]),
-        ("network", ["call", "127.0.0.1:7103", "gossip", ["view"], ["gossip", {}]])]
+                     ["rput", b"k", b"v", None], "n2", None]),
+        ("network", ["call", "127.0.0.1:7103", "gossip", ["view"], ["gossip", {}], None,
+                     None])]

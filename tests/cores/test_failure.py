@@ -129,8 +129,8 @@ def run(w: Watcher, sent: Sent, until: float, answers: bool = True,
                 w.answer(now + 0.01, node, _route(call[3]), ["pong"])
 
 
-def _route(tag: list) -> Route:
-    route = Route.parse(tag)
+def _route(ref: list) -> Route:
+    route = Route.parse(ref)
     assert route is not None
     return route
 

@@ -49,7 +49,7 @@ def test_each_hint_goes_to_its_owner_and_is_forgotten_once_acknowledged():
     assert malformed == 2
     (call,) = sent.calls()
     assert call == ["call", PEER2, "gossip", ["hint", "n2", b"k", b"t"],
-                    ["rput", b"k", b"v", None], "n2"]
+                    ["rput", b"k", b"v", None], "n2", None]
     # Nothing to hand over (no versions left; the owner left the cluster): forgotten now.
     assert sent.take() == [("persistence", ["hint_done", [["n2", b"gone", b"t2"],
                                                           ["n9", b"k", b"t3"]]])]

@@ -70,7 +70,7 @@ def test_a_deleted_key_is_checked_on_every_member_after_the_delay_and_reaped_if_
     r.answer(AFTER, "n3", route, ["checked", None, 0])
     assert sent.to("persistence") == [["reap", b"k", T]]
     (rreap,) = sent.calls()  # n3 holds nothing: nothing to tell it
-    assert rreap[3:] == [["reaped"], ["rreap", b"k", T], "n2"]
+    assert rreap[3:] == [["reaped"], ["rreap", b"k", T], "n2", None]
     assert r.reaped == 1 and not r.queue and not r.checks
 
 

@@ -63,8 +63,8 @@ def run(h: gossip.Handler, answer: Answer, until: float, start: float = 0.0,
         now = start + k * STEP
         if stalled(now):
             continue
-        for _at, node, tag in sorted((d for d in due if d[0] <= now), key=lambda d: d[0]):
-            h.dispatch(["resp", node, tag, ["pong"]], now)
+        for _at, node, ref in sorted((d for d in due if d[0] <= now), key=lambda d: d[0]):
+            h.dispatch(["resp", node, ref, ["pong"]], now)
         due = [d for d in due if d[0] > now]
         h.tick(now)
         for dest, event in h.take_outbox():
@@ -218,8 +218,8 @@ def test_each_component_s_answer_reaches_only_it(tmp_path):
               Duty.TREE: ["tree_answer", ROUTES[Duty.TREE], None],
               Duty.PUSH: ["got", ROUTES[Duty.PUSH], [], None, "i"],
               Duty.CHECK: ["checked", ROUTES[Duty.CHECK], None, False]}
-    for duty, tag in ROUTES.items():
-        h.handle_events([["resp", "n2", tag, ["x"]], ["unreachable", "127.0.0.1:7102", tag]],
+    for duty, ref in ROUTES.items():
+        h.handle_events([["resp", "n2", ref, ["x"]], ["unreachable", "127.0.0.1:7102", ref]],
                         1.0)
         if duty in events:
             h.handle_events([events[duty]], 1.0)
@@ -230,7 +230,7 @@ def test_each_component_s_answer_reaches_only_it(tmp_path):
                 assert got == [], (duty, other, got)
             else:
                 kinds = ["answer", "unreachable"] + (["local"] if duty in events else [])
-                assert got == [(k, Route.parse(tag)) for k in kinds], (duty, got)
+                assert got == [(k, Route.parse(ref)) for k in kinds], (duty, got)
     assert h.errors == 0 and h.unrouted == 0
 
 
@@ -260,7 +260,7 @@ def test_an_answer_for_no_route_of_ours_is_ignored_and_counted_not_raised(tmp_pa
 def test_a_hint_acknowledged_changes_hint_delivery_and_no_other_duty(tmp_path):
     h = handler(tmp_path)
     h.start(0.0)
-    h.handle_events([["hints", "scan", [["n2", b"k", b"t", b"v"]]]], 0.0)
+    h.handle_events([["hints_found", "scan", [["n2", b"k", b"t", b"v"]]]], 0.0)
     h.take_outbox()
     other = (dict(h.exchanges.stats), dict(h.transfers.active), dict(h.reaper.queue))
     h.handle_events([["resp", "n2", ["hint", "n2", b"k", b"t"], ["updated", None]]], 0.1)
@@ -308,12 +308,12 @@ def test_what_a_stage_could_not_queue_reaches_the_duty_that_asked(tmp_path):
 
     h = handler(tmp_path)
     h.duties = {duty: Lost() for duty in Duty}
-    for duty, tag in ROUTES.items():
-        h.undeliverable("network", [["call", "127.0.0.1:7102", "gossip", tag, ["ping"]]], 1.0)
-        h.undeliverable("persistence", [["check", "gossip", tag, b"k", ["n1"]]], 1.0)
+    for duty, ref in ROUTES.items():
+        h.undeliverable("network", [["call", "127.0.0.1:7102", "gossip", ref, ["ping"]]], 1.0)
+        h.undeliverable("persistence", [["check", "gossip", ref, b"k", ["n1"]]], 1.0)
         for other, recorder in h.duties.items():
             got, recorder.got = recorder.got, []
-            want = [("unreachable", Route.parse(tag)), ("lost", Route.parse(tag))]
+            want = [("unreachable", Route.parse(ref)), ("lost", Route.parse(ref))]
             assert got == (want if other is duty else []), (duty, other, got)
     h.undeliverable("persistence", [["hints", "gossip", "scan", ["n2"], 128],
                                     ["hint_done", [["n2", b"k", b"t"]]],

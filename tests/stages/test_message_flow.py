@@ -61,4 +61,4 @@ def test_every_event_between_stages_is_one_the_table_knows(tmp_path, monkeypatch
     kinds = {kind for kind, _ in seen}
     assert {"req", "update", "get", "got", "write", "written", "updated", "reply", "call",
             "resp", "sync", "ring", "health", "gossip_in", "respond", "hints",
-            "hint_done"} <= kinds, sorted(kinds)
+            "hints_found", "hint_done"} <= kinds, sorted(kinds)

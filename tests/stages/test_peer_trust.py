@@ -225,7 +225,7 @@ def test_a_hint_that_is_not_a_node_id_is_refused_and_stops_no_delivery():
     # ... nor does a malformed item of a scan at the gossip stage.
     g = _gossip(CONFIG)
     g.peers = lambda: {"b": PEERS["b"]}  # b is a member
-    g.on_hints(0.0, "scan", [[[1, 2], b"k1", b"t1", b"c"], "junk", ["b", b"k2", b"t2", b"c"]])
+    g.on_hints_found(0.0, "scan", [[[1, 2], b"k1", b"t1", b"c"], "junk", ["b", b"k2", b"t2", b"c"]])
     calls = [e for dest, e in g.take_outbox() if dest == "network" and e[0] == "call"]
     assert [c[4] for c in calls] == [["rput", b"k2", b"c", None]]
 

@@ -199,7 +199,7 @@ def test_mint_orders_never_repeat_and_grow_across_restarts_on_the_same_data(tmp_
 # Hints -----------------------------------------------------------------------------------
 def hints_of(h: persistence.Handler, owners: list[str], limit: int) -> list[list]:
     (dest, event), = run(h, [["hints", "gossip", "scan", owners, limit]])
-    assert dest == "gossip" and event[:2] == ["hints", "scan"]
+    assert dest == "gossip" and event[:2] == ["hints_found", "scan"]
     return event[2]
 
 

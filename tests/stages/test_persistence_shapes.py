@@ -18,7 +18,7 @@ ROOT = {"kind": "hashes", "level": 0, "indices": [0]}
 KEYS = [b"k%d" % i for i in range(4)]
 #: What each answering kind is answered with.
 ANSWER = {"write": "written", "get": "got", "fold": "folded", "tree": "tree_answer",
-          "hints": "hints", "check": "checked"}
+          "hints": "hints_found", "check": "checked"}
 
 
 def well_formed(kind: str, reply_to, tag, key: bytes) -> list:
