@@ -13,6 +13,7 @@ versioning stage reads and writes through persistence and answers the askers.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,48 @@ class KeyWork:
     minted: int = 0  # fresh actors minted under ``mint`` so far
     attempts: int = 0  # compare-and-set conflicts met so far
     since: float = 0.0  # when the key's work began
+
+
+class KeyQueue:
+    """Each key's work in flight and the operations waiting behind it: one
+    read-merge-write per key at a time, the operations that arrive meanwhile applied to
+    the state it writes, in the order they arrived."""
+
+    def __init__(self) -> None:
+        self.inflight: dict[bytes, KeyWork] = {}
+        self.queued: dict[bytes, list[Op]] = defaultdict(list)
+        self.fresh: dict[bytes, list[Op]] = {}  # keys with no work yet: read them
+
+    def take(self, key: bytes, op: Op) -> None:
+        """An operation on ``key``: it waits behind the key's work, or starts one."""
+        if key in self.inflight:
+            self.queued[key].append(op)
+        else:
+            self.fresh.setdefault(key, []).append(op)
+
+    def start(self, now: float) -> list[bytes]:
+        """Begin the work of the keys taken since the last start: the keys to read."""
+        for key, ops in self.fresh.items():
+            self.inflight[key] = KeyWork(ops, since=now)
+        keys, self.fresh = list(self.fresh), {}
+        return keys
+
+    def done(self, key: bytes) -> tuple[KeyWork, KeyWork | None]:
+        """The key's finished work, and the work of what queued behind it (None: none;
+        it needs no read: it starts from the state just written)."""
+        work = self.inflight.pop(key)
+        if key not in self.queued:
+            return work, None
+        follow_up = self.inflight[key] = follow(work, self.queued.pop(key))
+        return work, follow_up
+
+    def drop(self, key: bytes) -> list[Op]:
+        """Forget the key's work and what queued behind it: every operation to fail."""
+        return self.inflight.pop(key, KeyWork([])).ops + self.queued.pop(key, [])
+
+    def stale(self, now: float, deadline: float) -> list[bytes]:
+        """The keys whose work began more than ``deadline`` seconds ago."""
+        return [key for key, work in self.inflight.items() if now - work.since > deadline]
 
 
 def read_again(work: KeyWork, family: str) -> bool:

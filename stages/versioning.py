@@ -19,13 +19,12 @@ One operation that cannot be applied (a context that would overflow a counter or
 key's actor limit, a bug) fails that operation's request only; the key's other
 operations and the rest of the batch go on. A write whose compare-and-set keeps losing
 to other writers gives up after ``MAX_CAS_RETRIES`` with an error instead of looping.
-The merge, those checks and what follows a conflict are ``seda_dynamo.reconciliation``
-(pure); this stage keeps each key's operations, asks persistence and answers.
+Each key's queue, the merge, those checks and what follows a conflict are
+``seda_dynamo.reconciliation`` (pure); this stage asks persistence and answers.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 from seda_dynamo import causality
@@ -37,10 +36,10 @@ from seda_dynamo.messagetable import answer_to
 from seda_dynamo.reconciliation import (
     BAD_REQUEST,
     MAX_CAS_RETRIES,
+    KeyQueue,
     KeyWork,
     Op,
     apply,
-    follow,
     hinted,
     read_again,
     retry,
@@ -66,8 +65,8 @@ class Handler(Stage):
     def __init__(self, config: NodeConfig) -> None:
         super().__init__(config)
         self.family = ""  # node id and data incarnation, learned from persistence's replies
-        self.inflight: dict[bytes, KeyWork] = {}
-        self.queued: dict[bytes, list[Op]] = defaultdict(list)
+        self.keys = KeyQueue()  # each key's work in flight and what waits behind it
+        self.inflight, self.queued = self.keys.inflight, self.keys.queued
         # Engine requests awaiting persistence, by ref: (kind, keys, deadline).
         self.pending: dict[int, tuple[str, list[bytes], float]] = {}
         self.next_ref = self.id_base  # ids never repeat across restarts (ids.py)
@@ -78,7 +77,6 @@ class Handler(Stage):
 
     # Events ---------------------------------------------------------------------------
     def handle_events(self, events: list[Event], now: float) -> None:
-        fresh: dict[bytes, list[Op]] = {}
         for event in events:
             kind = event[0] if isinstance(event, list) and event else None
             if kind not in ("update", "sync"):
@@ -100,14 +98,10 @@ class Handler(Stage):
                     self.emit(*answer_to(event[1], Updated.wire(
                         event[2], None, None, f"{BAD_REQUEST}bad {kind}: {exc}")))
                 continue
-            if key in self.inflight:
-                self.queued[key].append(op)
-            else:
-                fresh.setdefault(key, []).append(op)
+            self.keys.take(key, op)
+        fresh = self.keys.start(now)
         if fresh:
-            for key, ops in fresh.items():
-                self.inflight[key] = KeyWork(ops, since=now)
-            self._ask("get", list(fresh), now)
+            self._ask("get", fresh, now)
 
     def on_got(self, now: float, ref: int, found: list[bytes | None] | None,
                error: str | None, incarnation: str, mint: list[int] | None = None) -> None:
@@ -220,8 +214,7 @@ class Handler(Stage):
             self._fail(keys, "persistence did not answer in time")
         if now - self.swept_at >= SWEEP_EVERY:
             self.swept_at = now
-            stale = [key for key, work in self.inflight.items()
-                     if now - work.since > WORK_DEADLINE]
+            stale = self.keys.stale(now, WORK_DEADLINE)
             if stale:
                 self.log.error("%d keys in flight past their deadline: failed", len(stale))
                 self._fail(stale, "internal: the write did not finish in time")
@@ -234,12 +227,11 @@ class Handler(Stage):
     # Internals ------------------------------------------------------------------------
     def _done(self, key: bytes) -> tuple[bytes, bytes, bytes] | None:
         """Answer a key's finished operations; start on its queued ones (no read needed)."""
-        work = self.inflight.pop(key)
+        work, follow_up = self.keys.done(key)
         self._answer(work)
-        if key not in self.queued:
+        if follow_up is None:
             return None
         assert work.state is not None  # _apply always leaves the state it reached
-        follow_up = self.inflight[key] = follow(work, self.queued.pop(key))
         encoded = self._apply(follow_up, work.state)
         if encoded is None:
             return self._done(key)
@@ -271,11 +263,8 @@ class Handler(Stage):
         for op, (context, clock, error) in zip(work.ops, work.results, strict=True):
             self.emit(*answer_to(op.reply_to, Updated.wire(op.ref, context, clock, error)))
 
-    def _answer_all(self, ops: list[Op], error: str) -> None:
-        for op in ops:
-            self.emit(*answer_to(op.reply_to, Updated.wire(op.ref, None, None, error)))
-
     def _fail(self, keys: list[bytes], error: str) -> None:
+        """Fail every operation on ``keys``, in flight or waiting, with ``error``."""
         for key in keys:
-            for work_ops in (self.inflight.pop(key, KeyWork([])).ops, self.queued.pop(key, [])):
-                self._answer_all(work_ops, error)
+            for op in self.keys.drop(key):
+                self.emit(*answer_to(op.reply_to, Updated.wire(op.ref, None, None, error)))

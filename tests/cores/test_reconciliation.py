@@ -16,6 +16,7 @@ from seda_dynamo.reconciliation import (
     BAD_REQUEST,
     MAX_CAS_RETRIES,
     TOO_LARGE,
+    KeyQueue,
     KeyWork,
     Op,
     TooLarge,
@@ -128,3 +129,39 @@ def test_hints_follow_the_operations_applied():
     assert not hinted(work), "only an applied stand-in's hint is kept"
     work.results[0] = (b"", b"", None)
     assert hinted(work)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["take", "take", "start", "done", "drop"]),
+                          st.sampled_from([b"a", b"b"])), max_size=40))
+def test_every_operation_taken_ends_once_in_its_key_s_arrival_order(script):
+    q, serial, ended = KeyQueue(), 0, {b"a": [], b"b": []}
+    taken = {b"a": [], b"b": []}
+    for step_, key in script:
+        if step_ == "take":
+            serial += 1
+            q.take(key, Op("versioning", serial, "update", b"v"))
+            taken[key].append(serial)
+        elif step_ == "start":
+            assert set(q.start(float(serial))) <= {b"a", b"b"} and not q.fresh
+        elif step_ == "done" and key in q.inflight:
+            work, nxt = q.done(key)
+            ended[key] += [op.ref for op in work.ops]
+            assert (nxt is None) == (key not in q.inflight)
+        elif step_ == "drop":
+            ended[key] += [op.ref for op in q.drop(key)]
+        assert not set(q.fresh) & set(q.inflight), "one read-merge-write per key at a time"
+        assert all(ops for ops in q.queued.values())
+    for key in (b"a", b"b"):
+        q.start(0.0)
+        while key in q.inflight:
+            ended[key] += [op.ref for op in q.done(key)[0].ops]
+        assert ended[key] == taken[key]
+
+
+def test_work_past_its_deadline_is_stale():
+    q = KeyQueue()
+    q.take(b"a", update(b"1"))
+    q.start(1.0)
+    q.take(b"b", update(b"2"))
+    q.start(5.0)
+    assert q.stale(12.0, 10.0) == [b"a"] and q.stale(12.0, 20.0) == []
