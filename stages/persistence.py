@@ -42,12 +42,13 @@ from seda_dynamo.config import NodeConfig
 from seda_dynamo.durable import bump_counter, write_atomically
 from seda_dynamo.engines import KEY_SPACE, Engine, key_hash, open_engine
 from seda_dynamo.groupcommit import GroupCommit, get_event, hint_key, hint_record, write_event
-from seda_dynamo.merkle import HashTree, Question, answer, object_hash
+from seda_dynamo.merkle import Question, answer, object_hash
 from seda_dynamo.messages import Checked, Folded, Got, HintsFound, TreeAnswer, Written
 from seda_dynamo.messagetable import answer_to
 from seda_dynamo.reaper import only_tombstones
-from seda_dynamo.ring import partition_of, partition_of_hash, partition_range
+from seda_dynamo.ring import partition_of_hash
 from seda_dynamo.stage import Event, Stage
+from seda_dynamo.storetrees import StoreTrees
 
 #: Keys indexed per tick while the trees are built at start (background work yields).
 BUILD_CHUNK = 1000
@@ -79,12 +80,13 @@ class Handler(Stage):
         self.incarnation = incarnation_id or incarnation(config)
         self.mint_epoch = mint_epoch if mint_epoch is not None else _mint_epoch(config)
         self.mint_seq = 0  # grows with every key read for versioning
-        self.trees: dict[int, HashTree] = {}
-        self.building: Any = iter(self.engine.fold(0, KEY_SPACE))
-        self.built_upto = 0  # every key hashing below this is in the trees
-        # Keys written or reaped since the build began, above ``built_upto``: their tree
-        # entry is already current, and the build's older copy must not replace it.
-        self.touched: set[bytes] = set()
+        self.merkle = StoreTrees(config.partitions)  # a Merkle tree per partition
+        self.trees = self.merkle.trees
+        self.building: Any = iter(self.engine.fold(0, KEY_SPACE))  # None: built
+
+    @property
+    def built_upto(self) -> int:
+        return self.merkle.built_upto
 
     def handle_events(self, events: list[Event], now: float) -> None:
         commit = GroupCommit()
@@ -146,48 +148,23 @@ class Handler(Stage):
         from this batch, else the Merkle tree, else (trees still building) the engine."""
         if key in batch:
             return batch[key]
-        tree = self.trees.get(partition_of(key, self.config.partitions))
-        held = tree.get(key) if tree is not None else None
-        if held is not None or key_hash(key) < self.built_upto:
+        known, held = self.merkle.held(key)
+        if known:
             return held
         raw = self.engine.get(key)
         return object_hash(raw) if raw is not None else None
 
     # Merkle trees ----------------------------------------------------------------------
     def _index(self, pairs: list[tuple[bytes, bytes | None]],
-               hashes: dict[bytes, bytes | None] | None = None, build: bool = False) -> None:
-        """Bring the Merkle trees up to ``pairs`` (``hashes``: their object hashes, when
-        the caller has them already; ``build``: records the start-up build read)."""
-        q = self.config.partitions
-        if self.building is not None and not build:
-            self.touched.update(key for key, _ in pairs if key_hash(key) >= self.built_upto)
-        for key, value in pairs:
-            p = partition_of(key, q)
-            tree = self.trees.get(p)
-            if tree is None:
-                tree = self.trees[p] = new_tree()
-            if value is None:
-                tree.delete(key)
-            else:
-                known = hashes.get(key) if hashes is not None else None
-                tree.insert(key, known if known is not None else object_hash(value))
+               hashes: dict[bytes, bytes | None] | None = None) -> None:
+        """Bring the Merkle trees up to what was just committed (``hashes``: the object
+        hashes, when the caller has them already)."""
+        self.merkle.index(pairs, hashes, building=self.building is not None)
 
     def tick(self, now: float) -> None:
-        if self.building is None:
-            return
-        chunk = []
-        for key, value in self.building:
-            if key not in self.touched:  # else its tree entry is newer than this copy
-                chunk.append((key, value))
-            if len(chunk) >= BUILD_CHUNK:
-                self.built_upto = key_hash(key)
-                break
-        else:
+        if self.building is not None and self.merkle.build(self.building, BUILD_CHUNK):
             self.building = None
-            self.built_upto = KEY_SPACE
             self.tick_interval = IDLE_TICK
-            self.touched = set()
-        self._index(chunk, build=True)
 
     def on_fold(self, now: float, reply_to: str, ref: Any, lo_hex: str, hi_hex: str,
                 max_keys: int) -> None:
@@ -212,7 +189,7 @@ class Handler(Stage):
                 request: Any) -> None:
         """A question about one partition's tree; nil while that tree is being built."""
         result = None
-        if partition_range(partition, self.config.partitions)[1] <= self.built_upto:
+        if self.merkle.ready(partition):
             tree = self.trees.get(partition) or new_tree()
             try:
                 result = answer(tree, Question.from_wire(request))
