@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from seda_dynamo.requests import WAITING, QuorumRequest
+from seda_dynamo.messages import Call, Get, Update
+from seda_dynamo.requests import FAIL_EVENT, OK_EVENT, WAITING, QuorumRequest
 from seda_dynamo.routing import Route, Target
 
 
@@ -52,11 +53,13 @@ class InFlight:
         return self.next_cid
 
     def track(self, rid: int, op: str, key: bytes, needed: int, found: Route,
-              deadline: float, now: float) -> tuple[int, Pending]:
-        """A new request waiting on ``needed`` of ``found``'s chosen targets."""
+              deadline: float, now: float, attempt: float = 0.0) -> tuple[int, Pending]:
+        """A new request waiting on ``needed`` of ``found``'s chosen targets, each of
+        which has ``attempt`` seconds before it is slow."""
         cid = self.new_id()
         quorum = QuorumRequest(needed, tuple(t.node for t in found.chosen), found.spare)
-        pending = Pending(rid, op, key, quorum, deadline, list(found.chosen), started=now)
+        pending = Pending(rid, op, key, quorum, deadline, list(found.chosen), started=now,
+                          attempt=attempt)
         self.requests[cid] = pending
         heapq.heappush(self.deadlines, (deadline, cid))
         return cid, pending
@@ -78,6 +81,31 @@ class InFlight:
     def read_answered(self, ref: Any) -> list[int]:
         """The requests an engine read was for, in the order of its keys (once)."""
         return self.read_batches.pop(ref, [])
+
+    def local_answers(self, ref: Any, found: list[bytes | None] | None,
+                      error: str | None) -> Iterator[tuple[int, str, Any]]:
+        """An engine read's answer as ``(cid, quorum event, what it carries)`` for each
+        request it was for that still waits (found None: the read failed, for all)."""
+        for i, cid in enumerate(self.read_answered(ref)):
+            if cid not in self.requests:
+                continue
+            if found is None:
+                yield cid, FAIL_EVENT, error
+            else:
+                yield cid, OK_EVENT, found[i]
+
+    def stranded(self, event: list[Any]) -> list[Any]:
+        """The requests a step that could not be queued belonged to: a stamp (``update``
+        to versioning), a batch of local reads (``get``, once) or a peer ``call``; none
+        for anything else (read repairs and reports are only dropped)."""
+        kind = event[0]
+        if kind == "update":
+            return [Update.from_wire(event).ref]
+        if kind == "get":
+            return self.read_answered(Get.from_wire(event).ref)
+        if kind == "call":
+            return [Call.from_wire(event).ref]
+        return []
 
     def attempt(self, cid: int, deadline: float, node: str, now: float,
                 seconds: float) -> None:

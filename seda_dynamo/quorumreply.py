@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from seda_dynamo import causality, contexts
-from seda_dynamo.requests import Outcome, QuorumRequest
+from seda_dynamo.requests import FAIL_EVENT, OK_EVENT, Outcome, QuorumRequest
 from seda_dynamo.routing import Target
 
 #: Versioning errors answered with their own code at once start with one of these and
-#: ": " (stages/versioning.py): the request's own fault, or a queue of this node full.
+#: ": " (seda_dynamo/reconciliation.py, stages/versioning.py): the request's own fault,
+#: or a queue of this node full.
 REFUSALS = ("bad_request", "too_large", "overloaded")
 
 
@@ -32,6 +33,15 @@ def refusal(failure: str) -> str | None:
 def reply_error(reply: Any) -> str | None:
     """The error code of a reply another node sent (None: it succeeded)."""
     return None if not isinstance(reply, dict) or reply.get("ok") else str(reply.get("error"))
+
+
+def replica_answer(payload: list[Any]) -> tuple[str, Any]:
+    """A replica's ``updated`` or ``got`` answer as an event of its request's quorum and
+    what it carries: the error if it failed, else the context or the versions read."""
+    if payload[0] == "updated":
+        return (FAIL_EVENT if payload[1] else OK_EVENT), payload[1]
+    _, raw, failure = payload
+    return (FAIL_EVENT if failure else OK_EVENT), raw
 
 
 def ok_reply(op: str, replies: dict[str, Any], me: str,
@@ -75,3 +85,19 @@ def repairs(replies: dict[str, bytes | None],
     behind = [target for target in targets if (clock := clocks.get(target.node)) is not None
               and not causality.equal(clock, merged)]
     return (causality.encode(merged) if behind else None), behind
+
+
+def final_reply(op: str, quorum: QuorumRequest, why: str, me: str,
+                epoch: int) -> tuple[dict[str, Any], int | None, str | None]:
+    """The reply to a finished quorum, the number of values a get read (None: no get, or
+    it failed), and the coordinator count a failure adds to (``timeouts`` or
+    ``unavailable``; None: it succeeded, or a replica's versions were unreadable)."""
+    if quorum.outcome is Outcome.OK:
+        try:
+            reply, read = ok_reply(op, quorum.replies, me, epoch)
+        except ValueError as exc:
+            return error("internal", f"a replica returned unreadable versions: {exc}"), \
+                None, None
+        return reply, read, None
+    counted = "timeouts" if quorum.outcome is Outcome.TIMEOUT else "unavailable"
+    return failed_reply(quorum, why), None, counted

@@ -8,25 +8,21 @@ this node if it is one of the chosen replicas, else the request is forwarded to 
 first that is. After a get has heard every replica (or its deadline), replicas that
 returned stale or missing versions are sent the merged version.
 
-Failures within a request (section 4.6): a target the network stage cannot reach, or
-that has not answered within its attempt's share of the deadline (``ATTEMPT_SHARE`` of
-the request's timeout for a replica, ``FORWARD_SHARE`` for a forwarded write), is
-replaced by the next healthy node of the extended preference list, a write's stand-in
-carrying a hint for the owner it replaces; the request still ends by its own deadline.
-Such a node is *suspected* for ``placement.SUSPECT_SECONDS`` (later requests ask it
-last) unless it answers first or gossip sees it come back.
+Failures within a request (section 4.6): a target that cannot be reached or is silent
+past its attempt's share of the deadline is replaced by a spare (``failover``), and
+*suspected* for ``placement.SUSPECT_SECONDS`` (later requests ask it last) unless it
+answers first or gossip sees it come back. What is counted: ``tally``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from seda_dynamo import ids, quorumreply
-from seda_dynamo.background import p99
+from seda_dynamo import failover, ids, quorumreply
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.failover import ATTEMPT_SHARE, FORWARD_SHARE, FORWARD_SLACK
 from seda_dynamo.inflight import InFlight, Pending
 from seda_dynamo.messages import Call, Deleted, Foreground, Get, Reply, RingPlease, Sync, Update
-from seda_dynamo.metrics import OpMetrics
 from seda_dynamo.placement import Placement
 from seda_dynamo.quorumreply import error
 from seda_dynamo.requests import (
@@ -38,17 +34,8 @@ from seda_dynamo.requests import (
     Outcome,
 )
 from seda_dynamo.ring import Ring, partition_of
-from seda_dynamo.routing import Target, stand_in
 from seda_dynamo.stage import Event, Stage, stage_of
-
-#: How much longer than the coordinator it forwards to a forwarding node waits.
-FORWARD_SLACK = 0.25
-#: Seconds of answered requests in each foreground latency report to gossip.
-FOREGROUND_WINDOW = 0.5
-#: Share of a request's timeout a replica has to answer before a spare is asked too.
-ATTEMPT_SHARE = 0.25
-#: ... and a node a write was forwarded to (it may need a replacement round itself).
-FORWARD_SHARE = 0.5
+from seda_dynamo.tally import Tally
 
 
 class Handler(Stage):
@@ -62,12 +49,9 @@ class Handler(Stage):
         self.placement = Placement(self.me, config.n)
         self.inflight = InFlight(self.id_base)  # ids never repeat across restarts (ids.py)
         self.requests = self.inflight.requests  # by cid: the same dict
-        self.counts = {"unavailable": 0, "timeouts": 0, "forwarded": 0, "read_repairs": 0,
-                       "replaced": 0, "suspected": 0, "overloaded": 0}
+        self.tally = Tally()  # counts, metrics, the foreground latency report
+        self.counts, self.metrics = self.tally.counts, self.tally.metrics
         self.now = 0.0
-        self.latencies: list[float] = []  # of requests answered since the last report
-        self.metrics = OpMetrics()  # by operation, since start: the metrics endpoint's
-        self.reported_at = 0.0
 
     def start(self, now: float) -> None:
         """Ask gossip, which owns membership, for the ring (it also announces it at its
@@ -109,15 +93,12 @@ class Handler(Stage):
             self._reply(rid, {"ok": True, **self.placement.ring_reply(self.config.r,
                                                                       self.config.w)})
             return
-        n = self.placement.n
-        partition = partition_of(key, self.ring.partitions)
-        found = self.placement.route(partition)
+        found = self.placement.route(partition_of(key, self.ring.partitions))
         timeout = (timeout_ms or self.config.timeout_ms) / 1000.0
         if op == "get":
-            needed = min(r or self.config.r, n)
+            needed = min(r or self.config.r, self.placement.n)
             cid, pending = self.inflight.track(rid, op, key, needed, found, now + timeout,
-                                               self.now)
-            pending.attempt = ATTEMPT_SHARE * timeout
+                                               self.now, ATTEMPT_SHARE * timeout)
             if pending.quorum.start() is None:
                 for target in found.chosen:
                     self._ask_read(cid, pending, target.node, now)
@@ -128,9 +109,9 @@ class Handler(Stage):
         if onward is not None:
             self.counts["forwarded"] += 1
             cid, pending = self.inflight.track(rid, op, key, 1, onward,
-                                               now + timeout + FORWARD_SLACK, self.now)
+                                               now + timeout + FORWARD_SLACK, self.now,
+                                               FORWARD_SHARE * timeout)
             pending.forward = [op, key, value, context, r, w]
-            pending.attempt = FORWARD_SHARE * timeout
             self._forward(cid, pending, onward.chosen[0].node, now)
             return
         self._write_here(rid, op, key, value, context, w, now + timeout, timeout,
@@ -147,9 +128,8 @@ class Handler(Stage):
         mine = next(t for t in found.chosen if t.node == self.me)
         cid, pending = self.inflight.track(rid, op, key, min(w or self.config.w,
                                                              self.placement.n),
-                                           found, deadline, self.now)
+                                           found, deadline, self.now, ATTEMPT_SHARE * timeout)
         pending.measured = measured
-        pending.attempt = ATTEMPT_SHARE * timeout
         if pending.quorum.start() is not None:
             self._finish(cid)
             return
@@ -178,15 +158,11 @@ class Handler(Stage):
             self._ask(cid, pending, node, ["rget", pending.key], now, pending.attempt)
 
     def _forward(self, cid: int, pending: Pending, node: str, now: float) -> None:
-        """Send the write to ``node`` with what is left of its deadline."""
-        assert pending.forward is not None
-        left = pending.deadline - FORWARD_SLACK - now
-        if left <= 0:
-            return  # the request's own deadline answers it
-        op, key, value, context, r, w = pending.forward
-        self._ask(cid, pending, node, ["fwd", op, key, value, context, r, w,
-                                       max(1, int(left * 1000))], now,
-                  min(pending.attempt, left))
+        """Send the write to ``node`` with what is left of its deadline (none left: the
+        request's own deadline answers it)."""
+        forward = failover.forward_request(pending, now)
+        if forward is not None:
+            self._ask(cid, pending, node, forward[0], now, forward[1])
 
     # Replies from replicas ------------------------------------------------------------
     def on_updated(self, now: float, cid: int, ctx: bytes | None, clock: bytes | None,
@@ -200,8 +176,8 @@ class Handler(Stage):
             if code is not None:  # the request cannot be applied, or not now
                 self.requests.pop(cid)
                 self._reply(pending.rid, quorumreply.error(code, error[len(code) + 2:]))
-                if pending.measured:
-                    self.metrics.answered(pending.op, now - pending.started, code)
+                self.tally.answered(pending.op, now - pending.started, code,
+                                    pending.measured, foreground=False)
                 return
             self.log.warning("local write failed: %s", error)
             pending.why = f"the write failed on the coordinating replica: {error}"
@@ -211,18 +187,14 @@ class Handler(Stage):
         for target in pending.targets:
             if target.node != self.me:
                 self._ask(cid, pending, target.node,
-                          ["rput", pending.key, clock, target.hint], now, pending.attempt)
+                          failover.put_request(pending.key, clock, target), now,
+                          pending.attempt)
         self._feed(cid, OK_EVENT, self.me, ctx, now)
 
     def on_got(self, now: float, ref: int, found: list[bytes | None] | None,
                error: str | None, _incarnation: str) -> None:
-        for i, cid in enumerate(self.inflight.read_answered(ref)):
-            if cid not in self.requests:
-                continue
-            if found is None:
-                self._feed(cid, FAIL_EVENT, self.me, error, now)
-            else:
-                self._feed(cid, OK_EVENT, self.me, found[i], now)
+        for cid, event, carried in self.inflight.local_answers(ref, found, error):
+            self._feed(cid, event, self.me, carried, now)
 
     def on_resp(self, now: float, node: str, cid: int, payload: list[Any]) -> None:
         self.placement.cleared(node)  # it answers: whatever it failed before, it serves now
@@ -234,14 +206,11 @@ class Handler(Stage):
             self.requests.pop(cid)
             reply = payload[1]
             self._reply(pending.rid, reply)
-            self.latencies.append(now - pending.started)
-            self.metrics.answered(pending.op, now - pending.started,
-                                  quorumreply.reply_error(reply))
-        elif kind == "updated":
-            self._feed(cid, FAIL_EVENT if payload[1] else OK_EVENT, node, payload[1], now)
-        elif kind == "got":
-            _, raw, error = payload
-            self._feed(cid, FAIL_EVENT if error else OK_EVENT, node, raw, now)
+            self.tally.answered(pending.op, now - pending.started,
+                                quorumreply.reply_error(reply))
+        elif kind in ("updated", "got"):
+            event, carried = quorumreply.replica_answer(payload)
+            self._feed(cid, event, node, carried, now)
 
     def on_unreachable(self, now: float, peer: str, cid: int) -> None:
         """The network stage could not send to ``peer``: that target has failed."""
@@ -258,14 +227,8 @@ class Handler(Stage):
         event), not left to time out. Read repairs and reports are only dropped."""
         why = f"the {stage_of(dest)} stage's queue is full"
         for event in events:
-            kind = event[0]
-            if kind == "update":  # to versioning
-                self._overloaded(Update.from_wire(event).ref, why, now)
-            elif kind == "get":  # to persistence: a batch of this node's reads
-                for cid in self.inflight.read_answered(Get.from_wire(event).ref):
-                    self._overloaded(cid, why, now)
-            elif kind == "call":  # to network
-                self._overloaded(Call.from_wire(event).ref, why, now)
+            for cid in self.inflight.stranded(event):
+                self._overloaded(cid, why, now)
 
     def _overloaded(self, cid: Any, why: str, now: float) -> None:
         pending = self.requests.pop(cid, None) if cid is not None else None
@@ -273,8 +236,8 @@ class Handler(Stage):
             return  # answered already (a read repair's step): nothing waits
         self.counts["overloaded"] += 1
         self._reply(pending.rid, error("overloaded", why))
-        if pending.measured:
-            self.metrics.answered(pending.op, now - pending.started, "overloaded")
+        self.tally.answered(pending.op, now - pending.started, "overloaded",
+                            pending.measured, foreground=False)
 
     def _feed(self, cid: int, event: str, node: str, payload: Any, now: float) -> None:
         pending = self.requests[cid]
@@ -291,35 +254,28 @@ class Handler(Stage):
                  now: float) -> bool:
         """Ask spare ``node`` in place of ``replaced``; True if the request moved."""
         self.counts["replaced"] += 1
-        old = next((t for t in pending.targets if t.node == replaced), Target(replaced))
-        if pending.forward is not None:
-            if node == self.me:  # every replica before us failed: we take the write
-                self.requests.pop(cid)
-                op, key, value, context, _r, w = pending.forward
-                timeout = pending.attempt / FORWARD_SHARE
-                self._write_here(pending.rid, op, key, value, context, w,
-                                 pending.deadline - FORWARD_SLACK, timeout, pending.measured)
-                return True
-            pending.targets.append(Target(node))
+        step, request = failover.replace(pending, node, replaced, self.me)
+        if step == failover.STAMP_HERE:  # every replica before us failed
+            self.requests.pop(cid)
+            (op, key, value, context, _r, w), deadline, timeout = failover.taken_over(pending)
+            self._write_here(pending.rid, op, key, value, context, w, deadline, timeout,
+                             pending.measured)
+            return True
+        if step == failover.FORWARD:
             self._forward(cid, pending, node, now)
-            return False
-        target = stand_in(old, node)
-        pending.targets.append(target)
-        if pending.op == "get":
+        elif step == failover.READ:
             self._ask_read(cid, pending, node, now)
-        elif pending.clock is not None:
-            self._ask(cid, pending, node, ["rput", pending.key, pending.clock, target.hint],
-                      now, pending.attempt)
+        elif step == failover.PUT:
+            self._ask(cid, pending, node, request, now, pending.attempt)
         return False
 
     # Deadlines, replies, read repair --------------------------------------------------
     def tick(self, now: float) -> None:
         self.now = now
-        if now - self.reported_at >= FOREGROUND_WINDOW:
+        report = self.tally.report(now)
+        if report is not None:
             # Paper 6.5: gossip runs background work in the slices the foreground leaves.
-            self.reported_at = now
-            self.emit("gossip", Foreground.wire(len(self.latencies), p99(self.latencies)))
-            self.latencies = []
+            self.emit("gossip", Foreground.wire(*report))
         self.placement.expire(now)
         for cid, node in self.inflight.slow(now):  # silent past its attempt's share
             self._suspect(node, now)
@@ -333,23 +289,12 @@ class Handler(Stage):
     def _finish(self, cid: int) -> None:
         pending = self.requests[cid]
         quorum = pending.quorum
-        if quorum.outcome is Outcome.OK:
-            try:
-                reply, read = quorumreply.ok_reply(pending.op, quorum.replies, self.me,
-                                                   self.ring.epoch if self.ring else 0)
-                if read is not None:
-                    self.metrics.read(read)
-            except ValueError as exc:
-                reply = error("internal", f"a replica returned unreadable versions: {exc}")
-        else:
-            self.counts["timeouts" if quorum.outcome is Outcome.TIMEOUT
-                        else "unavailable"] += 1
-            reply = quorumreply.failed_reply(quorum, pending.why)
+        reply, read, counted = quorumreply.final_reply(pending.op, quorum, pending.why,
+                                                       self.me,
+                                                       self.ring.epoch if self.ring else 0)
         self._reply(pending.rid, reply)
-        self.latencies.append(self.now - pending.started)
-        if pending.measured:
-            self.metrics.answered(pending.op, self.now - pending.started,
-                                  None if reply["ok"] else reply["error"])
+        self.tally.finished(pending.op, self.now - pending.started, reply, read, counted,
+                            pending.measured)
         pending.replied = True
         if pending.op == "delete" and quorum.outcome is Outcome.OK:
             self.emit("gossip", Deleted.wire(pending.key))  # its tombstone may be reaped later

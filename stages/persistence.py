@@ -37,18 +37,18 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from seda_dynamo.antientropy import new_tree
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.durable import bump_counter, write_atomically
 from seda_dynamo.engines import KEY_SPACE, Engine, key_hash, open_engine
-from seda_dynamo.merkle import HashTree, Question, answer, object_hash
+from seda_dynamo.groupcommit import GroupCommit, get_event, hint_key, hint_record, write_event
+from seda_dynamo.merkle import Question, answer, object_hash
 from seda_dynamo.messages import Checked, Folded, Got, HintsFound, TreeAnswer, Written
 from seda_dynamo.messagetable import answer_to
 from seda_dynamo.reaper import only_tombstones
-from seda_dynamo.ring import partition_of, partition_of_hash, partition_range
+from seda_dynamo.ring import partition_of_hash
 from seda_dynamo.stage import Event, Stage
+from seda_dynamo.storetrees import StoreTrees
 
 #: Keys indexed per tick while the trees are built at start (background work yields).
 BUILD_CHUNK = 1000
@@ -80,122 +80,91 @@ class Handler(Stage):
         self.incarnation = incarnation_id or incarnation(config)
         self.mint_epoch = mint_epoch if mint_epoch is not None else _mint_epoch(config)
         self.mint_seq = 0  # grows with every key read for versioning
-        self.trees: dict[int, HashTree] = {}
-        self.building: Any = iter(self.engine.fold(0, KEY_SPACE))
-        self.built_upto = 0  # every key hashing below this is in the trees
-        # Keys written or reaped since the build began, above ``built_upto``: their tree
-        # entry is already current, and the build's older copy must not replace it.
-        self.touched: set[bytes] = set()
+        self.merkle = StoreTrees(config.partitions)  # a Merkle tree per partition
+        self.trees = self.merkle.trees
+        self.building: Any = iter(self.engine.fold(0, KEY_SPACE))  # None: built
+
+    @property
+    def built_upto(self) -> int:
+        return self.merkle.built_upto
 
     def handle_events(self, events: list[Event], now: float) -> None:
-        writes: list[tuple[bytes, bytes | None]] = []
-        hints: list[tuple[bytes, bytes | None]] = []
-        acks: list[tuple[str, Any, list[bytes]]] = []
-        batch: dict[bytes, bytes | None] = {}  # key -> object hash as this batch leaves it
+        commit = GroupCommit()
         for event in events:
             kind = event[0] if isinstance(event, list) and event else None
             if kind not in ("write", "get"):
                 self.dispatch(event, now)
                 continue
             try:  # the whole event is checked before any of it is taken
-                parsed = _write_event(event) if kind == "write" else _get_event(event)
+                parsed = write_event(event) if kind == "write" else get_event(event)
             except ValueError as exc:
                 self.errors += 1
                 self.log.error("%s event refused: %s: %.200r", kind, exc, event)
                 continue
-            if kind == "write":
-                reply_to, ref, items, hinted = parsed  # messages.Write, checked
-                conflicts = []
-                for key, value, expected in items:
-                    if expected is not NO_EXPECTATION and \
-                            self._current(key, batch) != (expected or None):
-                        conflicts.append(key)  # changed since the writer read it
-                        continue
-                    writes.append((key, value))
-                    batch[key] = object_hash(value) if value is not None else None
-                hints.extend((hint_key(owner, key), secrets.token_bytes(8))
-                             for owner, key in hinted)
-                acks.append((reply_to, ref, conflicts))
+            if kind == "write":  # messages.Write, checked
+                commit.take(*parsed, lambda key: self._current(key, commit.hashes))
             else:
-                reply_to, ref, keys, wants_mint = parsed  # messages.Get, checked
-                mint = None
-                if wants_mint:  # versioning: a mint order per key
-                    mint = [self.mint_epoch, self.mint_seq]
-                    self.mint_seq += len(keys)
-                try:
-                    found = self.engine.get_many(keys)
-                except Exception as exc:  # noqa: BLE001 - answered as an error, not a crash
-                    self.errors += 1
-                    self.log.exception("read of %d keys failed", len(keys))
-                    self.emit(*answer_to(reply_to, Got.wire(ref, None, f"read failed: {exc}",
-                                                         self.incarnation, mint)))
-                else:
-                    self.emit(*answer_to(reply_to, Got.wire(ref, found, None, self.incarnation,
-                                                         mint)))
-        if acks:
-            error = None
-            try:
-                if hints:
-                    self.hints.write_batch(hints)
-                self.engine.write_batch(writes)
-                self.commits += 1
-            except Exception as exc:  # noqa: BLE001 - every writer hears of it
-                self.errors += 1
-                self.log.exception("group commit of %d writes failed", len(writes))
-                error = f"write failed: {exc}"
-            if error is None:
-                self._index(writes, batch)
-            for reply_to, ref, conflicts in acks:
-                self.conflicts += len(conflicts)
-                self.emit(reply_to, Written.wire(ref, error, conflicts))
+                self._get(*parsed)
+        if commit.acks:
+            self._commit(commit)
+
+    def _get(self, reply_to: str, ref: Any, keys: list[bytes], wants_mint: bool) -> None:
+        """Answer a checked ``messages.Get`` from the engine."""
+        mint = None
+        if wants_mint:  # versioning: a mint order per key
+            mint = [self.mint_epoch, self.mint_seq]
+            self.mint_seq += len(keys)
+        try:
+            found = self.engine.get_many(keys)
+        except Exception as exc:  # noqa: BLE001 - answered as an error, not a crash
+            self.errors += 1
+            self.log.exception("read of %d keys failed", len(keys))
+            self.emit(*answer_to(reply_to, Got.wire(ref, None, f"read failed: {exc}",
+                                                 self.incarnation, mint)))
+        else:
+            self.emit(*answer_to(reply_to, Got.wire(ref, found, None, self.incarnation,
+                                                 mint)))
+
+    def _commit(self, commit: GroupCommit) -> None:
+        """One transaction for the batch's writes and hints, then every writer's answer."""
+        error = None
+        try:
+            if commit.hints:
+                self.hints.write_batch(commit.hints)
+            self.engine.write_batch(commit.writes)
+            self.commits += 1
+        except Exception as exc:  # noqa: BLE001 - every writer hears of it
+            self.errors += 1
+            self.log.exception("group commit of %d writes failed", len(commit.writes))
+            error = f"write failed: {exc}"
+        if error is None:
+            self._index(commit.writes, commit.hashes)
+        for reply_to, ref, conflicts in commit.acks:
+            self.conflicts += len(conflicts)
+            self.emit(reply_to, Written.wire(ref, error, conflicts))
 
     def _current(self, key: bytes, batch: dict[bytes, bytes | None]) -> bytes | None:
         """The object hash of what ``key`` holds now (None: nothing), for compare-and-set:
         from this batch, else the Merkle tree, else (trees still building) the engine."""
         if key in batch:
             return batch[key]
-        tree = self.trees.get(partition_of(key, self.config.partitions))
-        held = tree.get(key) if tree is not None else None
-        if held is not None or key_hash(key) < self.built_upto:
+        known, held = self.merkle.held(key)
+        if known:
             return held
         raw = self.engine.get(key)
         return object_hash(raw) if raw is not None else None
 
     # Merkle trees ----------------------------------------------------------------------
     def _index(self, pairs: list[tuple[bytes, bytes | None]],
-               hashes: dict[bytes, bytes | None] | None = None, build: bool = False) -> None:
-        """Bring the Merkle trees up to ``pairs`` (``hashes``: their object hashes, when
-        the caller has them already; ``build``: records the start-up build read)."""
-        q = self.config.partitions
-        if self.building is not None and not build:
-            self.touched.update(key for key, _ in pairs if key_hash(key) >= self.built_upto)
-        for key, value in pairs:
-            p = partition_of(key, q)
-            tree = self.trees.get(p)
-            if tree is None:
-                tree = self.trees[p] = new_tree()
-            if value is None:
-                tree.delete(key)
-            else:
-                known = hashes.get(key) if hashes is not None else None
-                tree.insert(key, known if known is not None else object_hash(value))
+               hashes: dict[bytes, bytes | None] | None = None) -> None:
+        """Bring the Merkle trees up to what was just committed (``hashes``: the object
+        hashes, when the caller has them already)."""
+        self.merkle.index(pairs, hashes, building=self.building is not None)
 
     def tick(self, now: float) -> None:
-        if self.building is None:
-            return
-        chunk = []
-        for key, value in self.building:
-            if key not in self.touched:  # else its tree entry is newer than this copy
-                chunk.append((key, value))
-            if len(chunk) >= BUILD_CHUNK:
-                self.built_upto = key_hash(key)
-                break
-        else:
+        if self.building is not None and self.merkle.build(self.building, BUILD_CHUNK):
             self.building = None
-            self.built_upto = KEY_SPACE
             self.tick_interval = IDLE_TICK
-            self.touched = set()
-        self._index(chunk, build=True)
 
     def on_fold(self, now: float, reply_to: str, ref: Any, lo_hex: str, hi_hex: str,
                 max_keys: int) -> None:
@@ -220,7 +189,7 @@ class Handler(Stage):
                 request: Any) -> None:
         """A question about one partition's tree; nil while that tree is being built."""
         result = None
-        if partition_range(partition, self.config.partitions)[1] <= self.built_upto:
+        if self.merkle.ready(partition):
             tree = self.trees.get(partition) or new_tree()
             try:
                 result = answer(tree, Question.from_wire(request))
@@ -237,7 +206,7 @@ class Handler(Stage):
         scanned = 0
         for hkey, token in self.hints.fold(self.hint_cursor, 1 << 128):
             scanned += 1
-            owner, key = _hint_record(hkey)
+            owner, key = hint_record(hkey)
             if owner in wanted:
                 found.append([owner, key, token, self.engine.get(key)])
             self.hint_cursor = key_hash(hkey) + 1
@@ -285,22 +254,6 @@ class Handler(Stage):
         self.engine.close()
 
 
-def _hint_record(hkey: bytes) -> tuple[str | None, bytes]:
-    """``(owner, key)`` of a hint record; owner None if the record is malformed (it is
-    skipped, never stopping the scan of the hints after it)."""
-    try:
-        owner, key = msgpack.unpackb(hkey, raw=False)
-    except (ValueError, TypeError, msgpack.UnpackException):
-        return None, b""
-    if not isinstance(owner, str) or not isinstance(key, bytes):
-        return None, b""
-    return owner, key
-
-
-def hint_key(owner: str, key: bytes) -> bytes:
-    return msgpack.packb([owner, key], use_bin_type=True)
-
-
 def _mint_epoch(config: NodeConfig) -> int:
     """This start's mint epoch: one more than any before it on this data (1 for a memory
     engine, whose incarnation is new at every start anyway)."""
@@ -321,40 +274,3 @@ def incarnation(config: NodeConfig) -> str:
     token = secrets.token_hex(4)
     write_atomically(path, token)
     return token
-
-
-# The two events this stage takes apart itself (to group-commit a batch) ---------------
-NO_EXPECTATION = object()  # a write item without an expected hash: no compare-and-set
-
-
-def _write_event(event: list[Any]) -> tuple[str, Any, list[tuple[bytes, bytes | None, Any]],
-                                             list[tuple[str, bytes]]]:
-    """A ``messages.Write``, items ``[key, value|None, expected hash?]`` and hints
-    ``[owner, key]``, checked whole; ``ValueError`` names what is wrong."""
-    if len(event) != 5 or not isinstance(event[1], str) \
-            or not isinstance(event[3], list | tuple) or not isinstance(event[4], list | tuple):
-        raise ValueError("a write is [write, reply_to, ref, items, hints]")
-    items = []
-    for item in event[3]:
-        if not isinstance(item, list | tuple) or len(item) not in (2, 3) \
-                or not isinstance(item[0], bytes) \
-                or not (item[1] is None or isinstance(item[1], bytes)) \
-                or not (len(item) == 2 or item[2] is None or isinstance(item[2], bytes)):
-            raise ValueError("a write item is [key, value|nil, expected hash|nil?]")
-        items.append((item[0], item[1], item[2] if len(item) == 3 else NO_EXPECTATION))
-    hinted = []
-    for hint in event[4]:
-        if not isinstance(hint, list | tuple) or len(hint) != 2 or not isinstance(hint[0], str) \
-                or not isinstance(hint[1], bytes):
-            raise ValueError("a hint is [owner, key]")
-        hinted.append((hint[0], hint[1]))
-    return event[1], event[2], items, hinted
-
-
-def _get_event(event: list[Any]) -> tuple[str, Any, list[bytes], bool]:
-    """A ``messages.Get``, ``keys`` all bin, checked whole."""
-    if len(event) not in (4, 5) or not isinstance(event[1], str) \
-            or not isinstance(event[3], list | tuple) \
-            or not all(isinstance(key, bytes) for key in event[3]):
-        raise ValueError("a get is [get, reply_to, ref, [key, ...], mint?]")
-    return event[1], event[2], list(event[3]), len(event) == 5 and bool(event[4])

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from seda_dynamo.inflight import InFlight
-from seda_dynamo.requests import OK_EVENT
+from seda_dynamo.messages import Call, Foreground, Get, Sync, Update
+from seda_dynamo.requests import FAIL_EVENT, OK_EVENT
 from seda_dynamo.routing import Route, Target
 
 ROUTE = Route((Target("a"), Target("b"), Target("c")), ("d",))
@@ -87,3 +88,37 @@ def test_local_reads_of_one_batch_are_one_engine_read_answered_once():
     assert keys == [b"k1", b"k2"] and f.take_reads() is None
     assert f.read_answered(ref) == [5, 6]
     assert f.read_answered(ref) == [], "answered twice"
+
+
+def test_a_local_read_answers_the_requests_still_waiting_in_key_order_once():
+    f = InFlight(0)
+    cids = [f.track(i, "get", b"k%d" % i, 1, ROUTE, 3.0, 0.0, attempt=0.75)[0]
+            for i in range(3)]
+    assert all(f.requests[cid].attempt == 0.75 for cid in cids)
+    for cid in cids:
+        f.read_here(cid, f.requests[cid].key)
+    ref, keys = f.take_reads()
+    assert keys == [b"k0", b"k1", b"k2"] and f.take_reads() is None
+    del f.requests[cids[1]]  # answered meanwhile
+    assert list(f.local_answers(ref, [b"v0", b"v1", None], None)) == [
+        (cids[0], OK_EVENT, b"v0"), (cids[2], OK_EVENT, None)]
+    assert list(f.local_answers(ref, [b"v0", b"v1", None], None)) == [], "once"
+    f.read_here(cids[0], b"k0")
+    ref, _ = f.take_reads()
+    assert list(f.local_answers(ref, None, "bad sector")) == [
+        (cids[0], FAIL_EVENT, "bad sector")]
+
+
+def test_a_step_that_could_not_be_queued_names_the_requests_it_belonged_to():
+    f = InFlight(0)
+    one, _ = f.track(1, "get", b"a", 1, ROUTE, 3.0, 0.0)
+    two, _ = f.track(2, "get", b"b", 1, ROUTE, 3.0, 0.0)
+    f.read_here(one, b"a")
+    f.read_here(two, b"b")
+    ref, keys = f.take_reads()
+    assert f.stranded(Get.wire("coordination", ref, keys)) == [one, two]
+    assert f.stranded(Get.wire("coordination", ref, keys)) == [], "a read batch once"
+    assert f.stranded(Update.wire("coordination", 7, b"k", b"v", None, False, None)) == [7]
+    assert f.stranded(Call.wire("p", "coordination", 8, ["rget", b"k"], "b", 1.0)) == [8]
+    assert f.stranded(Sync.wire("coordination", None, b"k", b"x", None)) == []
+    assert f.stranded(Foreground.wire(3, 0.1)) == [], "reports are only dropped"

@@ -13,12 +13,20 @@ from seda_dynamo import causality
 from seda_dynamo.quorumreply import (
     error,
     failed_reply,
+    final_reply,
     ok_reply,
     refusal,
     repairs,
+    replica_answer,
     reply_error,
 )
-from seda_dynamo.requests import ABORT_EVENT, DEADLINE_EVENT, FAIL_EVENT, QuorumRequest
+from seda_dynamo.requests import (
+    ABORT_EVENT,
+    DEADLINE_EVENT,
+    FAIL_EVENT,
+    OK_EVENT,
+    QuorumRequest,
+)
 from seda_dynamo.routing import Target
 
 
@@ -91,3 +99,31 @@ def test_read_repair_reaches_exactly_the_replicas_that_answered_with_less(holds)
 def test_unreadable_answers_repair_nothing():
     assert repairs({"a": b"\x00garbage", "b": version(b"v", "a#1")},
                    [Target("a"), Target("b")]) == (None, [])
+
+
+def test_a_finished_quorum_is_answered_and_counted_by_its_outcome():
+    ok = QuorumRequest(1, ("a",), ())
+    ok.start()
+    ok.on(OK_EVENT, "a", version(b"v", "a#1"))
+    reply, read, counted = final_reply("get", ok, "", "a", 3)
+    assert reply["values"] == [b"v"] and (read, counted) == (1, None)
+    bad = QuorumRequest(1, ("a",), ())
+    bad.start()
+    bad.on(OK_EVENT, "a", b"\x00garbage")
+    reply, read, counted = final_reply("get", bad, "", "a", 3)
+    assert reply["error"] == "internal" and "unreadable" in reply["message"]
+    assert (read, counted) == (None, None), "a bug, not a timeout or an unavailable"
+    late = QuorumRequest(2, ("a", "b"), ())
+    late.on(DEADLINE_EVENT)
+    assert final_reply("put", late, "", "a", 3) == (failed_reply(late), None, "timeouts")
+    gone = QuorumRequest(1, ("a",), ())
+    gone.on(ABORT_EVENT, "a", "disk full")
+    assert final_reply("put", gone, "why", "a", 3) == (error("unavailable", "why"), None,
+                                                      "unavailable")
+
+
+def test_a_replica_s_answer_is_an_ok_unless_it_carries_an_error():
+    assert replica_answer(["updated", None]) == (OK_EVENT, None)
+    assert replica_answer(["updated", "disk full"]) == (FAIL_EVENT, "disk full")
+    assert replica_answer(["got", b"raw", None]) == (OK_EVENT, b"raw")
+    assert replica_answer(["got", None, "boom"]) == (FAIL_EVENT, None)
