@@ -18,5 +18,6 @@ It exercises the whole paper: partitioning and replication (4.2, 4.3), versionin
 from __future__ import annotations
 
 from seda_dynamo.sim.cluster import Cluster
+from seda_dynamo.sim.run import Result, run_seed
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "Result", "run_seed"]

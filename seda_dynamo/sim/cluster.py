@@ -61,6 +61,7 @@ class Cluster:
         self.replies: dict[Any, dict[str, Any]] = {}  # each request's first reply
         self.reply_counts: dict[Any, int] = {}  # how many replies each request got
         self.refused: set[Any] = set()  # requests sent to a node that was down
+        self.on_reply: dict[Any, Callable[[dict[str, Any]], None]] = {}  # by request id
         self.next_id = 0
         for i in range(nodes):
             self.add(join=peer_address(1) if i else "")
@@ -111,6 +112,8 @@ class Cluster:
                     rid = reply.get("id")
                     self.replies.setdefault(rid, reply)
                     self.reply_counts[rid] = self.reply_counts.get(rid, 0) + 1
+                    if rid in self.on_reply:
+                        self.on_reply.pop(rid)(reply)
                     continue
                 batches.setdefault(dest, []).append(event)
             for dest, events in batches.items():
@@ -131,7 +134,7 @@ class Cluster:
         if oversize:
             handler.undeliverable(dest, oversize, self.now)
         for frame, sent in frames:
-            if target is None or not self.nodes[target].up:
+            if target is None or "network" not in self.nodes[target].stages:
                 handler.undeliverable(dest, sent, self.now)
                 continue
             for delay in self.net.delays(node.id, target):
@@ -154,7 +157,7 @@ class Cluster:
         elif kind == "stage":
             node_id, name, generation, frame = rest
             node = self.nodes[node_id]
-            if node.generation[name] != generation:
+            if node.generation[name] != generation or name not in node.stages:
                 return  # lost with the process it was queued for
             self.trace.record(self.now, node_id, name, frame)
             handler = node.stages[name]
@@ -165,7 +168,8 @@ class Cluster:
         elif kind == "peer":
             src, dst, src_boot, dst_boot, frame = rest
             node = self.nodes[dst]
-            if (self.boots[src], self.boots[dst]) != (src_boot, dst_boot) or not node.up \
+            if (self.boots[src], self.boots[dst]) != (src_boot, dst_boot) \
+                    or "network" not in node.stages \
                     or (src, dst) in self.net.cut:
                 return  # lost with a crashed node, or on a link cut since it was sent
             self.trace.record(self.now, dst, "peer:" + src, frame)
