@@ -5,7 +5,8 @@
 - no acknowledged write is lost and no phantom appears (a set-full check over sibling
   sets, paper section 4.4): a value acknowledged for a key is among the values read back
   at the end unless a write or delete whose context was read with it covered it; every
-  value read, during the run or at the end, is one some client wrote;
+  value read, during the run or at the end, is one some client wrote; and nothing an
+  acknowledged write or delete covered comes back (docs/protocol.md, semantics 3 and 4);
 - no dot issued twice: one (key, actor, counter) names one value on every node;
 - nothing left in flight once faults stop and the cluster is quiet;
 - the ring (paper 4.2): every partition owned by a member, no node owning more than
@@ -52,6 +53,10 @@ def lost_and_phantom(workload: Workload, final: dict[bytes, list[bytes] | None])
             continue
         found += [f"phantom {value!r} at the end for {key!r}" for value in values
                   if value not in written]
+        for op in workload.ops.values():
+            if op.key == key and op.acked and op.op != "get":
+                found += [f"{value!r} of {key!r} covered by acknowledged {op.op} {op.rid} "
+                          f"is back at the end" for value in op.supersedes if value in values]
         for op in puts:
             if op.key == key and op.acked and op.value not in values and \
                     (key, op.value) not in covered:

@@ -27,9 +27,9 @@ class Link:
 class Faults:
     """How unkind the network is while faults are on (the seed picks within these)."""
 
-    loss: float = 0.02
-    duplicate: float = 0.02
-    jitter: float = 0.010
+    loss: float = 0.05
+    duplicate: float = 0.05
+    jitter: float = 0.020
 
 
 class Network:

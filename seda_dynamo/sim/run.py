@@ -59,7 +59,7 @@ def partitions_for(nodes: int) -> int:
     return q
 
 
-def run_seed(seed: int, nodes: int = 3, ops: int = 30) -> Result:
+def run_seed(seed: int, nodes: int = 3, ops: int = 60) -> Result:
     log = logging.getLogger("seda_dynamo")
     errors, level, propagate = Errors(), log.level, log.propagate
     log.addHandler(errors)
@@ -84,11 +84,11 @@ def _run(seed: int, nodes: int, ops: int, root: Path) -> Result:
     if not cluster.run_until(cluster.converged, 60.0):
         result.anomalies.append("the cluster did not form within 60 s")
         return _done(result, cluster)
-    workload = Workload(cluster, random.Random(rng.getrandbits(64)))
+    workload = Workload(cluster, random.Random(rng.getrandbits(64)), keys=4)
     cluster.net.faulty(Faults())
     for _ in range(ops):
         cluster.schedule(rng.uniform(0, FAULT_SECONDS), workload.one)
-    for _ in range(rng.randint(1, 3)):
+    for _ in range(rng.randint(1, 4)):
         _fault(cluster, rng)
     cluster.run(FAULT_SECONDS)
 
