@@ -21,6 +21,7 @@ from seda_dynamo.outstanding import CALL_TTL, GRACE
 from seda_dynamo.sim import checkers
 from seda_dynamo.sim.cluster import Cluster
 from seda_dynamo.sim.net import Faults
+from seda_dynamo.sim.node import peer_address
 from seda_dynamo.sim.workload import Workload
 from seda_dynamo.stage import STAGE_NAMES
 
@@ -59,7 +60,11 @@ def partitions_for(nodes: int) -> int:
     return q
 
 
-def run_seed(seed: int, nodes: int = 3, ops: int = 60) -> Result:
+def run_seed(seed: int, nodes: int = 3, ops: int = 60, *, joins: bool = True,
+             clients_reach_outsiders: bool = False) -> Result:
+    """Run ``seed``; ``joins``: faults may include a node joining; with
+    ``clients_reach_outsiders`` clients may talk to a joining node before its join
+    takes (it is a one-node cluster until then: see tests/sim/test_seeds.py)."""
     log = logging.getLogger("seda_dynamo")
     errors, level, propagate = Errors(), log.level, log.propagate
     log.addHandler(errors)
@@ -67,7 +72,7 @@ def run_seed(seed: int, nodes: int = 3, ops: int = 60) -> Result:
     log.propagate = False
     try:
         with tempfile.TemporaryDirectory(prefix="seda-sim-") as tmp:
-            result = _run(seed, nodes, ops, Path(tmp))
+            result = _run(seed, nodes, ops, Path(tmp), joins, clients_reach_outsiders)
     finally:
         log.removeHandler(errors)
         log.setLevel(level)
@@ -76,7 +81,8 @@ def run_seed(seed: int, nodes: int = 3, ops: int = 60) -> Result:
     return result
 
 
-def _run(seed: int, nodes: int, ops: int, root: Path) -> Result:
+def _run(seed: int, nodes: int, ops: int, root: Path, joins: bool, open_door: bool
+         ) -> Result:
     rng = random.Random(seed)
     result = Result(seed, nodes)
     cluster = Cluster(root, nodes, seed=rng.getrandbits(64),
@@ -90,6 +96,9 @@ def _run(seed: int, nodes: int, ops: int, root: Path) -> Result:
         cluster.schedule(rng.uniform(0, FAULT_SECONDS), workload.one)
     for _ in range(rng.randint(1, 4)):
         _fault(cluster, rng)
+    if joins and nodes < 50 and rng.random() < 0.5:
+        cluster.schedule(rng.uniform(0, FAULT_SECONDS / 2), _join, cluster, workload,
+                         open_door)
     cluster.run(FAULT_SECONDS)
 
     cluster.net.calm()  # faults stop: every node and stage back up
@@ -142,6 +151,15 @@ def _fault(cluster: Cluster, rng: random.Random) -> None:
     stage = rng.choice(STAGE_NAMES) if kind == "stage" else None
     cluster.schedule(at, _crash, cluster, node, stage)
     cluster.schedule(at + lasts, _restart, cluster, node, stage)
+
+
+def _join(cluster: Cluster, workload: Workload, open_door: bool) -> None:
+    """A new node starts (its own one-node cluster) and an operator joins it to n1's
+    (paper section 4.9: it takes partitions over, streamed by their owners)."""
+    node = cluster.add()
+    if not open_door:
+        workload.outsiders.add(node.id)
+    cluster.request(node.id, {"op": "admin", "command": "join", "seed": peer_address(1)})
 
 
 def _crash(cluster: Cluster, node: str, stage: str | None) -> None:

@@ -46,9 +46,15 @@ class Workload:
         self.keys = [b"key%d" % i for i in range(keys)]
         self.ops: dict[int, Op] = {}
         self.written = 0
+        # Nodes started but not yet in the cluster's ring: clients know only members
+        # (a node is its own one-node cluster until its join takes: see run.py).
+        self.outsiders: set[str] = set()
 
     def _node(self) -> str:
-        return self.rng.choice(sorted(self.cluster.nodes))
+        ring = self.cluster.ring
+        self.outsiders = {n for n in self.outsiders if n not in self.cluster.nodes
+                          or (r := ring(n)) is None or len(r.members) < 2}
+        return self.rng.choice(sorted(set(self.cluster.nodes) - self.outsiders))
 
     def send(self, op: str, key: bytes, node: str | None = None, value: bytes | None = None,
              context: bytes | None = None, supersedes: tuple[bytes, ...] = (),
@@ -89,7 +95,7 @@ class Workload:
         if kind == "get":
             self.send("get", key)
             return
-        writer = self.rng.choice(sorted(self.cluster.nodes))
+        writer = self._node()
 
         def then(reply: dict[str, Any]) -> None:
             if not reply.get("ok") or reply.get("context") is None:
