@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         failed += bool(result.anomalies)
     elapsed = time.monotonic() - started
     print(f"{args.seeds} seeds of {args.nodes} nodes in {elapsed:.1f} s: "
-          f"{args.seeds / elapsed:.2f} seeds/s, {failed} with anomalies")
+          f"{args.seeds / elapsed:.3g} seeds/s ({elapsed / args.seeds:.2f} s a seed), "
+          f"{failed} with anomalies")
     return 1 if failed else 0
 
 
