@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= conf/default.toml
 APT_PACKAGES := libdb5.3-dev gcc make
 
-.PHONY: install serve test bench lint clean
+.PHONY: install serve test sim bench lint clean
 
 # Install those of the Debian packages $(1) that are missing (apt-get update first), then
 # stop and disable the system services $(2) their install may have started.
@@ -39,6 +39,15 @@ serve: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The deterministic simulator (seda_dynamo/sim): SEEDS seeds from SEED, of NODES nodes;
+# any seed with an anomaly replays exactly with SEED=that SEEDS=1.
+SEED  ?= 0
+SEEDS ?= 100
+NODES ?= 3
+
+sim: install
+	$(BIN)/python -m seda_dynamo.sim --seed $(SEED) --seeds $(SEEDS) --nodes $(NODES)
 
 # The peers seda-dynamo is measured against (bench/peers.py). Debian starts their system
 # services on install; they are stopped and disabled: the benchmarks start their own.

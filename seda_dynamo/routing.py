@@ -79,8 +79,10 @@ def targets(ring: Ring, partition: int, n: int, down: Collection[str]) -> list[T
 
 
 def stand_in(replaced: Target, node: str) -> Target:
-    """``node`` takes the place of ``replaced``: it holds the write for the same owner."""
-    return Target(node, replaced.hint or replaced.node)
+    """``node`` takes the place of ``replaced``: it holds the write for the same owner
+    (with no hint when it is that owner: a suspected primary asked as a spare)."""
+    owner = replaced.hint or replaced.node
+    return Target(node, None if owner == node else owner)
 
 
 def with_me(found: Route, me: str, primaries: list[str], n: int) -> Route:

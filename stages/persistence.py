@@ -37,6 +37,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from seda_dynamo import ids
 from seda_dynamo.antientropy import new_tree
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.durable import bump_counter, write_atomically
@@ -63,8 +64,8 @@ class Handler(Stage):
 
     def __init__(self, config: NodeConfig, engine: Engine | None = None,
                  hints: Engine | None = None, incarnation_id: str | None = None,
-                 mint_epoch: int | None = None) -> None:
-        super().__init__(config)
+                 mint_epoch: int | None = None, entropy: ids.Entropy | None = None) -> None:
+        super().__init__(config, entropy)
         if engine is None or hints is None:
             os.makedirs(config.data_dir, exist_ok=True)
         if engine is None:
@@ -102,7 +103,8 @@ class Handler(Stage):
                 self.log.error("%s event refused: %s: %.200r", kind, exc, event)
                 continue
             if kind == "write":  # messages.Write, checked
-                commit.take(*parsed, lambda key: self._current(key, commit.hashes))
+                commit.take(*parsed, lambda key: self._current(key, commit.hashes),
+                            self._token)
             else:
                 self._get(*parsed)
         if commit.acks:
@@ -243,6 +245,10 @@ class Handler(Stage):
             self.engine.write_batch([(key, None)])
             self._index([(key, None)])
             self.reaped += 1
+
+    def _token(self) -> bytes:
+        """A fresh hint token (from the handler's entropy: seeded in a simulator)."""
+        return self.entropy(64).to_bytes(8, "big")
 
     def gauges(self) -> dict[str, Any]:
         return {"commits": self.commits, "keys": self.engine.count(), "reaped": self.reaped,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from seda_dynamo import causality
+from seda_dynamo import causality, ids
 from seda_dynamo.causality import DVVSet
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.merkle import object_hash
@@ -62,8 +62,8 @@ class Handler(Stage):
     name = "versioning"
     tick_interval = 0.25
 
-    def __init__(self, config: NodeConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: NodeConfig, entropy: ids.Entropy | None = None) -> None:
+        super().__init__(config, entropy)
         self.family = ""  # node id and data incarnation, learned from persistence's replies
         self.keys = KeyQueue()  # each key's work in flight and what waits behind it
         self.inflight, self.queued = self.keys.inflight, self.keys.queued

@@ -30,8 +30,9 @@ SHELLS = frozenset({
 })
 #: Packages of shells: every module in them is one. The load generator (the ``bench``
 #: extra) is tooling: its package imports its drivers, so none of it loads alone IO-free.
-#: The command (``cli/``) is one module per subcommand.
-SHELL_PACKAGES = ("seda_dynamo.loadgen", "seda_dynamo.cli")
+#: The command (``cli/``) is one module per subcommand. The simulator (``sim/``) loads
+#: stage code (through the stage table) and owns its nodes' data directories.
+SHELL_PACKAGES = ("seda_dynamo.loadgen", "seda_dynamo.cli", "seda_dynamo.sim")
 #: What a core never loads: the network library, the disk engine, event loops, process
 #: inspection, and stage code.
 IO_LIBRARIES = ("zmq", "berkeleydb", "asyncio", "psutil")

@@ -58,6 +58,14 @@ def test_a_stand_in_holds_the_write_for_the_owner_of_the_target_it_replaces():
     assert stand_in(Target("d", "b"), "e") == Target("e", "b"), "a fallback's owner stays"
 
 
+def test_the_owner_itself_replacing_its_fallback_holds_the_write_with_no_hint():
+    """A suspected primary is asked last, as a spare: when the fallback standing in for
+    it fails, it may replace that fallback. It is the owner: a hint naming itself would
+    never be delivered (hints are scanned for peers) nor forgotten (the simulator found
+    one left for ever: tests/sim/test_seeds.py, 5 nodes, seed 104)."""
+    assert stand_in(Target("d", "b"), "b") == Target("b")
+
+
 def test_a_node_that_must_stamp_outside_its_route_takes_the_last_place_with_a_hint():
     primaries = ["a", "b", "c"]
     assert with_me(route(RING, 0, 3, set()), "e", primaries, 3) == \

@@ -1,0 +1,255 @@
+"""A whole cluster in one process: nodes' real stage handlers joined by a simulated
+clock, inter-stage queues and network, driven as the runtime drives them.
+
+Events between a node's stages travel as the runtime sends them (``[sent_at, events]``
+in msgpack, one message per destination per flush) and arrive a little later; an emit
+to ``peer:HOST:PORT`` is packed with ``peerprotocol.pack_events`` and crosses the
+simulated network to that node's ``peer`` port as ``[identity, message]``, as a
+DEALER's message reaches a ROUTER. A node that is down, or unknown, is not connected: the
+sender's ``undeliverable`` is called at once, as the runtime does. Each handler ticks at
+its ``tick_interval``. What is in flight to a crashed stage or node, or from a crashed
+node, is lost. Client requests enter a node's client port as frames; each reply is
+recorded by the request's id. Every delivery is hashed into the trace.
+
+Dynamo paper sections 4.5-4.9 are what runs through it. No sockets, no wall clock.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from seda_dynamo import peerprotocol
+from seda_dynamo.ring import Ring
+from seda_dynamo.sim.clock import Clock, Trace
+from seda_dynamo.sim.net import Network
+from seda_dynamo.sim.node import Node, peer_address
+from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Stage
+
+#: Settings every simulated node shares unless a run says otherwise: a small ring.
+DEFAULTS: dict[str, Any] = {"partitions": 16, "n": 3, "r": 2, "w": 2}
+STAGE_DELAY = 0.0001  # seconds an event spends between two stages of one node
+MAX_ENTRIES = 5_000_000  # entries one run_until may take before it calls it a livelock
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A client connection as the runtime describes it (``protocol.Caller``)."""
+
+    address: str | None = "127.0.0.1"
+    user_id: str | None = None
+
+
+class Cluster:
+    """Nodes ``n1``..``nM`` (n1 founds the ring, the others join through it)."""
+
+    def __init__(self, root: Path, nodes: int = 3, seed: int = 0, **config: Any) -> None:
+        self.root = root
+        self.rng = random.Random(seed)
+        self.config = {**DEFAULTS, **config}
+        self.clock = Clock()
+        self.trace = Trace()
+        self.nodes: dict[str, Node] = {}
+        self.by_peer: dict[str, str] = {}
+        self.boots: dict[str, int] = {}  # bumped at each crash of the whole node
+        self.net = Network(random.Random(self.rng.getrandbits(64)), [])
+        self.replies: dict[Any, dict[str, Any]] = {}  # each request's first reply
+        self.reply_counts: dict[Any, int] = {}  # how many replies each request got
+        self.refused: set[Any] = set()  # requests sent to a node that was down
+        self.on_reply: dict[Any, Callable[[dict[str, Any]], None]] = {}  # by request id
+        self.next_id = 0
+        for i in range(nodes):
+            self.add(join=peer_address(1) if i else "")
+
+    @property
+    def now(self) -> float:
+        return self.clock.now
+
+    def add(self, join: str = "", **config: Any) -> Node:
+        """Start one more node (a founder of its own ring when it names no ``join``)."""
+        i = len(self.nodes) + 1
+        node = Node(i, self.root / f"n{i}", random.Random(self.rng.getrandbits(64)),
+                    join=join, **{**self.config, **config})
+        self.nodes[node.id] = node
+        self.by_peer[node.config.peer] = node.id
+        self.boots[node.id] = 0
+        self.net.add(node.id, list(self.nodes))
+        self.start(node.id)
+        return node
+
+    # Crashes and restarts ------------------------------------------------------------
+    def start(self, node_id: str, stage: str | None = None) -> None:
+        """Start the node's stages (or one), in the supervisor's order, on its disks."""
+        node = self.nodes[node_id]
+        for name in [stage] if stage else STAGE_NAMES:
+            handler = node.build(name)
+            handler.start(self.now)
+            self._flush(node, handler)
+            self.clock.after(handler.tick_interval, "tick", node_id, name,
+                             node.generation[name])
+
+    def crash(self, node_id: str, stage: str | None = None) -> None:
+        """Kill the node's stages (or one): what is in flight to them is lost."""
+        self.nodes[node_id].crash(stage)
+        if stage is None:
+            self.boots[node_id] += 1
+
+    # Sending: what the runtime's flush does ----------------------------------------
+    def _flush(self, node: Node, handler: Stage) -> None:
+        for _ in range(10_000):
+            out = handler.take_outbox()
+            if not out:
+                return
+            batches: dict[str, list[Any]] = {}
+            for dest, event in out:
+                if dest == "client":  # the client ROUTER: [identity, b"", reply]
+                    reply = msgpack.unpackb(event[-1], raw=False)
+                    rid = reply.get("id")
+                    self.replies.setdefault(rid, reply)
+                    self.reply_counts[rid] = self.reply_counts.get(rid, 0) + 1
+                    if rid in self.on_reply:
+                        self.on_reply.pop(rid)(reply)
+                    continue
+                batches.setdefault(dest, []).append(event)
+            for dest, events in batches.items():
+                if dest.startswith(PEER_PREFIX):
+                    self._to_peer(node, handler, dest, events)
+                elif dest in node.generation:
+                    frame = msgpack.packb([self.now, events], use_bin_type=True)
+                    self.clock.after(STAGE_DELAY, "stage", node.id, dest,
+                                     node.generation[dest], frame)
+                else:
+                    handler.undeliverable(dest, events, self.now)
+        raise AssertionError(f"{handler.name} on {node.id} keeps emitting")
+
+    def _to_peer(self, node: Node, handler: Stage, dest: str, events: list[Any]) -> None:
+        target = self.by_peer.get(dest.removeprefix(PEER_PREFIX))
+        frames, oversize = peerprotocol.pack_events(events, peerprotocol.max_message_bytes(
+            node.config.max_key_bytes, node.config.max_record_bytes))
+        if oversize:
+            handler.undeliverable(dest, oversize, self.now)
+        for frame, sent in frames:
+            if target is None or "network" not in self.nodes[target].stages:
+                handler.undeliverable(dest, sent, self.now)
+                continue
+            for delay in self.net.delays(node.id, target):
+                self.clock.after(delay, "peer", node.id, target, self.boots[node.id],
+                                 self.boots[target], frame)
+
+    # Delivering ------------------------------------------------------------------------
+    def step(self) -> None:
+        """Take the next entry of the clock and do it."""
+        kind, *rest = self.clock.pop()
+        if kind == "tick":
+            node_id, name, generation = rest
+            node = self.nodes[node_id]
+            if node.generation[name] != generation:
+                return
+            handler = node.stages[name]
+            handler.tick(self.now)
+            self._flush(node, handler)
+            self.clock.after(handler.tick_interval, "tick", node_id, name, generation)
+        elif kind == "stage":
+            node_id, name, generation, frame = rest
+            node = self.nodes[node_id]
+            if node.generation[name] != generation or name not in node.stages:
+                return  # lost with the process it was queued for
+            self.trace.record(self.now, node_id, name, frame)
+            handler = node.stages[name]
+            events = msgpack.unpackb(frame, raw=False, use_list=True,
+                                     strict_map_key=False)[1]
+            handler.handle_events(events, self.now)
+            self._flush(node, handler)
+        elif kind == "peer":
+            src, dst, src_boot, dst_boot, frame = rest
+            node = self.nodes[dst]
+            if (self.boots[src], self.boots[dst]) != (src_boot, dst_boot) \
+                    or "network" not in node.stages \
+                    or (src, dst) in self.net.cut:
+                return  # lost with a crashed node, or on a link cut since it was sent
+            self.trace.record(self.now, dst, "peer:" + src, frame)
+            handler = node.stages["network"]
+            src_peer = self.nodes[src].config.peer.encode()
+            handler.handle_frames("peer", [[src_peer, frame]], self.now)
+            self._flush(node, handler)
+        else:  # "call": something a run scheduled (a fault, a client's request)
+            fn, args = rest
+            fn(*args)
+
+    def run_until(self, done: Callable[[], bool], within: float) -> bool:
+        """Run until ``done()`` (checked as time moves) or ``within`` simulated seconds
+        have passed; whether ``done()`` came true."""
+        end = self.now + within
+        checked = -1.0
+        for _ in range(MAX_ENTRIES):
+            if self.now > checked:
+                checked = self.now
+                if done():
+                    return True
+            due = self.clock.next_time()
+            if due is None or due > end:
+                self.clock.now = max(self.now, end)
+                return done()
+            self.step()
+        raise AssertionError(f"still running after {MAX_ENTRIES} entries")
+
+    def run(self, seconds: float) -> None:
+        self.run_until(lambda: False, seconds)
+
+    def schedule(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
+        self.clock.after(delay, "call", fn, args)
+
+    # Clients -------------------------------------------------------------------------
+    def request(self, node_id: str, body: dict[str, Any]) -> Any:
+        """Send a client request to ``node_id``'s client port; its id. The replies land
+        in ``replies[id]``; a node that is down refuses it (``refused``)."""
+        self.next_id += 1
+        body = {**body, "id": self.next_id}
+        node = self.nodes[node_id]
+        if "network" not in node.stages:
+            self.refused.add(self.next_id)
+            return self.next_id
+        frame = msgpack.packb(body, use_bin_type=True)
+        self.trace.record(self.now, node_id, "client", frame)
+        handler = node.stages["network"]
+        handler.handle_frames("client", [[b"client", b"", frame]], self.now, [Caller()])
+        self._flush(node, handler)
+        return self.next_id
+
+    def call(self, node_id: str, body: dict[str, Any], within: float = 10.0
+             ) -> dict[str, Any] | None:
+        """A request and its first reply, running the cluster until it comes."""
+        rid = self.request(node_id, body)
+        if not self.run_until(lambda: rid in self.replies, within):
+            return None
+        return self.replies[rid]
+
+    # What runs wait for ----------------------------------------------------------------
+    def ring(self, node_id: str) -> Ring | None:
+        """The ring ``node_id`` routes requests by (what gossip told coordination)."""
+        coordination = self.nodes[node_id].stages.get("coordination")
+        return None if coordination is None else coordination.ring  # type: ignore[attr-defined]
+
+    def converged(self) -> bool:
+        """Every node is up and routes by the same ring with no move pending, no transfer
+        running, no peer down, and no peer its coordinator still suspects (a read it
+        coordinates would ask a stand-in in the suspect's place: paper 4.6)."""
+        states = []
+        for node in self.nodes.values():
+            if not node.up or len(node.stages) != len(STAGE_NAMES):
+                return False
+            coordination: Any = node.stages["coordination"]
+            gauges = node.stages["gossip"].gauges()
+            ring = coordination.ring
+            placement = coordination.placement
+            if ring is None or gauges["transfers_active"] or gauges["down"] or \
+                    placement.moves_left or any(until > self.now for until in
+                                                placement.suspects.values()):
+                return False
+            states.append(ring.to_state())
+        return all(state == states[0] for state in states)

@@ -1,0 +1,57 @@
+"""The simulator (``seda_dynamo.sim``) on a fixed set of seeds: whole clusters of real
+handlers under a lossy, duplicating, reordering network, partitions (one-way too), node
+and stage crashes, with clients writing, reading and deleting; every checker must hold
+on every seed (no reply missing or doubled, no acknowledged write lost, no phantom, no
+dot issued twice, nothing left in flight, a balanced ring). And a seed is a run: the
+same seed gives the same trace hash in processes with different hash seeds.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seda_dynamo.sim import run_seed
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: (nodes, seed): about 50 s of test time on a 2-core machine (make sim runs more).
+SEEDS = [(3, seed) for seed in range(24)] + [(5, seed) for seed in range(100, 106)] + \
+        [(10, 200)]
+
+
+@pytest.mark.parametrize(("nodes", "seed"), SEEDS)
+def test_every_check_holds_on_this_seed(nodes, seed):
+    result = run_seed(seed, nodes)
+    assert result.requests and not result.anomalies, (
+        f"replay: python -m seda_dynamo.sim --seed {seed} --nodes {nodes}",
+        result.anomalies)
+
+
+def trace_hash(seed: int, hash_seed: str) -> str:
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "seda_dynamo.sim", "--seed", str(seed)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=100)
+    line = out.stdout.splitlines()[0].split()
+    assert line[:2] == ["seed", str(seed)] and line[4] == "trace", out.stdout
+    return line[5]
+
+
+def test_a_seed_is_the_same_run_in_any_process_and_another_seed_is_not():
+    first = trace_hash(11, "1")
+    assert trace_hash(11, "2") == first
+    assert trace_hash(12, "3") != first
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "an acknowledged delete is lost: clients may talk to a joining node before its join "
+    "takes, when it is a one-node cluster acknowledging alone; its data for partitions "
+    "it is not given never reaches their owners (minimal case: tests/sim/test_cluster.py"
+    "::test_a_write_a_node_acknowledged_before_it_joined_survives_the_join)"))
+def test_seed_19_with_clients_talking_to_a_node_before_it_joins():
+    result = run_seed(19, 3, clients_reach_outsiders=True)
+    assert not result.anomalies, result.anomalies
