@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,8 +28,7 @@ import msgpack
 import psutil
 import zmq
 
-from seda_dynamo.launcher import NodeProcess, NotReady
-from seda_dynamo.loadgen.cluster import free_base_port
+from seda_dynamo.launcher import NodeProcess, NotReady, free_base_port
 
 REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 NODE_READY_TIMEOUT = 20.0
@@ -45,13 +43,6 @@ def exit_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(server: str, body: dict[str, Any], timeout: float = 0.5) -> dict[str, Any] | None:

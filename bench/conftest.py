@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from bench import SingleNode, cluster_servers, free_port, start_node
+from bench import SingleNode, cluster_servers, start_node
 from bench.echo_chain import EchoChain, start_echo_chain
+from seda_dynamo.launcher import free_port
 from seda_dynamo.loadgen import CLUSTER_ARGS, local_cluster
 
 RESULTS = pytest.StashKey[dict[str, dict[str, Any]]]()

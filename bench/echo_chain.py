@@ -31,7 +31,8 @@ from typing import Any
 import msgpack
 import zmq
 
-from bench import REPO_ROOT, free_port
+from bench import REPO_ROOT
+from seda_dynamo.launcher import free_port
 
 PR_SET_PDEATHSIG = 1
 

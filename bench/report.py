@@ -48,12 +48,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import call, cluster_servers, exit_on_sigterm, free_port, start_node
+from bench import call, cluster_servers, exit_on_sigterm, start_node
 from bench.echo_chain import start_echo_chain
 from bench.peers import MissingBinary, etcd_cluster, redis_server
 from bench.plots import make_plots
 from bench.render import plot_data, render
 from bench.tables import machine_info, overload_row
+from seda_dynamo.launcher import free_port
 from seda_dynamo.loadgen import fetch_ring, format_result, local_cluster, run_mix, run_phase
 
 CLUSTER_NODES = 3

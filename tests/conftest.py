@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 from support import Node, build_cluster, stop_all
+
+from seda_dynamo.launcher import PORT_RANGE_ENV, port_range
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``make test`` runs the suite in parallel workers (pytest-xdist): each draws the
+    ports of the nodes it starts from a slice of the range of its own, so two workers
+    never hand out the same port (the nodes they start inherit the slice)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if worker.startswith("gw") and worker[2:].isdigit() and count > 1:
+        lo, hi = port_range()
+        size = (hi - lo) // count
+        first = lo + int(worker[2:]) * size
+        os.environ[PORT_RANGE_ENV] = f"{first}-{first + size}"
 
 
 @pytest.fixture

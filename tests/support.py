@@ -3,53 +3,17 @@ through ``seda_dynamo.launcher``."""
 
 from __future__ import annotations
 
-import random
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 from seda_dynamo.client import Client, DynamoError
-from seda_dynamo.launcher import NodeProcess, NotReady
+from seda_dynamo.launcher import NodeProcess, NotReady, free_port
 from seda_dynamo.launcher import wait_for_ring as _wait_for_ring
 from seda_dynamo.security import ClientKeys
 
 READY_SECONDS = 30.0
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(lo), int(hi)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port that is free now and that no outgoing connection can take before
-    a node binds it: below the kernel's ephemeral range. (A port from ``bind(0)`` is an
-    ephemeral one: while a cluster starts, another node's connection could take it as
-    its source port first, and the node then failed to bind it forever: "Address
-    already in use", a node that never answers ping.) Never the same port twice in a
-    test run."""
-    lo, _ = _ephemeral_range()
-    rng = random.Random()
-    for _ in range(1000):
-        port = rng.randrange(10_000, max(lo, 10_001))
-        if port in _handed_out:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def wait_until(predicate, seconds: float, what: str, interval: float = 0.05):

@@ -8,44 +8,16 @@ always stops them by pid and removes the directory.
 from __future__ import annotations
 
 import os
-import random
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from seda_dynamo.launcher import NodeProcess, start_cluster
+from seda_dynamo.launcher import NodeProcess, free_base_port, start_cluster
 
 CLUSTER_ARGS = ("--engine", "bdb", "--durability", "fsync", "--n", "3", "--r", "2", "--w", "2")
 READY_SECONDS = 60.0
-
-
-def _port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base_port(nodes: int, low: int = 10_000, high: int = 32_000,
-                   attempts: int = 200) -> int:
-    """A base port whose cluster ports (``base..``, peers ``base+100..``) are all free.
-
-    Drawn at random below the kernel's ephemeral range (32768..), so that clients'
-    outgoing connections do not take them while the cluster starts.
-    """
-    if not 1 <= nodes <= 100:
-        raise ValueError("nodes must be in 1..100")
-    for _ in range(attempts):
-        base = random.randrange(low, high - 100 - nodes)
-        ports = [*range(base, base + nodes), *range(base + 100, base + 100 + nodes)]
-        if all(_port_free(p) for p in ports):
-            return base
-    raise RuntimeError(f"no free range of ports for {nodes} nodes in {low}..{high}")
 
 
 def _log_tails(data_dir: str, lines: int = 15) -> str:

@@ -48,9 +48,10 @@ def test_a_bad_configuration_is_refused_with_the_key_named(tmp_path):
 
 def test_cluster_start_prints_endpoints_and_stop_leaves_no_process(tmp_path):
     import psutil
-    from support import free_port
 
-    base = 20000 + free_port() % 20000
+    from seda_dynamo.launcher import free_base_port
+
+    base = free_base_port(3)
     root = tmp_path / "c"
     started = cli("cluster", "start", "--nodes", "3", "--data-dir", str(root),
                   "--base-port", str(base), "--engine", "memory", check=False)

@@ -26,8 +26,9 @@ import psutil
 import pytest
 import zmq
 
-from bench import REPO_ROOT, free_port
+from bench import REPO_ROOT
 from bench.echo_chain import EchoChain, start_echo_chain
+from seda_dynamo.launcher import free_port
 from seda_dynamo.loadgen import (
     CDF_PERCENTILES,
     fetch_ring,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench import free_port
+from seda_dynamo.launcher import free_port
 from seda_dynamo.loadgen import parse_http_response, parse_resp, parse_target, run_mix
 
 
