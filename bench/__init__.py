@@ -28,7 +28,8 @@ import msgpack
 import psutil
 import zmq
 
-from seda_dynamo.launcher import NodeProcess, NotReady, free_base_port
+from seda_dynamo.launcher import NodeProcess, NotReady
+from seda_dynamo.ports import free_base_port
 
 REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 NODE_READY_TIMEOUT = 20.0

@@ -16,8 +16,8 @@ import pytest
 
 from bench import SingleNode, cluster_servers, start_node
 from bench.echo_chain import EchoChain, start_echo_chain
-from seda_dynamo.launcher import free_port
 from seda_dynamo.loadgen import CLUSTER_ARGS, local_cluster
+from seda_dynamo.ports import free_port
 
 RESULTS = pytest.StashKey[dict[str, dict[str, Any]]]()
 NODE = pytest.StashKey[SingleNode]()

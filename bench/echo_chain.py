@@ -32,7 +32,7 @@ import msgpack
 import zmq
 
 from bench import REPO_ROOT
-from seda_dynamo.launcher import free_port
+from seda_dynamo.ports import free_port
 
 PR_SET_PDEATHSIG = 1
 

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 
 import psutil
 
-from seda_dynamo.launcher import free_port
+from seda_dynamo.ports import free_port
 
 READY_TIMEOUT = 30.0
 STOP_GRACE = 10.0

@@ -54,8 +54,8 @@ from bench.peers import MissingBinary, etcd_cluster, redis_server
 from bench.plots import make_plots
 from bench.render import plot_data, render
 from bench.tables import machine_info, overload_row
-from seda_dynamo.launcher import free_port
 from seda_dynamo.loadgen import fetch_ring, format_result, local_cluster, run_mix, run_phase
+from seda_dynamo.ports import free_port
 
 CLUSTER_NODES = 3
 CLUSTER_NRW = (3, 2, 2)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from support import Node, build_cluster, stop_all
 
-from seda_dynamo.launcher import PORT_RANGE_ENV, port_range
+from seda_dynamo.ports import PORT_RANGE_ENV, port_range
 
 
 def pytest_configure(config: pytest.Config) -> None:

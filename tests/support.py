@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 from seda_dynamo.client import Client, DynamoError
-from seda_dynamo.launcher import NodeProcess, NotReady, free_port
+from seda_dynamo.launcher import NodeProcess, NotReady
 from seda_dynamo.launcher import wait_for_ring as _wait_for_ring
+from seda_dynamo.ports import free_port
 from seda_dynamo.security import ClientKeys
 
 READY_SECONDS = 30.0

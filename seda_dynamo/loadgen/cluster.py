@@ -14,7 +14,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from seda_dynamo.launcher import NodeProcess, free_base_port, start_cluster
+from seda_dynamo.launcher import NodeProcess, start_cluster
+from seda_dynamo.ports import free_base_port
 
 CLUSTER_ARGS = ("--engine", "bdb", "--durability", "fsync", "--n", "3", "--r", "2", "--w", "2")
 READY_SECONDS = 60.0

@@ -26,7 +26,8 @@ SHELLS = frozenset({
     "seda_dynamo.accounting", "seda_dynamo.hygiene", "seda_dynamo.contract",
     "seda_dynamo.supervisor", "seda_dynamo.security",
     "seda_dynamo.client", "seda_dynamo.cli", "seda_dynamo.admin",
-    "seda_dynamo.launcher", "seda_dynamo.localcluster", "seda_dynamo.engines.bdb",
+    "seda_dynamo.launcher", "seda_dynamo.ports", "seda_dynamo.localcluster",
+    "seda_dynamo.engines.bdb",
 })
 #: Packages of shells: every module in them is one. The load generator (the ``bench``
 #: extra) is tooling: its package imports its drivers, so none of it loads alone IO-free.

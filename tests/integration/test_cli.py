@@ -49,7 +49,7 @@ def test_a_bad_configuration_is_refused_with_the_key_named(tmp_path):
 def test_cluster_start_prints_endpoints_and_stop_leaves_no_process(tmp_path):
     import psutil
 
-    from seda_dynamo.launcher import free_base_port
+    from seda_dynamo.ports import free_base_port
 
     base = free_base_port(3)
     root = tmp_path / "c"

@@ -28,7 +28,6 @@ import zmq
 
 from bench import REPO_ROOT
 from bench.echo_chain import EchoChain, start_echo_chain
-from seda_dynamo.launcher import free_port
 from seda_dynamo.loadgen import (
     CDF_PERCENTILES,
     fetch_ring,
@@ -39,6 +38,7 @@ from seda_dynamo.loadgen import (
     run_phases,
     server_list,
 )
+from seda_dynamo.ports import free_port
 from seda_dynamo.ring import partition_of
 
 KEYS = {"phase", "ops", "errors", "seconds", "ops_per_sec", "p50_ms", "p99_ms", "p999_ms",

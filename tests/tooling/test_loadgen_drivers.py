@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from seda_dynamo.launcher import free_port
 from seda_dynamo.loadgen import parse_http_response, parse_resp, parse_target, run_mix
+from seda_dynamo.ports import free_port
 
 
 # Targets and the TCP drivers' parsers ---------------------------------------------------------
