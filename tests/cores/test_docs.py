@@ -69,3 +69,10 @@ def test_every_file_and_test_the_docs_name_exists():
             if not target.exists() or test and f"def {test}(" not in target.read_text():
                 missing.append(f"{doc.name}: {path}{'::' + test if test else ''}")
     assert not missing, missing
+
+
+def test_every_test_file_has_a_name_of_its_own():
+    """Test folders have no ``__init__.py`` (pytest imports each file by its base name):
+    two files of one name in two folders collide, and the second fails to import."""
+    names = [p.name for p in (ROOT / "tests").rglob("*.py") if p.name != "conftest.py"]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
