@@ -1,0 +1,147 @@
+"""Fuzzing one real node through its two ports (``target.SocketNode``): Dynamo paper
+section 4.1 (the client interface) and 4.8 (the peers). Nothing sent stops, restarts or
+wedges a stage: every client message gets exactly one reply, no stage counts an error,
+the same pids serve afterwards, the fuzzed keys are still readable and writable, and no
+stage's memory grows beyond what the input could make it hold.
+
+About 20 s of fuzzing; ``SEDA_SOAK=1`` (``make soak``) ten times as long.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+
+import msgpack
+import psutil
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+from strategies import (
+    ERROR_CODES,
+    MAX_BODY,
+    MAX_KEY,
+    PEER_MESSAGE,
+    UNKNOWN,
+    client_message,
+    expected_id,
+)
+from support import wait_until
+from target import SocketNode
+
+pytestmark = pytest.mark.integration
+
+SOAK = os.environ.get("SEDA_SOAK", "") not in ("", "0")
+BUDGET_S = float(os.environ.get("SEDA_FUZZ_SECONDS") or (200.0 if SOAK else 20.0))
+#: Memory a stage may gain over the fuzz (RSS): the network stage holds a batch of up to
+#: ``batch_max`` (512) client messages, each at most twice the body limit before ZeroMQ
+#: refuses it, but the fuzz has few such messages in flight at once (one socket, one
+#: peer socket, at most ~1.2 MiB each): a handful of bodies in flight in each stage plus
+#: what the allocator keeps of them (glibc arenas, ``MALLOC_ARENA_MAX=2``) stays well under
+#: 64 MiB. Persistence runs bdb here, whose cache is bounded by its own setting, so the
+#: values written land on disk rather than in RSS. Measured: see the report.
+RSS_GROWTH = 64 * 1024 * 1024
+
+STEP = st.one_of(st.tuples(st.just("client"), client_message(changes=False)),
+                 st.tuples(st.just("peer"), PEER_MESSAGE))
+
+
+def rss(pids: dict[str, int]) -> dict[str, int]:
+    return {name: psutil.Process(pid).memory_info().rss for name, pid in pids.items()}
+
+
+def oversize(node) -> None:
+    """A client message and a peer message over the ports' sizes, each on a socket of
+    its own: ZeroMQ drops those connections without a reply (docs/protocol.md)."""
+    ctx = zmq.Context()
+    try:
+        for address, size in ((node.server, 2 * MAX_BODY + 1),
+                              (node.peer, 64 * 1024 * 1024 + 2 * 64 * 1024 + 1)):
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(f"tcp://{address}")
+            sock.send_multipart([b"", b"\x00" * size])
+            sock.poll(500)
+            sock.close(0)
+    finally:
+        ctx.term()
+
+
+def fuzz(target: SocketNode, budget: float) -> tuple[int, Counter, list[bytes]]:
+    """Fuzzed steps until ``budget`` seconds are spent; the ids the replies must carry
+    and the keys named."""
+    ids: Counter = Counter()
+    keys: list[bytes] = []
+    stop = time.monotonic() + budget
+    rounds = 0
+
+    def step(steps):
+        for kind, what in steps:
+            if kind == "client":
+                target.client(what)
+                want = expected_id(what)
+                if want is not None and want is not UNKNOWN:
+                    ids[want if not isinstance(want, bool) else int(want)] += 1
+                try:
+                    key = msgpack.unpackb(what[-1], raw=False)["key"]
+                    key = key.encode() if isinstance(key, str) else key
+                    if isinstance(key, bytes) and 0 < len(key) <= MAX_KEY:
+                        keys.append(key)
+                except Exception:  # noqa: BLE001 - not a request with a key
+                    pass
+            else:
+                target.peer(what)
+
+    while time.monotonic() < stop:
+        rounds += 1
+        run = settings(max_examples=50, deadline=None, database=None,
+                       suppress_health_check=list(HealthCheck))(
+            given(st.lists(STEP, min_size=1, max_size=6))(step))
+        seed(rounds)(run)()
+        target.drain(0)
+    return rounds, ids, keys
+
+
+def test_fuzzed_frames_leave_a_real_node_whole(node_factory):
+    node = node_factory(durability="nosync").start()
+    pids = node.stage_pids()
+    supervisor = node.proc.pid
+    before = rss(pids)
+    target = SocketNode(node.server, node.peer)
+    started = time.monotonic()
+    try:
+        rounds, ids, keys = fuzz(target, BUDGET_S)
+        oversize(node)
+        replies = target.settle()
+        sent = target.sent
+    finally:
+        target.close()
+    spent = time.monotonic() - started
+    print(f"fuzz: {sent} client messages in {rounds} rounds, {spent:.1f} s")
+    assert len(replies) == sent, f"{sent} client messages, {len(replies)} replies"
+    got = Counter(r["id"] if not isinstance(r.get("id"), bool) else int(r["id"])
+                  for r in replies if "id" in r)
+    assert not ids - got, f"ids never answered: {list((ids - got).items())[:5]}"
+    for reply in replies:
+        assert isinstance(reply.get("ok"), bool), reply
+        if not reply["ok"]:
+            assert reply["error"] in ERROR_CODES and reply["error"] != "internal", reply
+            assert isinstance(reply["message"], str) and reply["message"], reply
+    # The same processes serve: nothing died or was restarted.
+    assert psutil.pid_exists(supervisor)
+    assert node.stage_pids() == pids, "a stage died or was restarted"
+    # Every stage's next report (once a second) counts no error.
+    wait_until(lambda: all("errors" in s for s in node.stats().values()), 10, "reports")
+    time.sleep(1.5)
+    errors = {name: s.get("errors") for name, s in node.stats().items()}
+    assert errors == dict.fromkeys(errors, 0), errors
+    with node.client() as c:
+        for key in [b"k", *keys][:20]:
+            old = c.get(key)
+            c.put(key, b"after", context=old.context)
+            assert c.get(key).values == [b"after"], key[:40]
+    after = rss(pids)
+    print("rss growth MiB:", {n: round((after[n] - before[n]) / 2**20, 1) for n in after})
+    assert all(after[n] - before[n] <= RSS_GROWTH for n in after), (before, after)
