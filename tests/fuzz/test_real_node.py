@@ -104,6 +104,7 @@ def fuzz(target: SocketNode, budget: float) -> tuple[int, Counter, list[bytes]]:
     return rounds, ids, keys
 
 
+@pytest.mark.timeout(BUDGET_S + 120)  # the budget, the node's start and the checks
 def test_fuzzed_frames_leave_a_real_node_whole(node_factory):
     node = node_factory(durability="nosync").start()
     pids = node.stage_pids()
