@@ -8,6 +8,7 @@ adapter with these methods.
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 from collections.abc import Iterator
@@ -20,8 +21,9 @@ from strategies import OpenCall, packed
 
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.engines import open_engine
+from seda_dynamo.membership import MemoryStore
 from seda_dynamo.ring import Member, Ring
-from stages import coordination, network, persistence, versioning
+from stages import coordination, gossip, network, persistence, versioning
 
 
 class Target(Protocol):
@@ -73,9 +75,10 @@ MEMBERS = tuple(Member(x, f"127.0.0.1:700{i}", f"127.0.0.1:710{i}") for i, x in 
 
 
 class HandlerNode:
-    """Node ``a`` of a three-node ring (b and c never answer): its network,
-    coordination, versioning and persistence handlers joined in memory, with a fake
-    clock. What goes to gossip or to other nodes is kept, not delivered."""
+    """Node ``a`` of a three-node ring (b and c never answer): its five stage handlers
+    joined in memory, with a fake clock. What goes to other nodes is kept, not
+    delivered; so are gossip's ring and health reports to coordination, whose ring stays
+    the three-node one fixed here (gossip's own view is of a node alone)."""
 
     def __init__(self) -> None:
         self.net = network.Handler(CONFIG)
@@ -86,13 +89,15 @@ class HandlerNode:
         self.persistence = persistence.Handler(
             CONFIG, engine=open_engine("memory", "", "data", "nosync"),
             hints=open_engine("memory", "", "h", "nosync"))
+        self.gossip = gossip.Handler(CONFIG, rng=random.Random(1), store=MemoryStore())
         self.stages = {"network": self.net, "coordination": self.coord,
-                       "versioning": self.versioning, "persistence": self.persistence}
+                       "versioning": self.versioning, "persistence": self.persistence,
+                       "gossip": self.gossip}
         self.now = 0.0
         self.sent = 0
         self.replies: dict[int, list[dict]] = {}
         self.to_peers: list[tuple[str, list]] = []
-        self.to_gossip: list[list] = []
+        self.from_gossip: list[list] = []
 
     def pump(self) -> None:
         moved = True
@@ -106,11 +111,11 @@ class HandlerNode:
                         self.replies.setdefault(number, []).append(msgpack.unpackb(event[-1]))
                     elif dest.startswith("peer:"):
                         self.to_peers.append((dest.removeprefix("peer:"), event))
-                    elif dest in self.stages:
-                        self.stages[dest].handle_events([event], self.now)
+                    elif handler is self.gossip and dest == "coordination" \
+                            and event[0] in ("ring", "health"):
+                        self.from_gossip.append(event)
                     else:
-                        assert dest == "gossip", dest
-                        self.to_gossip.append(event)
+                        self.stages[dest].handle_events([event], self.now)
 
     def client(self, frames: list[bytes]) -> int:
         self.sent += 1
