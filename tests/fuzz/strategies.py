@@ -17,6 +17,8 @@ from typing import Any
 import msgpack
 from hypothesis import strategies as st
 
+from seda_dynamo import causality
+
 # docs/protocol.md: the defaults of the limits, and the caps of the unpacker.
 MAX_KEY = 64 * 1024
 MAX_VALUE = 1024 * 1024
@@ -258,7 +260,17 @@ CALL_ID = st.one_of(st.sampled_from([0, 1, 2**63 - 1, 2**63, MAX_CALL_ID,
                                      -1, True, "1", None, 1.5]),
                     st.integers(0, MAX_CALL_ID), WRONG)
 NODE = st.one_of(st.sampled_from(["b", "c", "a", "zz", "", "x" * 257]), WRONG)
-CLOCK = st.one_of(st.binary(max_size=16), st.builds(packed, ANY), st.builds(packed, DEEP))
+def dvvset(value: bytes | None, actor: str, context: dict) -> bytes:
+    """A clock a replica could send: a value (or a tombstone) written by ``actor``."""
+    return causality.encode(causality.update(causality.new(value, context), causality.EMPTY,
+                                             actor))
+
+
+ACTOR = st.sampled_from(["b#1.m0.1.0", "a#1.m0.1.0", "a#999.m0.1.0", "zz#9", "x" * 256])
+CLOCK = st.one_of(st.binary(max_size=16), st.builds(packed, ANY), st.builds(packed, DEEP),
+                  st.builds(dvvset, st.one_of(st.none(), st.binary(max_size=8)), ACTOR,
+                            st.dictionaries(ACTOR, st.sampled_from([1, 2, 2**62, 2**63]),
+                                            max_size=2)))
 MEMBERS = st.one_of(st.lists(NODE, max_size=5), st.builds(lambda n: ["m"] * n,
                                                            st.sampled_from([4096, 4097])))
 VIEW = st.one_of(WRONG, st.fixed_dictionaries({
@@ -274,17 +286,28 @@ FWD = st.builds(lambda *f: ["fwd", *f], st.one_of(st.sampled_from(["put", "delet
                                                      max_size=3), WRONG),
                 st.one_of(st.none(), EXTREME_INTS, WRONG), st.one_of(st.none(), EXTREME_INTS),
                 st.one_of(st.none(), EXTREME_INTS, WRONG))
-PEER_REQUEST = st.one_of(
+def mostly(good: st.SearchStrategy, other: st.SearchStrategy) -> st.SearchStrategy:
+    """A field of a request that is mostly right, so the fields after it are reached."""
+    return weighted(good, other, weights=(3, 1))
+
+
+BIN_KEY = mostly(st.binary(max_size=16), st.one_of(KEY, WRONG))
+PEER_REQUEST = weighted(st.one_of(
     st.just(["ping"]), st.builds(lambda v: ["gossip", v], VIEW),
-    st.builds(lambda k, c, h: ["rput", k, c, h], st.one_of(KEY, WRONG), CLOCK,
-              st.one_of(st.none(), NODE)),
-    st.builds(lambda k: ["rget", k], st.one_of(KEY, WRONG)),
-    st.builds(lambda p, q: ["tree", p, q], st.one_of(st.integers(0, MAX_PARTITION + 1),
-                                                     WRONG), WRONG),
-    st.builds(lambda k, m: ["rcheck", k, m], st.one_of(KEY, WRONG), st.one_of(MEMBERS, WRONG)),
-    st.builds(lambda k, t: ["rreap", k, t], st.one_of(KEY, WRONG), st.one_of(CLOCK, WRONG)),
-    FWD, st.builds(lambda op, rest: [op, *rest], st.one_of(st.sampled_from(PEER_REQUESTS),
-                                                           WRONG), st.lists(ANY, max_size=9)))
+    st.builds(lambda k, c, h: ["rput", k, c, h], BIN_KEY, CLOCK,
+              mostly(st.none(), NODE)),
+    st.builds(lambda k: ["rget", k], BIN_KEY),
+    st.builds(lambda p, q: ["tree", p, q], mostly(st.integers(0, MAX_PARTITION + 1), WRONG),
+              st.one_of(st.fixed_dictionaries({"kind": st.sampled_from(["hashes", "segments",
+                                                                         "x"]),
+                                               "level": EXTREME_INTS,
+                                               "indices": st.lists(EXTREME_INTS,
+                                                                   max_size=4)}), WRONG)),
+    st.builds(lambda k, m: ["rcheck", k, m], BIN_KEY, mostly(MEMBERS, WRONG)),
+    st.builds(lambda k, t: ["rreap", k, t], BIN_KEY, mostly(CLOCK, WRONG)),
+    FWD), st.builds(lambda op, rest: [op, *rest], st.one_of(st.sampled_from(PEER_REQUESTS),
+                                                            WRONG), st.lists(ANY, max_size=9)),
+    weights=(4, 1))
 FORGED = b"forged"  # marks a value only a forged answer carries
 PAYLOAD = st.one_of(
     st.builds(lambda k, rest: [k, *rest], st.sampled_from(ANSWERS),
@@ -292,8 +315,9 @@ PAYLOAD = st.one_of(
     st.just(["got", packed([[["evil#1", 1, [FORGED]]], []]), None]),
     st.just(["updated", None]), st.just(["reply", {"ok": True, "values": [FORGED]}]),
     WRONG)
-PEER_EVENT = st.one_of(
-    st.builds(lambda who, cid, req: ["req", who, cid, req], ADDRESS, CALL_ID, PEER_REQUEST),
+PEER_EVENT = weighted(
+    st.builds(lambda who, cid, req: ["req", who, cid, req], mostly(GOOD_ADDRESS, BAD_ADDRESS),
+              mostly(st.integers(0, MAX_CALL_ID), CALL_ID), PEER_REQUEST),
     st.builds(lambda who, cid, p: ["resp", who, cid, p], NODE, CALL_ID, PAYLOAD),
     # A right id, of any kind, from any node: taken when of the kind expected (the wire
     # has no authentication without CURVE), so it carries no FORGED mark.
@@ -303,6 +327,7 @@ PEER_EVENT = st.one_of(
                             st.lists(st.one_of(st.none(), ANY), max_size=3)), WRONG)),
     st.builds(lambda kind, rest: [kind, *rest], st.one_of(st.sampled_from(["req", "resp"]),
                                                           WRONG), st.lists(ANY, max_size=5)),
-    WRONG)
-PEER_BATCH = st.one_of(st.lists(PEER_EVENT, max_size=5), st.builds(lambda e: [e] * 65, PEER_EVENT))
-PEER_MESSAGE = st.one_of(PEER_BATCH, HOSTILE_BODY)  # events, or bytes that are not
+    WRONG, weights=(5, 2, 2, 1, 1))
+PEER_BATCH = weighted(st.lists(PEER_EVENT, min_size=1, max_size=5),
+                      st.builds(lambda e: [e] * 65, PEER_EVENT), WRONG, weights=(6, 1, 1))
+PEER_MESSAGE = weighted(PEER_BATCH, HOSTILE_BODY, weights=(4, 1))  # events, or bytes

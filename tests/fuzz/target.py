@@ -39,6 +39,8 @@ class Target(Protocol):
 
 def resolve(events: list[Any], open_ids: list[int]) -> list[Any]:
     """``OpenCall(i)`` -> the i-th open call's id (or an id never issued, with none)."""
+    if not isinstance(events, list):
+        return events
     def one(event: Any) -> Any:
         if isinstance(event, list) and len(event) == 4 and isinstance(event[2], OpenCall):
             ids = sorted(open_ids)
