@@ -157,12 +157,15 @@ class SocketNode:
     """One real node, reached by a DEALER on its client port and one on its peer port
     (loopback only). Client messages are matched to replies by count (and by id)."""
 
+    WINDOW = 32
+
     def __init__(self, client: str, peer: str) -> None:
         self.ctx = zmq.Context()
         self.client_sock = self._dealer(client)
         self.peer_sock = self._dealer(peer)
         self.sent = 0
         self.replies: list[dict] = []
+        self.largest = 0  # bytes of the largest message sent
 
     def _dealer(self, address: str) -> zmq.Socket:
         assert address.startswith("127."), address
@@ -173,7 +176,13 @@ class SocketNode:
         return sock
 
     def client(self, frames: list[bytes]) -> int:
+        """Send, with at most ``WINDOW`` client messages unanswered (so what the node
+        holds at once is bounded by the fuzz, not by how fast it sends)."""
+        stuck = time.monotonic() + 10.0
+        while self.sent - len(self.replies) >= self.WINDOW and time.monotonic() < stuck:
+            self.drain(50)
         self.sent += 1
+        self.largest = max(self.largest, sum(map(len, frames)))
         self.client_sock.send_multipart(frames)
         self.drain(0)
         return self.sent
@@ -181,6 +190,7 @@ class SocketNode:
     def peer(self, message: list[Any] | bytes) -> None:
         if not isinstance(message, bytes):
             message = packed(resolve(message, []))
+        self.largest = max(self.largest, len(message))
         self.peer_sock.send(message)
         while self.peer_sock.poll(0):  # answers to our forged requests: not judged
             self.peer_sock.recv_multipart()
