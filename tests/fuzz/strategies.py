@@ -188,13 +188,6 @@ HOSTILE_BODY = st.one_of(
     st.builds(packed, WRONG))
 
 
-@dataclass(frozen=True)
-class ClientCase:
-    """One client message (its frames, as a DEALER sends them)."""
-
-    frames: list[bytes]
-
-
 def client_body(changes: bool = True) -> st.SearchStrategy[bytes]:
     return weighted(st.builds(packed, request_map(changes)), HOSTILE_BODY, weights=(3, 1))
 
@@ -232,6 +225,16 @@ def expected_id(frames: list[bytes]) -> Any:
         return None
     rid = msg.get("id")
     return rid if isinstance(rid, (int, str, bytes)) else None
+
+
+def keys_of(frames: list[bytes]) -> list[bytes]:
+    """The key a client message names, if a well-formed request may use it too."""
+    try:
+        key = msgpack.unpackb(frames[-1], raw=False)["key"]
+        key = key.encode() if isinstance(key, str) else key
+    except Exception:  # noqa: BLE001 - not a request with a key
+        return []
+    return [key] if isinstance(key, bytes) and 0 < len(key) <= MAX_KEY else []
 
 
 def check_reply(reply: Any, frames: list[bytes]) -> None:

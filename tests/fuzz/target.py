@@ -166,6 +166,7 @@ class SocketNode:
         self.sent = 0
         self.replies: list[dict] = []
         self.largest = 0  # bytes of the largest message sent
+        self.peer_sent = 0
 
     def _dealer(self, address: str) -> zmq.Socket:
         assert address.startswith("127."), address
@@ -191,6 +192,7 @@ class SocketNode:
         if not isinstance(message, bytes):
             message = packed(resolve(message, []))
         self.largest = max(self.largest, len(message))
+        self.peer_sent += 1
         self.peer_sock.send(message)
         while self.peer_sock.poll(0):  # answers to our forged requests: not judged
             self.peer_sock.recv_multipart()

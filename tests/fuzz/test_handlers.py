@@ -11,16 +11,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import msgpack
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from strategies import (
     FORGED,
-    MAX_KEY,
     PEER_MESSAGE,
     check_reply,
     client_message,
+    keys_of,
     nested,
     packed,
 )
@@ -34,17 +33,6 @@ FUZZ = settings(deadline=None, max_examples=150 * EXAMPLES, suppress_health_chec
 STEP = st.one_of(st.tuples(st.just("client"), client_message()),
                  st.tuples(st.just("peer"), PEER_MESSAGE),
                  st.tuples(st.just("tick"), st.sampled_from([0.5, 3.0, 40.0])))
-
-
-def keys_of(frames: list[bytes]) -> list[bytes]:
-    """The key a client message names, if it is one a well-formed request may use."""
-    try:
-        msg = msgpack.unpackb(frames[-1], raw=False)
-        key = msg["key"]
-        key = key.encode() if isinstance(key, str) else key
-    except Exception:  # noqa: BLE001 - not a request with a key
-        return []
-    return [key] if isinstance(key, bytes) and 0 < len(key) <= MAX_KEY else []
 
 
 def ask(node: HandlerNode, body: dict) -> dict:

@@ -13,7 +13,6 @@ import os
 import time
 from collections import Counter
 
-import msgpack
 import psutil
 import pytest
 import zmq
@@ -22,11 +21,11 @@ from hypothesis import strategies as st
 from strategies import (
     ERROR_CODES,
     MAX_BODY,
-    MAX_KEY,
     PEER_MESSAGE,
     UNKNOWN,
     client_message,
     expected_id,
+    keys_of,
 )
 from support import wait_until
 from target import SocketNode
@@ -88,13 +87,7 @@ def fuzz(target: SocketNode, budget: float) -> tuple[int, Counter, list[bytes]]:
                 want = expected_id(what)
                 if want is not None and want is not UNKNOWN:
                     ids[want if not isinstance(want, bool) else int(want)] += 1
-                try:
-                    key = msgpack.unpackb(what[-1], raw=False)["key"]
-                    key = key.encode() if isinstance(key, str) else key
-                    if isinstance(key, bytes) and 0 < len(key) <= MAX_KEY:
-                        keys.append(key)
-                except Exception:  # noqa: BLE001 - not a request with a key
-                    pass
+                keys.extend(keys_of(what))
             else:
                 target.peer(what)
 
@@ -120,11 +113,12 @@ def test_fuzzed_frames_leave_a_real_node_whole(node_factory):
         rounds, ids, keys = fuzz(target, BUDGET_S)
         oversize(node)
         replies = target.settle()
-        sent, largest = target.sent, target.largest
+        sent, largest, peer_sent = target.sent, target.largest, target.peer_sent
     finally:
         target.close()
     spent = time.monotonic() - started
-    print(f"fuzz: {sent} client messages in {rounds} rounds, {spent:.1f} s")
+    print(f"fuzz: {sent} client and {peer_sent} peer messages in {rounds} rounds of 50 "
+          f"cases, {spent:.1f} s")
     assert len(replies) == sent, f"{sent} client messages, {len(replies)} replies"
     got = Counter(r["id"] if not isinstance(r.get("id"), bool) else int(r["id"])
                   for r in replies if "id" in r)
