@@ -3,7 +3,9 @@ stage handlers in memory (``HandlerNode``) and as one real node over ZeroMQ
 (``SocketNode``). Dynamo paper section 4.1 (the client interface) and 4.8 (the peers).
 
 A simulated node (``seda_dynamo/sim``) can be driven by the same fuzzers through a small
-adapter with these methods.
+adapter with ``Target``'s methods; to be judged as ``test_handlers.run`` judges, it also
+offers ``errors()`` and ``tables()`` (``HandlerNode`` shows what they return) and
+``replies``, the replies by message number.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ class Target(Protocol):
     def peer(self, message: list[Any] | bytes) -> None:
         """Send one peer message: a list of events (``OpenCall`` ids resolved), or bytes."""
 
-    def settle(self) -> dict[int, list[dict]]:
-        """Run until every deadline has passed; the replies to each client message."""
+    def settle(self) -> object:
+        """Run (or wait) until every request's deadline has passed; the replies: by
+        message number where the target can tell them apart (``HandlerNode``, a
+        simulator), else in arrival order (``SocketNode``: a DEALER cannot)."""
 
 
 def resolve(events: list[Any], open_ids: list[int]) -> list[Any]:
