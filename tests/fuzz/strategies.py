@@ -332,5 +332,7 @@ PEER_EVENT = weighted(
                                                           WRONG), st.lists(ANY, max_size=5)),
     WRONG, weights=(5, 2, 2, 1, 1))
 PEER_BATCH = weighted(st.lists(PEER_EVENT, min_size=1, max_size=5),
-                      st.builds(lambda e: [e] * 65, PEER_EVENT), WRONG, weights=(6, 1, 1))
+                      st.builds(lambda e: [e] * 65, PEER_EVENT.filter(
+                          lambda e: len(msgpack.packb(e, default=lambda _: 0)) < 4096)),
+                      WRONG, weights=(6, 1, 1))
 PEER_MESSAGE = weighted(PEER_BATCH, HOSTILE_BODY, weights=(4, 1))  # events, or bytes

@@ -162,6 +162,9 @@ class SocketNode:
     (loopback only). Client messages are matched to replies by count (and by id)."""
 
     WINDOW = 32
+    #: Peer messages sent between two pings on the peer port: a ping's answer comes to
+    #: ``self.me`` once the node's network stage has read every message before it.
+    PEER_WINDOW = 8
 
     def __init__(self, client: str, peer: str) -> None:
         self.ctx = zmq.Context()
@@ -169,8 +172,12 @@ class SocketNode:
         self.peer_sock = self._dealer(peer)
         self.sent = 0
         self.replies: list[dict] = []
-        self.largest = 0  # bytes of the largest message sent
+        self.largest_client = 0  # bytes of the largest message sent to each port
+        self.largest_peer = 0
         self.peer_sent = 0
+        self.pongs = self.ctx.socket(zmq.ROUTER)
+        self.pongs.setsockopt(zmq.LINGER, 0)
+        self.me = f"127.0.0.1:{self.pongs.bind_to_random_port('tcp://127.0.0.1')}"
 
     def _dealer(self, address: str) -> zmq.Socket:
         assert address.startswith("127."), address
@@ -187,7 +194,7 @@ class SocketNode:
         while self.sent - len(self.replies) >= self.WINDOW and time.monotonic() < stuck:
             self.drain(50)
         self.sent += 1
-        self.largest = max(self.largest, sum(map(len, frames)))
+        self.largest_client = max(self.largest_client, sum(map(len, frames)))
         self.client_sock.send_multipart(frames)
         self.drain(0)
         return self.sent
@@ -195,11 +202,14 @@ class SocketNode:
     def peer(self, message: list[Any] | bytes) -> None:
         if not isinstance(message, bytes):
             message = packed(resolve(message, []))
-        self.largest = max(self.largest, len(message))
+        self.largest_peer = max(self.largest_peer, len(message))
         self.peer_sent += 1
         self.peer_sock.send(message)
-        while self.peer_sock.poll(0):  # answers to our forged requests: not judged
-            self.peer_sock.recv_multipart()
+        if self.peer_sent % self.PEER_WINDOW == 0:
+            self.peer_sock.send(packed([["req", self.me, 1, ["ping"]]]))
+            if self.pongs.poll(10_000):
+                while self.pongs.poll(0):  # the pong, and answers to fuzzed requests
+                    self.pongs.recv_multipart()
 
     def drain(self, wait_ms: int) -> None:
         while self.client_sock.poll(wait_ms):
@@ -216,4 +226,5 @@ class SocketNode:
     def close(self) -> None:
         self.client_sock.close(0)
         self.peer_sock.close(0)
+        self.pongs.close(0)
         self.ctx.term()
