@@ -31,6 +31,7 @@ EXAMPLES = 10 if SOAK else 1
 FUZZ = settings(deadline=None, max_examples=150 * EXAMPLES, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 
+PER_REQUEST = 5  # table entries one request may hold while it is open
 STEP = st.one_of(st.tuples(st.just("client"), client_message()),
                  st.tuples(st.just("peer"), PEER_MESSAGE),
                  st.tuples(st.just("tick"), st.sampled_from([0.5, 3.0, 40.0])))
@@ -70,14 +71,20 @@ def fuzz(steps: list[tuple[str, Any]], node: Any) -> None:
     sent = {node.client([b"", packed({"op": "get", "key": b"k", "id": -1})]): [b"", b""],
             node.client([b"", packed({"op": "put", "key": b"k", "value": b"v"})]): [b"", b""]}
     keys: list[bytes] = []
+    events = 0  # peer events sent
     for kind, what in steps:
         if kind == "client":
             sent[node.client(what)] = what
             keys += keys_of(what)
         elif kind == "peer":
             node.peer(what)
+            events += len(what) if isinstance(what, list) else 1
         else:
             node.tick(node.now + what)
+        # Each request holds at most a waiting entry, a coordinator's request, its
+        # calls to the two other replicas and a key in flight: nothing grows faster.
+        assert sum(node.tables().values()) <= PER_REQUEST * (len(sent) + events), \
+            node.tables()
     assert not any(node.errors().values()), f"a handler failed on input: {node.errors()}"
     replies = node.settle()
     for number, frames in sent.items():
