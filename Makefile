@@ -64,9 +64,11 @@ lint: install
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks .ruff_cache
 
-# The fault-injection suite (tests/faults) with long schedules (about 8 minutes), then
-# the memory soak: a node at 80% of its peak for 10 minutes, RSS per stage (bench/soak.py).
+# The fault-injection suite (tests/faults) with long schedules (about 8 minutes), the
+# fuzzers (tests/fuzz) ten times longer (about 5 minutes), then the memory soak: a node
+# at 80% of its peak for 10 minutes, RSS per stage (bench/soak.py).
 .PHONY: soak
 soak: install
 	SEDA_SOAK=1 $(BIN)/python -m pytest tests/faults -q -o faulthandler_timeout=0
+	SEDA_SOAK=1 $(BIN)/python -m pytest tests/fuzz -q -o faulthandler_timeout=0
 	$(BIN)/python -m bench.soak

@@ -37,6 +37,8 @@ from typing import Any
 
 import msgpack
 
+from seda_dynamo.brief import brief
+
 Actor = str
 VersionVector = dict[str, int]
 Entry = tuple[str, int, tuple[Any, ...]]
@@ -86,7 +88,7 @@ def _canonical(vals: Iterable[Any]) -> tuple[Any, ...]:
 def check_actor(actor: Any) -> str:
     """``actor`` if it is a non-empty str of at most ``MAX_ACTOR_BYTES``; else ValueError."""
     if not isinstance(actor, str) or not actor:
-        raise ValueError(f"actor must be a non-empty str, got {actor!r:.80}")
+        raise ValueError(f"actor must be a non-empty str, got {brief(actor)}")
     if len(actor.encode("utf-8", "surrogatepass")) > MAX_ACTOR_BYTES:
         raise ValueError(f"actor {actor[:40]!r}... is longer than {MAX_ACTOR_BYTES} bytes")
     return actor
@@ -95,7 +97,7 @@ def check_actor(actor: Any) -> str:
 def check_counter(n: Any, minimum: int) -> int:
     """``n`` if it is an int (not a bool) in ``[minimum, 2**64)``; else ValueError."""
     if type(n) is not int or not minimum <= n <= _MAX_COUNTER:
-        raise ValueError(f"counter must be an int in [{minimum}, 2**64), got {n!r:.80}")
+        raise ValueError(f"counter must be an int in [{minimum}, 2**64), got {brief(n)}")
     return n
 
 

@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 from seda_dynamo.background import BackgroundShare
+from seda_dynamo.brief import brief
 from seda_dynamo.duty import Cluster, Component, Duty, Emit, Route, Timer
 from seda_dynamo.messages import HintDone, Hints
 
@@ -57,7 +58,7 @@ class Delivery(Component):
         for hint in hints:
             if not well_formed(hint):  # skipped: never stops the hints after it
                 malformed += 1
-                self.log.warning("malformed hint skipped: %.120r", hint)
+                self.log.warning("malformed hint skipped: %s", brief(hint, 120))
                 continue
             owner, key, token, clock = hint
             peer = peers.get(owner)

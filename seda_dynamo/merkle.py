@@ -33,6 +33,8 @@ from typing import Any
 
 import msgpack
 
+from seda_dynamo.brief import brief
+
 DIGEST_SIZE = 16
 EMPTY = bytes(DIGEST_SIZE)  # hash of any node with no keys beneath it
 KINDS = ("hashes", "segments")
@@ -200,7 +202,7 @@ class Question:
             raise ValueError("request must be a map")
         kind, level, indices = body.get("kind"), body.get("level"), body.get("indices")
         if kind not in KINDS or type(level) is not int or not isinstance(indices, list | tuple):
-            raise ValueError(f"malformed request {body!r:.200}")
+            raise ValueError(f"malformed request {brief(body, 200)}")
         if not all(type(i) is int for i in indices):
             raise ValueError("indices must be integers")
         return cls(kind, level, tuple(indices))

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from seda_dynamo.brief import brief
+
 Event = list[Any]  # [kind, *fields]
 
 
@@ -34,7 +36,7 @@ def kind(kind: str, trim: bool = False) -> Callable[[type], type]:
 
         def from_wire(klass: Any, event: Any) -> Any:
             if not isinstance(event, (list, tuple)) or not event or event[0] != kind:
-                raise MessageError(f"not a {kind!r} event: {event!r:.60}")
+                raise MessageError(f"not a {kind!r} event: {brief(event, 60)}")
             if not required <= len(event) - 1 <= fields:
                 span = fields if required == fields else f"{required}..{fields}"
                 raise MessageError(f"{kind!r} takes {span} fields, not {len(event) - 1}")

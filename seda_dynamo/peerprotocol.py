@@ -24,6 +24,7 @@ import msgpack
 
 from seda_dynamo import address as addresses
 from seda_dynamo import causality, contexts
+from seda_dynamo.brief import brief
 from seda_dynamo.protocol import MAX_TIMEOUT_MS
 
 #: Call ids are unsigned 64-bit integers (msgpack's largest).
@@ -96,7 +97,7 @@ def _opt_name(value: Any, what: str) -> str | None:
 
 def _int(value: Any, what: str, lo: int, hi: int) -> int:
     if type(value) is not int or not lo <= value <= hi:
-        raise PeerError(f"{what} must be an integer in {lo}..{hi}, not {value!r:.40}")
+        raise PeerError(f"{what} must be an integer in {lo}..{hi}, not {brief(value, 40)}")
     return value
 
 
@@ -176,7 +177,8 @@ def _fwd(request: list[Any], limits: PeerLimits) -> tuple[Any, ...]:
     _arity(request, 8)
     _, op, key, value, context, r, w, timeout_ms = request
     if op not in WRITE_OPS:
-        raise PeerError(f"a forwarded op must be one of {', '.join(WRITE_OPS)}, not {op!r:.40}")
+        raise PeerError(f"a forwarded op must be one of {', '.join(WRITE_OPS)}, "
+                        f"not {brief(op, 40)}")
     value = _bytes(value, "value") if op == "put" else None
     return (op, _bytes(key, "key"), value, _context(context),
             _opt_int(r, "r", 1, limits.n), _opt_int(w, "w", 1, limits.n),
@@ -262,7 +264,7 @@ def answer_kind(request: Any) -> str | None:
     entry = (REQUESTS.get(request[0]) if isinstance(request, list) and request
              and isinstance(request[0], str) else None)
     if entry is None:
-        raise PeerError(f"unknown peer request {request!r:.60}")
+        raise PeerError(f"unknown peer request {brief(request, 60)}")
     return entry.answer
 
 
@@ -276,17 +278,17 @@ def parse_event(event: Any, limits: PeerLimits) -> Req | Resp:
         node = _name(who, "node id")
         if not isinstance(body, list) or not body or not isinstance(body[0], str) \
                 or body[0] not in ANSWERS:
-            raise PeerError(f"unknown answer {body!r:.60}")
+            raise PeerError(f"unknown answer {brief(body, 60)}")
         ANSWERS[body[0]](body)
         return Resp(node, call_id, body)
     if kind != "req":
-        raise PeerError(f"unknown peer event {kind!r:.40}")
+        raise PeerError(f"unknown peer event {brief(kind, 40)}")
     peer = address(who)
     if not isinstance(body, list) or not body or not isinstance(body[0], str):
         raise PeerError("a peer request must be an array that starts with its op")
     entry = REQUESTS.get(body[0])
     if entry is None:
-        raise PeerError(f"unknown peer request {body[0]!r:.40}")
+        raise PeerError(f"unknown peer request {brief(body[0], 40)}")
     return Req(peer, call_id, body[0], entry.validate(body, limits))
 
 

@@ -40,6 +40,7 @@ from typing import Any
 from seda_dynamo import ids
 from seda_dynamo.antientropy import Exchanges
 from seda_dynamo.background import BackgroundShare
+from seda_dynamo.brief import brief
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.durable import FileStore
 from seda_dynamo.duty import Component, Duty, Route, Timer
@@ -215,7 +216,7 @@ class Handler(Stage):
         route = Route.parse(ref)
         if route is None or route.duty not in self.duties:
             self.unrouted += 1
-            self.log.debug("answer for no route of ours ignored: %.80r", ref)
+            self.log.debug("answer for no route of ours ignored: %s", brief(ref))
             return None
         return route
 

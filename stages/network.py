@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 
 from seda_dynamo import ids, metrics, peerprotocol, protocol, security
+from seda_dynamo.brief import brief
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.controllers import Gate
 from seda_dynamo.messages import (
@@ -246,7 +247,7 @@ class Handler(Stage):
                     parsed = peerprotocol.parse_event(event, self.peer_limits)
                 except ValueError as exc:
                     self.bad_peer_events += 1
-                    self.log.warning("bad peer event dropped: %.200r (%s)", event, exc)
+                    self.log.warning("bad peer event dropped: %s (%s)", brief(event, 200), exc)
                     continue
                 try:
                     if isinstance(parsed, peerprotocol.Resp):
@@ -255,7 +256,7 @@ class Handler(Stage):
                         self._peer_request(parsed, now)
                 except Exception:  # noqa: BLE001 - a peer never stops the node
                     self.errors += 1
-                    self.log.exception("peer event %.200r failed", event)
+                    self.log.exception("peer event %s failed", brief(event, 200))
 
     def _peer_answer(self, resp: peerprotocol.Resp) -> None:
         """An answer counts only for a call this node made, once, and of the kind that

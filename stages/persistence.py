@@ -39,6 +39,7 @@ from typing import Any
 
 from seda_dynamo import ids
 from seda_dynamo.antientropy import new_tree
+from seda_dynamo.brief import brief
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.durable import bump_counter, write_atomically
 from seda_dynamo.engines import KEY_SPACE, Engine, key_hash, open_engine
@@ -100,7 +101,7 @@ class Handler(Stage):
                 parsed = write_event(event) if kind == "write" else get_event(event)
             except ValueError as exc:
                 self.errors += 1
-                self.log.error("%s event refused: %s: %.200r", kind, exc, event)
+                self.log.error("%s event refused: %s: %s", kind, exc, brief(event, 200))
                 continue
             if kind == "write":  # messages.Write, checked
                 commit.take(*parsed, lambda key: self._current(key, commit.hashes),

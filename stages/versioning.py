@@ -92,7 +92,10 @@ class Handler(Stage):
                 if not isinstance(key, bytes):
                     raise ValueError(f"key must be bytes, not {type(key).__name__}")
             except (ValueError, TypeError) as exc:
-                self.errors += 1
+                if kind == "sync":  # a peer's clock (rput): its bad input, no fault of ours
+                    self.failed_ops += 1
+                else:
+                    self.errors += 1
                 self.log.warning("bad %s event refused: %s", kind, exc)
                 if len(event) > 2 and isinstance(event[1], str):
                     self.emit(*answer_to(event[1], Updated.wire(
