@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,10 @@ class Handler(Stage):
     tick_interval = 0.1
 
     def __init__(self, config: NodeConfig, rng: random.Random | None = None,
-                 entropy: ids.Entropy | None = None, store: ViewStore | None = None) -> None:
+                 entropy: ids.Entropy | None = None, store: ViewStore | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(config, entropy)
+        self.wall_clock = wall_clock  # the date operators see (a simulator passes its own)
         self.me = config.node_id
         self.rng = rng or random.Random()
         self.store: ViewStore = store or FileStore(Path(config.data_dir) / VIEW_FILE)
@@ -167,7 +170,7 @@ class Handler(Stage):
         self._adopt(self.view.handed_over(partition), lazy=True)
 
     def _swept(self) -> None:
-        self.last_sweep_at = round(time.time(), 1)  # wall clock: shown to operators
+        self.last_sweep_at = round(self.wall_clock(), 1)  # shown to operators
 
     def peers(self) -> dict[str, str]:
         return self.view.peers()
@@ -237,10 +240,9 @@ class Handler(Stage):
 
     def undeliverable(self, dest: str, events: list[Any], now: float) -> None:
         """What the runtime could not queue (SEDA's full-queue event): a call to another
-        node is its duty's unreachable; a request to a local stage (``reply_to`` "gossip"
-        and ``ref`` its first fields) is its duty's ``lost``, so nothing waits for an
-        answer that will not come. Reports, replies and requests no duty waits on are
-        only dropped."""
+        node is its duty's unreachable; a request to a local stage (``reply_to`` "gossip",
+        then ``ref``) is its duty's ``lost``, so nothing waits for an answer that will not
+        come. Reports, replies and requests no duty waits on are only dropped."""
         for event in events:
             call = event[0] == "call" and len(event) >= 5  # [call, peer, stage, ref, req...]
             if not call and (len(event) < 3 or event[1] != self.name):

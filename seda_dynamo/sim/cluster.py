@@ -74,7 +74,7 @@ class Cluster:
         """Start one more node (a founder of its own ring when it names no ``join``)."""
         i = len(self.nodes) + 1
         node = Node(i, self.root / f"n{i}", random.Random(self.rng.getrandbits(64)),
-                    join=join, **{**self.config, **config})
+                    lambda: self.clock.now, join=join, **{**self.config, **config})
         self.nodes[node.id] = node
         self.by_peer[node.config.peer] = node.id
         self.boots[node.id] = 0

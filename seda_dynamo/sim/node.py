@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,12 @@ def peer_address(i: int) -> str:
 class Node:
     """Node ``n<i>``: handlers by stage name (absent while crashed), and its disks."""
 
-    def __init__(self, i: int, data_dir: Path, rng: random.Random, **config: Any) -> None:
+    def __init__(self, i: int, data_dir: Path, rng: random.Random,
+                 wall_clock: Callable[[], float] = lambda: 0.0, **config: Any) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.id = f"n{i}"
         self.rng = rng
+        self.wall_clock = wall_clock  # the simulated clock: no handler reads the real one
         self.config = NodeConfig(node_id=self.id, client=client_address(i),
                                  peer=peer_address(i), data_dir=str(data_dir),
                                  engine="memory", durability="nosync", **config)
@@ -60,7 +63,7 @@ class Node:
             "entropy": random.Random(self.rng.getrandbits(64)).getrandbits,
             "rng": random.Random(self.rng.getrandbits(64)),
             "engine": self.engine, "hints": self.hints,
-            "incarnation_id": self.incarnation,
+            "incarnation_id": self.incarnation, "wall_clock": self.wall_clock,
         }
         if name == "persistence":
             self.mint_epoch += 1
