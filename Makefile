@@ -38,7 +38,7 @@ serve: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 # The deterministic simulator (seda_dynamo/sim): SEEDS seeds from SEED, of NODES nodes;
 # any seed with an anomaly replays exactly with SEED=that SEEDS=1.
