@@ -78,7 +78,8 @@ class Runtime:
                 del batches[dest]
                 for event in events:
                     # None: not sharded (nor an event at all), to worker 0
-                    at = shard_index(event[0]) if isinstance(event, list) and event else None
+                    at = (shard_index(event[0]) if isinstance(event, list) and event
+                          and isinstance(event[0], str) else None)
                     key = event[at] if at is not None and len(event) > at else None
                     batches.setdefault(worker_name(dest, shard(key, count)), []).append(event)
         return batches

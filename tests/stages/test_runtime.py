@@ -273,3 +273,11 @@ def test_a_handler_that_raises_costs_its_batch_never_the_stage_process(run_dir):
     finally:
         push.close(linger=0)
         rt.close()
+
+
+def test_an_emitted_event_whose_kind_is_no_name_goes_to_worker_0_never_raises(runtime):
+    """Spreading over workers reads each event's kind: one that is no string (a bug in a
+    handler's emit) goes to worker 0 like any event without a shard field."""
+    runtime.workers = {"versioning": 2}
+    spread = runtime._spread({"versioning": [[["update"]], [{}], 7, []]})
+    assert spread == {"versioning": [[["update"]], [{}], 7, []]}
