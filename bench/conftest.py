@@ -26,11 +26,8 @@ CEILING = "echo chain put"
 
 @pytest.fixture(scope="session")
 def echo() -> Iterator[EchoChain]:
-    chain = start_echo_chain(free_port())
-    try:
+    with start_echo_chain(free_port()) as chain:
         yield chain
-    finally:
-        chain.stop()
 
 
 @pytest.fixture(scope="session")

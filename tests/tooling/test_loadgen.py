@@ -47,11 +47,8 @@ KEYS = {"phase", "ops", "errors", "seconds", "ops_per_sec", "p50_ms", "p99_ms", 
 
 @pytest.fixture(scope="module")
 def echo() -> Iterator[EchoChain]:
-    chain = start_echo_chain(free_port())
-    try:
+    with start_echo_chain(free_port()) as chain:
         yield chain
-    finally:
-        chain.stop()
     assert all(p.poll() is not None for p in chain.procs)
 
 
