@@ -26,6 +26,7 @@ import timeit
 from typing import Any
 
 import msgpack
+import pytest
 
 from seda_dynamo.config import NodeConfig
 from seda_dynamo.messages import Get, Got, Reply, Request, Update, Updated, Write, Written
@@ -131,26 +132,9 @@ def _stage(style: str) -> tuple[Stage, Any]:
     return stage, build
 
 
-def test_put_events_old(benchmark: Any) -> None:
-    stage, build = _stage("old")
-    benchmark.group = "a put's events"
-    benchmark(one_put, stage, build)
-
-
-def test_put_events_wire(benchmark: Any) -> None:
-    stage, build = _stage("wire")
-    benchmark.group = "a put's events"
-    benchmark(one_put, stage, build)
-
-
-def test_put_events_new(benchmark: Any) -> None:
-    stage, build = _stage("new")
-    benchmark.group = "a put's events"
-    benchmark(one_put, stage, build)
-
-
-def test_put_events_emit(benchmark: Any) -> None:
-    stage, build = _stage("emit")
+@pytest.mark.parametrize("style", ["old", "wire", "new", "emit"])
+def test_put_events(benchmark: Any, style: str) -> None:
+    stage, build = _stage(style)
     benchmark.group = "a put's events"
     benchmark(one_put, stage, build)
 
