@@ -47,11 +47,6 @@ def test_a_seed_is_the_same_run_in_any_process_and_another_seed_is_not():
     assert trace_hash(12, "3") != first
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an acknowledged delete is lost: clients may talk to a joining node before its join "
-    "takes, when it is a one-node cluster acknowledging alone; its data for partitions "
-    "it is not given never reaches their owners (minimal case: tests/sim/test_simulated_cluster.py"
-    "::test_a_write_a_node_acknowledged_before_it_joined_survives_the_join)"))
 def test_seed_19_with_clients_talking_to_a_node_before_it_joins():
     result = run_seed(19, 3, clients_reach_outsiders=True)
     assert not result.anomalies, result.anomalies
