@@ -97,6 +97,12 @@ class Strays(Component):
         self.handed = 0  # keys handed to every replica and forgotten here
         self.sweeps = 0
 
+    @property
+    def swept(self) -> bool:
+        """Is the current ring swept whole, and no sweep running? (A simulator's runs wait
+        for it before they read back: no key is left outside its preference list.)"""
+        return self.epoch is None and self.swept_epoch == ring_key(self.cluster.view)
+
     def tick(self, now: float) -> None:
         """Start a sweep when one is due; move the one in progress on."""
         strays = None if self.busy() else self._strays()
@@ -108,12 +114,20 @@ class Strays(Component):
             self._next_partition(failed=True)
         if self.epoch is None:
             self._start(now, epoch, strays)
+        self._advance(now)
+
+    def _advance(self, now: float) -> None:
+        """Read the next partition's next chunk, unless one is in hand: skip partitions
+        with a replica down, end the sweep after the last one."""
+        strays = self._strays()
+        if strays is None or ring_key(self.cluster.view) != self.epoch:
+            return  # the next tick ends the sweep
+        peers, down = self.cluster.peers(), self.cluster.down
         while self.epoch is not None and self.chunk is None:
             if not self.todo:
                 self._finished(now)
             elif self.todo[0] not in strays or any(
-                    node not in self.cluster.peers() or node in self.cluster.down
-                    for node in strays[self.todo[0]]):
+                    node not in peers or node in down for node in strays[self.todo[0]]):
                 self._next_partition(failed=True)  # a replica down: later
             elif self._may_read(now):
                 self._read(now)
@@ -197,27 +211,29 @@ class Strays(Component):
         peers, targets = self.cluster.peers(), replicas.get(chunk.partition, ())
         if any(node not in peers for node in targets):
             self._next_partition(failed=True)
+            self._advance(now)
             return
         for key, raw in pairs:
             chunk.waiting[key] = (raw, set(targets))
             for node in targets:
                 self.call(peers[node], Route(Duty.STRAY, (chunk.seq, key)),
                           ["rput", key, raw, None], node)
-        self._chunk_done()
+        self._chunk_done(now)
 
     def lost(self, now: float, route: Route) -> None:
         """Persistence could not take the read: the partition is swept again later."""
         if self.chunk is not None and self.chunk.reading and route.ident[0] == self.chunk.seq:
             self._next_partition(failed=True)
+            self._advance(now)
 
     def answer(self, now: float, node: str, route: Route, payload: list[Any]) -> None:
         if payload[0] == "updated":
-            self._ack(route, node, payload[1] is None)
+            self._ack(now, route, node, payload[1] is None)
 
     def unreachable(self, now: float, peer: str, route: Route) -> None:
-        self._ack(route, None, False)
+        self._ack(now, route, None, False)
 
-    def _ack(self, route: Route, node: str | None, ok: bool) -> None:
+    def _ack(self, now: float, route: Route, node: str | None, ok: bool) -> None:
         chunk = self.chunk
         seq, key = route.ident
         if chunk is None or chunk.reading or seq != chunk.seq or key not in chunk.waiting:
@@ -232,9 +248,10 @@ class Strays(Component):
                 del chunk.waiting[key]
                 self.handed += 1
                 self.emit("persistence", Forget.wire(key, raw))
-        self._chunk_done()
+        self._chunk_done(now)
 
-    def _chunk_done(self) -> None:
+    def _chunk_done(self, now: float) -> None:
+        """Once every key of the chunk is answered: on to the next chunk, at once."""
         chunk = self.chunk
         if chunk is None or chunk.waiting:
             return
@@ -242,3 +259,4 @@ class Strays(Component):
             self._next_partition(failed=chunk.failed)
         else:
             self.cursor, self.chunk = chunk.next_lo, None
+        self._advance(now)

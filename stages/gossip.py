@@ -335,8 +335,7 @@ class Handler(Stage):
         return {**self.exchanges.stats, "last_sweep_at": self.last_sweep_at,
                 "transfers_active": len(self.transfers.active),
                 "sweep_position": self.exchanges.sweep_position,
-                "tombstones_reaped": self.reaper.reaped,
-                "transfer_bytes": self.transfers.bytes,
+                "tombstones_reaped": self.reaper.reaped, "transfer_bytes": self.transfers.bytes,
                 "tombstones_waiting": len(self.reaper.queue),
                 "transfers_done": self.transfers.finished, "members": len(self.view.members),
                 "epoch": ring.epoch if ring else 0,
@@ -347,4 +346,5 @@ class Handler(Stage):
                 "background_rate": (None if math.isinf(rate := self.share.current_rate(
                     self.last_tick)) else round(rate)),
                 "background_backoffs": self.share.backoffs,
-                "unrouted_answers": self.unrouted, "strays_handed": self.strays.handed}
+                "unrouted_answers": self.unrouted, "strays_handed": self.strays.handed,
+                "strays_swept": self.strays.swept}

@@ -38,7 +38,17 @@ def duty(view: View | None = None, keys_per_sec: int = 0, busy: bool = False
 
 
 def folds(sent: Sent) -> list[list]:
-    return [e for e in sent.to("persistence") if e[0] == "fold"]
+    """The reads sent, taken."""
+    out = [e for d, e in sent.events if e[0] == "fold"]
+    sent.events = [(d, e) for d, e in sent.events if e[0] != "fold"]
+    return out
+
+
+def forgets(sent: Sent) -> list[list]:
+    """The forgets sent, taken (the rest is left for the test)."""
+    out = [e for d, e in sent.events if e[0] == "forget"]
+    sent.events = [(d, e) for d, e in sent.events if e[0] != "forget"]
+    return out
 
 
 def fold_answer(strays: Strays, fold: list, pairs: list[list[bytes]], next_lo=None) -> None:
@@ -71,9 +81,9 @@ def test_a_stray_key_is_forgotten_only_after_every_replica_acknowledged_its_byte
     strays.answer(0.1, "n1", Route.parse(calls[-1][3]), ["updated", None])  # not a replica
     assert sent.to("persistence") == [], "one replica has not acknowledged yet"
     strays.answer(0.2, calls[-1][5], Route.parse(calls[-1][3]), ["updated", None])
-    assert sent.to("persistence") == [["forget", b"k", b"v"]] and strays.handed == 1
-    strays.tick(0.3)
-    assert folds(sent), "the next partition is read"
+    forget, fold = sent.to("persistence")
+    assert forget == ["forget", b"k", b"v"] and strays.handed == 1
+    assert fold[0] == "fold", "the next partition is read at once"
 
 
 def test_a_refused_or_unsent_merge_keeps_the_key_and_its_partition_is_swept_again():
@@ -90,7 +100,7 @@ def test_a_refused_or_unsent_merge_keeps_the_key_and_its_partition_is_swept_agai
             strays.unreachable(0.1, calls[0][1], Route.parse(calls[0][3]))
         for call in calls[1:]:
             strays.answer(0.1, call[5], Route.parse(call[3]), ["updated", None])
-        assert sent.to("persistence") == [] and strays.handed == 0
+        assert forgets(sent) == [] and strays.handed == 0
         first = min(stray_partitions(cluster.view, N))
         assert first in strays.retry and p is not None
         _finish_sweep(strays, sent, 0.2)
@@ -125,7 +135,7 @@ def test_a_chunk_past_its_deadline_is_given_up_and_its_late_acks_forget_nothing(
     assert folds(sent), "given up: the sweep goes on"
     for call in calls:
         strays.answer(DEADLINE + 2, call[5], Route.parse(call[3]), ["updated", None])
-    assert sent.to("persistence") == [] and strays.retry
+    assert forgets(sent) == [] and strays.retry
 
 
 def test_a_read_that_persistence_could_not_take_or_never_answered_is_retried():
@@ -230,7 +240,6 @@ def test_a_key_is_forgotten_exactly_when_every_replica_merged_it(acks):
         failed |= outcome != "ok" and len(merged) < len(calls)
         if outcome == "ok" and not failed:
             merged.add(call[5])
-        forgets = [e for e in sent.to("persistence") if e[0] == "forget"]
-        if forgets:
+        if forgets(sent):
             assert len(merged) == len(calls) and not failed, (acks, merged)
     assert strays.handed == (1 if len(merged) == len(calls) and not failed else 0)
