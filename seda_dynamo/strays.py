@@ -13,12 +13,14 @@ only if it still holds exactly the bytes it sent (``forget``, a compare-and-dele
 write that landed meanwhile keeps the key, for the next sweep). Riak calls this a
 fallback vnode's handoff.
 
-A sweep starts when the settled ring differs from the one last swept whole, and every
-``SWEEP_EVERY`` seconds; partitions a sweep skipped (a replica down) or did not finish
-(an error, a deadline) are swept again ``RETRY_EVERY`` seconds later. Reads draw on the
-same throttles as hand-overs (``transfer_keys_per_sec`` and what the foreground leaves:
-paper 6.5). Every read and every chunk of merges has a deadline; a change of the ring
-ends the sweep, and late answers are ignored. Pure: no clock, no IO.
+A sweep starts when the settled ring differs from the one last swept whole, every
+``SWEEP_EVERY`` seconds, and ``RETRY_EVERY`` seconds after hinted handoff delivered a
+hint (the fallback's copy of the key is then stray); partitions a sweep skipped (a
+replica down) or did not finish (an error, a deadline) are swept again ``RETRY_EVERY``
+seconds later. Reads draw on the same throttles as hand-overs (``transfer_keys_per_sec``
+and what the foreground leaves: paper 6.5). Every read and every chunk of merges has a
+deadline; a change of the ring ends the sweep, and late answers are ignored. Pure: no
+clock, no IO.
 """
 
 from __future__ import annotations
@@ -79,10 +81,12 @@ class Strays(Component):
 
     def __init__(self, emit: Emit, cluster: Cluster, share: BackgroundShare, *, n: int,
                  keys_per_sec: int, busy: Callable[[], bool], entropy: ids.Entropy,
+                 hints_delivered: Callable[[], int] = lambda: 0,
                  stage: str = "gossip") -> None:
         super().__init__(emit, stage)
         self.cluster, self.share, self.n = cluster, share, n
         self.keys_per_sec, self.busy = keys_per_sec, busy
+        self.hints_delivered, self.delivered = hints_delivered, 0
         self.seq = ids.call_id(entropy)  # a late answer for an earlier process matches none
         self.epoch: RingKey | None = None  # the ring of the sweep in progress
         self.swept_epoch: RingKey | None = None  # the last ring swept whole
@@ -110,6 +114,9 @@ class Strays(Component):
         if strays is None or epoch is None or (self.epoch is not None and epoch != self.epoch):
             self._end()  # unsettled, or the ring changed under the sweep
             return
+        if self.hints_delivered() != self.delivered:  # a fallback's copies are stray now
+            self.delivered, self.swept_epoch = self.hints_delivered(), None
+            self.sweep_at = min(self.sweep_at, now + RETRY_EVERY)
         if self.chunk is not None and now > self.chunk.deadline:
             self._next_partition(failed=True)
         if self.epoch is None:

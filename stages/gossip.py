@@ -84,8 +84,7 @@ class Handler(Stage):
         self.view = self.view.with_self(entry).reclaim()
         self.started: float | None = None
         self.unpublished = False
-        self.rounds = 0
-        self.unrouted = 0
+        self.rounds = self.unrouted = 0
         self.last_tick = 0.0
         self.last_sweep_at: float | None = None
         # Paper 6.5: background work draws on what the foreground leaves (background.py).
@@ -110,8 +109,9 @@ class Handler(Stage):
         self.reaper = Reaper(self.emit, self, config.tombstone_reap_after, self.id_base,
                              self.name)
         self.strays = Strays(self.emit, self, self.share, n=config.n, entropy=self.entropy,
-                             keys_per_sec=config.transfer_keys_per_sec,
-                             busy=lambda: bool(self.transfers.active), stage=self.name)
+                             keys_per_sec=config.transfer_keys_per_sec, stage=self.name,
+                             busy=lambda: bool(self.transfers.active),
+                             hints_delivered=lambda: self.hints.delivered)
         #: Which component each answer goes to, by the duty of the route its ref names.
         self.duties: dict[Duty, Component] = {
             Duty.PING: self.watcher, Duty.VIEW: _Views(self), Duty.HINT: self.hints,

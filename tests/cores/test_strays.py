@@ -204,6 +204,21 @@ def test_a_swept_ring_is_swept_again_only_when_it_changes_or_after_sweep_every()
     assert folds(sent), "a new ring is swept at once"
 
 
+def test_a_delivered_hint_calls_for_a_sweep_soon_the_fallback_s_copy_is_stray():
+    delivered = [0]
+    sent, cluster = Sent(), FakeCluster(four())
+    strays = Strays(sent, cluster, BackgroundShare(0.1), n=N, keys_per_sec=0,
+                    busy=lambda: False, entropy=lambda bits: 7,
+                    hints_delivered=lambda: delivered[0])
+    _finish_sweep(strays, sent, 0.0)
+    assert strays.swept
+    delivered[0] = 3
+    strays.tick(1.0)
+    assert not strays.swept and folds(sent) == []
+    strays.tick(1.0 + RETRY_EVERY)
+    assert folds(sent), "swept again, long before SWEEP_EVERY"
+
+
 def test_reads_wait_for_the_keys_per_second_tokens():
     strays, sent, _ = duty(keys_per_sec=10)
     strays.tick(0.0)
