@@ -87,6 +87,7 @@ class Strays(Component):
         self.cluster, self.share, self.n = cluster, share, n
         self.keys_per_sec, self.busy = keys_per_sec, busy
         self.hints_delivered, self.delivered = hints_delivered, 0
+        self.dirty = False  # a hint was delivered since the last full sweep started
         self.seq = ids.call_id(entropy)  # a late answer for an earlier process matches none
         self.epoch: RingKey | None = None  # the ring of the sweep in progress
         self.swept_epoch: RingKey | None = None  # the last ring swept whole
@@ -115,7 +116,7 @@ class Strays(Component):
             self._end()  # unsettled, or the ring changed under the sweep
             return
         if self.hints_delivered() != self.delivered:  # a fallback's copies are stray now
-            self.delivered, self.swept_epoch = self.hints_delivered(), None
+            self.delivered, self.swept_epoch, self.dirty = self.hints_delivered(), None, True
             self.sweep_at = min(self.sweep_at, now + RETRY_EVERY)
         if self.chunk is not None and now > self.chunk.deadline:
             self._next_partition(failed=True)
@@ -153,6 +154,7 @@ class Strays(Component):
         if epoch != self.last_epoch or now >= self.sweep_at:
             todo = sorted(strays)
             self.retry.clear()
+            self.dirty = False
         elif self.retry and now >= self.retry_at:
             todo, self.retry = sorted(self.retry & strays.keys()), set()
         else:
@@ -162,10 +164,11 @@ class Strays(Component):
             self.cursor = partition_range(todo[0], self.cluster.view.partitions)[0]
 
     def _finished(self, now: float) -> None:
-        if not self.retry:
+        if not self.retry and not self.dirty:
             self.swept_epoch = self.epoch
         self.last_epoch, self.epoch = self.epoch, None
-        self.sweep_at, self.retry_at = now + SWEEP_EVERY, now + RETRY_EVERY
+        self.sweep_at = now + (RETRY_EVERY if self.dirty else SWEEP_EVERY)
+        self.retry_at = now + RETRY_EVERY
 
     def _end(self) -> None:
         """Drop the sweep: what it did not finish is swept again by the next one."""

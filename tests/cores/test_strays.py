@@ -217,6 +217,20 @@ def test_a_delivered_hint_calls_for_a_sweep_soon_the_fallback_s_copy_is_stray():
     assert not strays.swept and folds(sent) == []
     strays.tick(1.0 + RETRY_EVERY)
     assert folds(sent), "swept again, long before SWEEP_EVERY"
+    # A hint delivered while a sweep runs: that sweep may have passed the key's
+    # partition already, so another one follows it.
+    _finish_sweep(strays, sent, 20.0)
+    assert strays.swept
+    strays.tick(30.0)
+    assert strays.epoch is None and folds(sent) == []
+    strays.sweep_at = 0.0  # a periodic sweep starts
+    strays.tick(40.0)
+    assert strays.epoch is not None
+    delivered[0] = 4
+    _finish_sweep(strays, sent, 40.1)
+    assert not strays.swept, "the hint came after the sweep began"
+    strays.tick(40.1 + RETRY_EVERY)
+    assert folds(sent)
 
 
 def test_reads_wait_for_the_keys_per_second_tokens():
