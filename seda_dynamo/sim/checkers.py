@@ -10,7 +10,10 @@
 - no dot issued twice: one (key, actor, counter) names one value on every node;
 - nothing left in flight once faults stop and the cluster is quiet;
 - the ring (paper 4.2): every partition owned by a member, no node owning more than
-  ceil(Q / nodes) + 1 partitions.
+  ceil(Q / nodes) + 1 partitions;
+- nothing stranded: a copy a node holds outside the key's preference list (a joiner's
+  own data, an old owner's, a fallback's) is covered by what the key's replicas hold
+  (``seda_dynamo.strays`` hands it home before it forgets it).
 
 Each check returns its anomalies as text (none: it held). Reads only.
 """
@@ -21,6 +24,7 @@ import math
 from typing import Any
 
 from seda_dynamo import causality
+from seda_dynamo.ring import partition_of
 from seda_dynamo.sim.cluster import Cluster
 from seda_dynamo.sim.workload import Workload
 
@@ -123,6 +127,27 @@ def ring(cluster: Cluster) -> list[str]:
                   for owner, n in sorted(owned.items()) if n > most]
         if members != set(cluster.nodes):
             found.append(f"{node_id}: members {sorted(members)}")
+    return found
+
+
+def stranded(cluster: Cluster) -> list[str]:
+    found = []
+    for node_id, node in sorted(cluster.nodes.items()):
+        r = cluster.ring(node_id)
+        if r is None:
+            continue
+        n = min(cluster.config["n"], len(r.members))
+        for key, raw in node.engine.fold(0, 1 << 128):
+            replicas = r.preference_list(partition_of(key, r.partitions), n)
+            if node_id in replicas:
+                continue
+            held = [cluster.nodes[x].engine.get(key) for x in replicas if x in cluster.nodes]
+            seen = causality.join(causality.sync_all(
+                causality.decode(h) for h in held if h is not None))
+            found += [f"{node_id} holds {value!r} of {key!r} ({actor}:{counter - i}) outside "
+                      f"its preference list, and its replicas {replicas} do not"
+                      for actor, counter, values in causality.decode(raw).entries
+                      for i, value in enumerate(values) if seen.get(actor, 0) < counter - i]
     return found
 
 

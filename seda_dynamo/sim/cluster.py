@@ -237,8 +237,9 @@ class Cluster:
 
     def converged(self) -> bool:
         """Every node is up and routes by the same ring with no move pending, no transfer
-        running, no peer down, and no peer its coordinator still suspects (a read it
-        coordinates would ask a stand-in in the suspect's place: paper 4.6)."""
+        running, its stray keys handed over (``strays.Strays.swept``), no peer down, and
+        no peer its coordinator still suspects (a read it coordinates would ask a
+        stand-in in the suspect's place: paper 4.6)."""
         states = []
         for node in self.nodes.values():
             if not node.up or len(node.stages) != len(STAGE_NAMES):
@@ -248,6 +249,7 @@ class Cluster:
             ring = coordination.ring
             placement = coordination.placement
             if ring is None or gauges["transfers_active"] or gauges["down"] or \
+                    not gauges["strays_swept"] or \
                     placement.moves_left or any(until > self.now for until in
                                                 placement.suspects.values()):
                 return False

@@ -124,6 +124,7 @@ def _run(seed: int, nodes: int, ops: int, root: Path, joins: bool, open_door: bo
     result.anomalies += checkers.lost_and_phantom(workload, final)
     result.anomalies += checkers.dots(cluster)
     result.anomalies += checkers.ring(cluster)
+    result.anomalies += checkers.stranded(cluster)
     result.requests = len(workload.ops)
     return _done(result, cluster)
 

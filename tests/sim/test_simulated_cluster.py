@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from seda_dynamo.sim.clock import Clock
 from seda_dynamo.sim.cluster import Cluster
 from seda_dynamo.sim.net import Faults, Network
@@ -66,13 +64,6 @@ def test_what_is_in_flight_to_a_crashed_stage_is_lost_and_it_restarts_fresh(tmp_
     assert cluster.call("n2", {"op": "put", "key": b"k", "value": b"w"})["ok"]
 
 
-JOIN_BUG = ("a node not yet joined is a one-node cluster (N and W capped at 1) and "
-            "acknowledges writes alone; when it joins, its data for partitions it is not "
-            "given is never handed to their owners, so the acknowledged write is lost "
-            "(found by the simulator: tests/sim/test_seeds.py, seed 19)")
-
-
-@pytest.mark.xfail(strict=True, reason=JOIN_BUG)
 def test_a_write_a_node_acknowledged_before_it_joined_survives_the_join(tmp_path):
     cluster = Cluster(tmp_path, 3, seed=8)
     assert cluster.run_until(cluster.converged, 30.0)
