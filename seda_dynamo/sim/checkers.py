@@ -180,7 +180,7 @@ def failed_writes(cluster: Cluster, workload: Workload, w: int,
     were neither cut (either way) nor lossy. A lossy link is not unreachable, but a
     request can fail on it honestly (every retry lost), so any loss on a link involved
     takes the request out of judgement: in practice only writes on a calm network are
-    judged, with nodes crashed or partitioned away (run.py's calm phase). The walk is
+    judged, with nodes crashed or partitioned away (run.py's calm outage). The walk is
     the coordinator's ring's owners; only ``founders`` (the nodes that formed the
     cluster) count, since a node that joined later owns nothing in the walk until its
     transfers end, which the simulator does not record.
