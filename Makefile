@@ -49,6 +49,14 @@ NODES ?= 3
 sim: install
 	$(BIN)/python -m seda_dynamo.sim --seed $(SEED) --seeds $(SEEDS) --nodes $(NODES)
 
+# The re-injection demonstration (issue 13): each patch of tests/sim/reinjected undoes one
+# fixed bug in a temp copy of the tree; the simulator (up to MAX_SEEDS seeds of 5 nodes)
+# and the fuzzers run there, and say which finds it after how many seeds or cases.
+MAX_SEEDS ?= 20
+.PHONY: reinject
+reinject: install
+	$(BIN)/python -m seda_dynamo.sim.reinject --max-seeds $(MAX_SEEDS)
+
 # The peers seda-dynamo is measured against (bench/peers.py). Debian starts their system
 # services on install; they are stopped and disabled: the benchmarks start their own.
 BENCH_APT_PACKAGES := etcd-server redis-server

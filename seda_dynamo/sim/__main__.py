@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.seed, args.seed + args.seeds):
         result = run_seed(seed, args.nodes)
         print(f"seed {seed} nodes {args.nodes} trace {result.trace_hash} "
-              f"requests {result.requests} anomalies {len(result.anomalies)}", flush=True)
+              f"requests {result.requests} anomalies {len(result.anomalies)} converged "
+              f"{'never' if result.convergence is None else f'{result.convergence:.2f}s'}",
+              flush=True)
         for anomaly in result.anomalies:
             print(f"  {anomaly}")
         failed += bool(result.anomalies)

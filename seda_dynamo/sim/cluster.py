@@ -38,6 +38,16 @@ MAX_ENTRIES = 5_000_000  # entries one run_until may take before it calls it a l
 
 
 @dataclass(frozen=True, slots=True)
+class Reach:
+    """What could reach what from ``at`` on (until the next change)."""
+
+    at: float
+    up: frozenset[str]  # nodes with every stage running
+    cut: frozenset[tuple[str, str]]  # (from, to): nothing sent gets there
+    lossy: frozenset[tuple[str, str]]  # (from, to): a message may be lost
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
     """A client connection as the runtime describes it (``protocol.Caller``)."""
 
@@ -62,6 +72,12 @@ class Cluster:
         self.reply_counts: dict[Any, int] = {}  # how many replies each request got
         self.refused: set[Any] = set()  # requests sent to a node that was down
         self.on_reply: dict[Any, Callable[[dict[str, Any]], None]] = {}  # by request id
+        self.sent_at: dict[Any, float] = {}  # each request's time sent and of its first
+        self.replied_at: dict[Any, float] = {}  # reply: its life, for the checkers
+        #: Reachability over time: from each entry's time until the next one, which nodes
+        #: had every stage up, which directions were cut, and which could lose messages.
+        self.reach: list[Reach] = []
+        self.net.changed = self._note
         self.next_id = 0
         for i in range(nodes):
             self.add(join=peer_address(1) if i else "")
@@ -92,12 +108,22 @@ class Cluster:
             self._flush(node, handler)
             self.clock.after(handler.tick_interval, "tick", node_id, name,
                              node.generation[name])
+        self._note()
 
     def crash(self, node_id: str, stage: str | None = None) -> None:
         """Kill the node's stages (or one): what is in flight to them is lost."""
         self.nodes[node_id].crash(stage)
         if stage is None:
             self.boots[node_id] += 1
+        self._note()
+
+    def _note(self) -> None:
+        """Record reachability as of now (after a crash, a start, a network change)."""
+        up = frozenset(i for i, node in self.nodes.items()
+                       if len(node.stages) == len(STAGE_NAMES))
+        # Every change is kept, even several at one instant: a stage crashed and
+        # restarted at once still lost what was in flight to it.
+        self.reach.append(Reach(self.now, up, frozenset(self.net.cut), self.net.lossy()))
 
     # Sending: what the runtime's flush does ----------------------------------------
     def _flush(self, node: Node, handler: Stage) -> None:
@@ -111,6 +137,7 @@ class Cluster:
                     reply = msgpack.unpackb(event[-1], raw=False)
                     rid = reply.get("id")
                     self.replies.setdefault(rid, reply)
+                    self.replied_at.setdefault(rid, self.now)
                     self.reply_counts[rid] = self.reply_counts.get(rid, 0) + 1
                     if rid in self.on_reply:
                         self.on_reply.pop(rid)(reply)
@@ -210,6 +237,7 @@ class Cluster:
         in ``replies[id]``; a node that is down refuses it (``refused``)."""
         self.next_id += 1
         body = {**body, "id": self.next_id}
+        self.sent_at[self.next_id] = self.now
         node = self.nodes[node_id]
         if "network" not in node.stages:
             self.refused.add(self.next_id)

@@ -1,8 +1,11 @@
 """One simulated run, from a seed to a verdict: a cluster forms, clients work while the
 seed injects faults (a lossy, duplicating, reordering network; partitions, one-way too;
 nodes and single stages crashing and restarting on their disks), faults stop, the
-cluster heals and converges (hinted handoff and anti-entropy: paper sections 4.6, 4.7),
-everything is read back, and the checkers judge it.
+cluster heals and its replicas converge within a bound (hinted handoff and anti-entropy:
+paper sections 4.6, 4.7), everything is read back; then a calm outage (whole nodes
+crash at once, W staying up, and clients write to the survivors at that instant: paper
+4.6), the replicas converge again, everything is read back again, and the checkers
+judge it all.
 
 Everything is drawn from ``random.Random(seed)``; each run's nodes live in a temp dir
 created and removed here. The trace hash fingerprints the run: the same seed gives the
@@ -28,6 +31,8 @@ from seda_dynamo.stage import STAGE_NAMES
 FAULT_SECONDS = 8.0  # simulated seconds of client work under faults
 #: Longer than any deadline: a request's (3 s), a peer call's (``CALL_TTL`` and grace).
 QUIET_SECONDS = CALL_TTL + GRACE + 1.0
+CONVERGENCE_STEP = 0.05  # simulated seconds between two looks at the replicas
+OUTAGE_WRITES = 8  # blind puts sent the instant nodes crash in the calm outage
 
 
 @dataclass(slots=True)
@@ -39,6 +44,9 @@ class Result:
     requests: int = 0
     deliveries: int = 0
     simulated: float = 0.0
+    #: Simulated seconds from a quiet cluster until every replica agreed, after the
+    #: faults and after the calm outage (the worse; None: not within the limit).
+    convergence: float | None = 0.0
 
 
 class Errors(logging.Handler):
@@ -102,31 +110,95 @@ def _run(seed: int, nodes: int, ops: int, root: Path, joins: bool, open_door: bo
     cluster.run(FAULT_SECONDS)
 
     cluster.net.calm()  # faults stop: every node and stage back up
+    calm = cluster.now
     for node_id, node in sorted(cluster.nodes.items()):
         for name in STAGE_NAMES:
             if name not in node.stages:
                 cluster.start(node_id, name)
     if not cluster.run_until(workload.settled, 30.0):
         result.anomalies.append("requests still open 30 s after faults stopped")
-    if not cluster.run_until(lambda: cluster.converged() and not any(
-            node.hints.count() for node in cluster.nodes.values()), 60.0):
+    if cluster.run_until(cluster.converged, 60.0):
+        _converge(cluster, result, "the faults", calm)
+    if not _quiet(cluster):
         result.anomalies.append("no convergence (or hints left) 60 s after faults stopped")
     before = checkers.outstanding(cluster)
     cluster.run(QUIET_SECONDS)
     result.anomalies += checkers.in_flight(before, checkers.outstanding(cluster))
+    # Read back before the calm outage too: its writes merge records, and must not
+    # hide what the faults lost.
+    result.anomalies += checkers.lost_and_phantom(workload, _read_back(cluster, workload, rng))
+    founders = [f"n{i}" for i in range(1, nodes + 1)]
+    _outage(cluster, workload, rng, founders, result)
 
+    lost = checkers.lost_and_phantom(workload, _read_back(cluster, workload, rng))
+    result.anomalies += [a for a in lost if a not in result.anomalies]
+    result.anomalies += checkers.replies(cluster, workload)
+    result.anomalies += checkers.dots(cluster)
+    result.anomalies += checkers.ring(cluster)
+    result.anomalies += checkers.stranded(cluster)
+    result.anomalies += checkers.failed_writes(cluster, workload, cluster.config["w"],
+                                               founders)
+    result.requests = len(workload.ops)
+    return _done(result, cluster)
+
+
+def _read_back(cluster: Cluster, workload: Workload, rng: random.Random
+               ) -> dict[bytes, list[bytes] | None]:
+    """Every key read at R = N from a node drawn (None: the read failed)."""
     final: dict[bytes, list[bytes] | None] = {}
     for key in workload.keys:
         reply = cluster.call(rng.choice(sorted(cluster.nodes)),
                              {"op": "get", "key": key, "r": cluster.config["n"]})
         final[key] = reply["values"] if reply and reply.get("ok") else None
-    result.anomalies += checkers.replies(cluster, workload)
-    result.anomalies += checkers.lost_and_phantom(workload, final)
-    result.anomalies += checkers.dots(cluster)
-    result.anomalies += checkers.ring(cluster)
-    result.anomalies += checkers.stranded(cluster)
-    result.requests = len(workload.ops)
-    return _done(result, cluster)
+    return final
+
+
+def _quiet(cluster: Cluster) -> bool:
+    """Run until the ring converged with no hint left (60 s at most); whether it did."""
+    return cluster.run_until(lambda: cluster.converged() and not any(
+        node.hints.count() for node in cluster.nodes.values()), 60.0)
+
+
+def _converge(cluster: Cluster, result: Result, after: str, faults_ended: float) -> None:
+    """From a converged ring, run until every replica agrees: an anomaly past
+    ``checkers.convergence_bound``; the time it took, measured to the step, goes into
+    ``result.convergence`` (the worse of the runs' two)."""
+    bound = checkers.convergence_bound(cluster, faults_ended)
+    start = cluster.now
+    while checkers.disagreeing(cluster):
+        if cluster.now - start > bound:
+            result.convergence = None  # stays None: one of them did not converge in time
+            result.anomalies.append(f"replicas of {checkers.disagreeing(cluster)[:3]} still "
+                                    f"disagree {bound:.2f} s after {after} (ring converged)")
+            return
+        cluster.run(CONVERGENCE_STEP)
+    if result.convergence is not None:
+        result.convergence = max(result.convergence, cluster.now - start)
+
+
+def _outage(cluster: Cluster, workload: Workload, rng: random.Random, founders: list[str],
+            result: Result) -> None:
+    """The calm outage (paper 4.6): on a calm network, whole nodes crash at once, at
+    least W staying up, and at that instant clients write to the survivors, before any
+    failure detector can have noticed; then the nodes come back and the replicas must
+    converge again. ``checkers.failed_writes`` judges these writes."""
+    w = cluster.config["w"]
+    victims = rng.sample(founders, rng.randint(1, max(1, len(founders) - w)))
+    survivors = [x for x in founders if x not in victims]
+    for node in victims:
+        cluster.crash(node)
+    for i in range(OUTAGE_WRITES):
+        workload.send("put", rng.choice(workload.keys), rng.choice(survivors),
+                      value=b"outage%d" % i)
+    if not cluster.run_until(workload.settled, 10.0):
+        result.anomalies.append("requests still open 10 s into the calm outage")
+    for node in victims:
+        cluster.start(node)
+    back = cluster.now
+    if cluster.run_until(cluster.converged, 60.0):
+        _converge(cluster, result, "the outage", back)
+    if not _quiet(cluster):
+        result.anomalies.append("no convergence (or hints left) 60 s after the outage")
 
 
 def _done(result: Result, cluster: Cluster) -> Result:
