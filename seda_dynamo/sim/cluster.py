@@ -279,19 +279,21 @@ class Cluster:
         return self.request(node_id, {"op": "admin", "command": "leave"})
 
     def converged(self) -> bool:
-        """Every member (a node that left is none) is up and routes by the same ring with
-        no move pending, no transfer running, no peer down, and no peer its coordinator
-        still suspects (a read it coordinates would ask a stand-in in the suspect's
-        place: paper 4.6)."""
+        """Every member (a node that left is none) is up and routes by the same ring, of
+        the members exactly, with no move pending, no transfer running, no peer down,
+        and no peer its coordinator still suspects (a read it coordinates would ask a
+        stand-in in the suspect's place: paper 4.6)."""
         states = []
-        for node in map(self.nodes.__getitem__, self.members()):
+        members = self.members()
+        for node in map(self.nodes.__getitem__, members):
             if not node.up or len(node.stages) != len(STAGE_NAMES):
                 return False
             coordination: Any = node.stages["coordination"]
             gauges = node.stages["gossip"].gauges()
             ring = coordination.ring
             placement = coordination.placement
-            if ring is None or gauges["transfers_active"] or gauges["down"] or \
+            if ring is None or [m.id for m in ring.members] != members or \
+                    gauges["transfers_active"] or gauges["down"] or \
                     placement.moves_left or any(until > self.now for until in
                                                 placement.suspects.values()):
                 return False

@@ -40,6 +40,8 @@ class Result:
     simulated: float = 0.0
     happened: list[str] = field(default_factory=list)  # what the nemesis did, in order
     reaped: int = 0  # tombstones reaped during the run, over every node
+    replayed: int = 0  # client writes that replayed an old context
+    torn: int = 0  # writes a power failure tore
 
 
 class Errors(logging.Handler):
@@ -134,6 +136,8 @@ def _run(seed: int, nodes: int, ops: int, root: Path, nemesis: Nemesis, open_doo
     result.requests = len(workload.ops)
     result.reaped = sum(node.stages["gossip"].gauges()["tombstones_reaped"]  # type: ignore[attr-defined]
                         for node in cluster.nodes.values())
+    result.replayed = workload.replayed
+    result.torn = sum(node.disk.torn for node in cluster.nodes.values())
     return _done(result, cluster)
 
 

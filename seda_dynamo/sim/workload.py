@@ -50,6 +50,7 @@ class Workload:
         self.stale = stale  # probability a write replays an old context
         #: Every context a get returned, with the values read with it, by key.
         self.contexts: dict[bytes, list[tuple[bytes, tuple[bytes, ...]]]] = {}
+        self.replayed = 0  # writes sent with an old context
         self.keys = [b"key%d" % i for i in range(keys)]
         self.ops: dict[int, Op] = {}
         self.written = 0
@@ -109,6 +110,7 @@ class Workload:
         old = self.contexts.get(key)
         if old and self.stale and self.rng.random() < self.stale:  # an old context, replayed
             context, supersedes = self.rng.choice(old)
+            self.replayed += 1
             if kind == "rmw":
                 self.send("put", key, value=self._value(), context=context,
                           supersedes=supersedes)

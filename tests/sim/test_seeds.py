@@ -1,6 +1,8 @@
 """The simulator (``seda_dynamo.sim``) on a fixed set of seeds: whole clusters of real
-handlers under a lossy, duplicating, reordering network, partitions (one-way too), node
-and stage crashes, with clients writing, reading and deleting; every checker must hold
+handlers under the default nemesis (sim/nemesis.py: a lossy, duplicating, reordering
+network, partitions (one-way too), node and stage crashes, power failures and torn
+writes, joins and leaves), with clients writing, reading and deleting (stale contexts
+replayed after reaps too); every checker must hold
 on every seed (no reply missing or doubled, no acknowledged write lost, no phantom, no
 dot issued twice, nothing left in flight, a balanced ring). And a seed is a run: the
 same seed gives the same trace hash in processes with different hash seeds.
@@ -48,10 +50,11 @@ def test_a_seed_is_the_same_run_in_any_process_and_another_seed_is_not():
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "an acknowledged delete is lost: clients may talk to a joining node before its join "
+    "an acknowledged write is lost: clients may talk to a joining node before its join "
     "takes, when it is a one-node cluster acknowledging alone; its data for partitions "
     "it is not given never reaches their owners (minimal case: tests/sim/test_simulated_cluster.py"
-    "::test_a_write_a_node_acknowledged_before_it_joined_survives_the_join)"))
-def test_seed_19_with_clients_talking_to_a_node_before_it_joins():
-    result = run_seed(19, 3, clients_reach_outsiders=True)
+    "::test_a_write_a_node_acknowledged_before_it_joined_survives_the_join). Seed 19 "
+    "showed it until the nemesis (sim/nemesis.py) changed what seeds draw; now seed 6"))
+def test_seed_6_with_clients_talking_to_a_node_before_it_joins():
+    result = run_seed(6, 3, clients_reach_outsiders=True)
     assert not result.anomalies, result.anomalies

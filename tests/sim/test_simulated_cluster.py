@@ -69,7 +69,7 @@ def test_what_is_in_flight_to_a_crashed_stage_is_lost_and_it_restarts_fresh(tmp_
 JOIN_BUG = ("a node not yet joined is a one-node cluster (N and W capped at 1) and "
             "acknowledges writes alone; when it joins, its data for partitions it is not "
             "given is never handed to their owners, so the acknowledged write is lost "
-            "(found by the simulator: tests/sim/test_seeds.py, seed 19)")
+            "(found by the simulator: tests/sim/test_seeds.py, seed 19, now seed 6)")
 
 
 @pytest.mark.xfail(strict=True, reason=JOIN_BUG)
