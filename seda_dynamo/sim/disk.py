@@ -51,16 +51,28 @@ class Disk:
         self.durability = durability
         #: Commits not yet flushed, oldest first: the engine and what each key held before.
         self.unsynced: list[tuple[MemoryEngine, list[tuple[bytes, bytes | None]]]] = []
-        self.tearing = False  # the next write is cut by a power failure
+        self.tearing: int | None = None  # writes still to go before power fails in one
         self.lost = 0  # commits a power failure dropped
         self.torn = 0  # batches torn
 
     def engine(self, name: str) -> DiskEngine:
         return DiskEngine(self, name)
 
-    def tear_next(self) -> None:
-        """Power fails during the next write to either engine (``Torn``)."""
-        self.tearing = True
+    def tear_next(self, after: int = 0) -> None:
+        """Power fails during a write to either engine (``Torn``): the next one, or the
+        one ``after`` more writes (say, the data batch after its group's hints batch)."""
+        self.tearing = after
+
+    def tears(self) -> bool:
+        """Whether power fails during this write (counts the writes let through)."""
+        if self.tearing is None:
+            return False
+        if self.tearing:
+            self.tearing -= 1
+            return False
+        self.tearing = None
+        self.torn += 1
+        return True
 
     def sync(self) -> None:
         """The log is flushed: every commit so far is durable."""
@@ -73,7 +85,7 @@ class Disk:
             MemoryEngine.write_batch(engine, before)
         self.unsynced.clear()
         self.lost += dropped
-        self.tearing = False
+        self.tearing = None
         return dropped
 
 
@@ -86,9 +98,7 @@ class DiskEngine(MemoryEngine):
 
     def write_batch(self, ops: list[Op]) -> None:
         checked = check_ops(ops)
-        if self.disk.tearing:
-            self.disk.tearing = False
-            self.disk.torn += 1
+        if self.disk.tears():
             raise Torn(f"power failed while writing {len(checked)} ops to {self.name}")
         before: dict[bytes, bytes | None] = {}
         for key, _ in checked:

@@ -86,7 +86,7 @@ class Schedule:
     def end(self) -> None:
         """Faults stop: a torn write still waiting for a write never happens."""
         for node in self.cluster.nodes.values():
-            node.disk.tearing = False
+            node.disk.tearing = None
         self.cluster.restart_after.clear()
 
     def fault(self) -> None:
@@ -102,8 +102,8 @@ class Schedule:
             cluster.schedule(at + lasts, cluster.net.heal)
             return
         node = rng.choice(ids)
-        if kind == "torn":  # power fails while the node writes, whenever it next does
-            cluster.schedule(at, self._tear, node, lasts)
+        if kind == "torn":  # power fails while the node writes, at its next or a later write
+            cluster.schedule(at, self._tear, node, lasts, rng.randint(0, 2))
             return
         stage = rng.choice(STAGE_NAMES) if kind == "stage" else None
         cluster.schedule(at, self._crash, node, stage, kind == "power")
@@ -155,9 +155,9 @@ class Schedule:
         self.happened.append(f"leave {node}")
         self.cluster.leave(node)
 
-    def _tear(self, node: str, lasts: float) -> None:
+    def _tear(self, node: str, lasts: float, after: int) -> None:
         self.happened.append(f"torn {node}")
-        self.cluster.nodes[node].disk.tear_next()
+        self.cluster.nodes[node].disk.tear_next(after)
         self.cluster.restart_after[node] = lasts
 
     def _crash(self, node: str, stage: str | None, power: bool) -> None:
