@@ -171,6 +171,21 @@ def test_stale_contexts_are_replayed_after_reaps_and_every_check_holds():
     assert all(r.reaped and r.replayed for r in results)
 
 
+def test_a_context_from_before_a_delete_and_reap_covers_nothing_written_after(tmp_path):
+    cluster = Cluster(tmp_path, 3, seed=24, tombstone_reap_after=1.0)
+    assert cluster.run_until(cluster.converged, 30.0)
+    assert cluster.call("n1", {"op": "put", "key": b"k", "value": b"v1"})["ok"]
+    old = cluster.call("n2", {"op": "get", "key": b"k"})["context"]
+    assert cluster.call("n3", {"op": "delete", "key": b"k", "context": old})["ok"]
+    assert cluster.run_until(lambda: all(node.engine.get(b"k") is None
+                                         for node in cluster.nodes.values()), 10.0)
+    assert cluster.call("n1", {"op": "put", "key": b"k", "value": b"v2"})["ok"]  # again
+    assert cluster.call("n2", {"op": "put", "key": b"k", "value": b"v3", "context": old})["ok"]
+    assert sorted(read(cluster, "n3", b"k")) == [b"v2", b"v3"]
+    assert cluster.call("n3", {"op": "delete", "key": b"k", "context": old})["ok"]
+    assert sorted(read(cluster, "n1", b"k")) == [b"v2", b"v3"]  # it covered v1 only
+
+
 def history(*ops: Op) -> SimpleNamespace:
     return SimpleNamespace(ops={op.rid: op for op in ops},
                            cluster=SimpleNamespace(refused=set()))
