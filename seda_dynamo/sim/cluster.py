@@ -167,7 +167,9 @@ class Cluster:
         try:
             self._do(*entry)
         except Torn:
-            self._torn(entry[1] if entry[0] != "peer" else entry[2])
+            if entry[0] == "call":  # no handler of a node writes from a scheduled call
+                raise
+            self._torn(entry[2] if entry[0] == "peer" else entry[1])
 
     def _do(self, kind: str, *rest: Any) -> None:
         if kind == "tick":
