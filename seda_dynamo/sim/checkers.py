@@ -10,7 +10,8 @@
 - no dot issued twice: one (key, actor, counter) names one value on every node;
 - nothing left in flight once faults stop and the cluster is quiet;
 - the ring (paper 4.2): every partition owned by a member, no node owning more than
-  ceil(Q / nodes) + 1 partitions;
+  ceil(Q / members) + 1 partitions, and the members are the nodes that have not left
+  (a node that left keeps running, owns nothing and is asked nothing);
 - nothing stranded: a copy a node holds outside the key's preference list (a joiner's
   own data, an old owner's, a fallback's) is covered by what the key's replicas hold
   (``seda_dynamo.strays`` hands it home before it forgets it);
@@ -118,7 +119,7 @@ def in_flight(before: dict[str, set[Any]], after: dict[str, set[Any]]) -> list[s
 
 def ring(cluster: Cluster) -> list[str]:
     found = []
-    for node_id in sorted(cluster.nodes):
+    for node_id in cluster.members():
         r = cluster.ring(node_id)
         if r is None:
             found.append(f"{node_id} has no ring")
@@ -132,7 +133,7 @@ def ring(cluster: Cluster) -> list[str]:
             owned[owner] = owned.get(owner, 0) + 1
         found += [f"{node_id}: {owner} owns {n} partitions, over {most}"
                   for owner, n in sorted(owned.items()) if n > most]
-        if members != set(cluster.nodes):
+        if members != set(cluster.members()):
             found.append(f"{node_id}: members {sorted(members)}")
     return found
 

@@ -8,7 +8,9 @@ simulated network to that node's ``peer`` port as ``[identity, message]``, as a
 DEALER's message reaches a ROUTER. A node that is down, or unknown, is not connected: the
 sender's ``undeliverable`` is called at once, as the runtime does. Each handler ticks at
 its ``tick_interval``. What is in flight to a crashed stage or node, or from a crashed
-node, is lost. Client requests enter a node's client port as frames; each reply is
+node, is lost. A power failure also drops what the node's disk had not made durable, and one
+that tears a write (``disk.Torn``, raised from inside a handler) crashes the node where it
+lands. Client requests enter a node's client port as frames; each reply is
 recorded by the request's id. Every delivery is hashed into the trace.
 
 Dynamo paper sections 4.5-4.9 are what runs through it. No sockets, no wall clock.
@@ -27,6 +29,7 @@ import msgpack
 from seda_dynamo import peerprotocol
 from seda_dynamo.ring import Ring
 from seda_dynamo.sim.clock import Clock, Trace
+from seda_dynamo.sim.disk import Torn
 from seda_dynamo.sim.net import Network
 from seda_dynamo.sim.node import Node, peer_address
 from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Stage
@@ -79,6 +82,8 @@ class Cluster:
         self.reach: list[Reach] = []
         self.net.changed = self._note
         self.next_id = 0
+        self.left: set[str] = set()  # nodes seen to have left the cluster (admin leave)
+        self.restart_after: dict[str, float] = {}  # seconds a torn node stays down
         for i in range(nodes):
             self.add(join=peer_address(1) if i else "")
 
@@ -110,11 +115,14 @@ class Cluster:
                              node.generation[name])
         self._note()
 
-    def crash(self, node_id: str, stage: str | None = None) -> None:
-        """Kill the node's stages (or one): what is in flight to them is lost."""
+    def crash(self, node_id: str, stage: str | None = None, power: bool = False) -> None:
+        """Kill the node's stages (or one): what is in flight to them is lost. With
+        ``power`` (the whole node) its disk also loses what was not durable yet."""
         self.nodes[node_id].crash(stage)
         if stage is None:
             self.boots[node_id] += 1
+            if power:
+                self.nodes[node_id].disk.power_loss()
         self._note()
 
     def _note(self) -> None:
@@ -124,6 +132,18 @@ class Cluster:
         # Every change is kept, even several at one instant: a stage crashed and
         # restarted at once still lost what was in flight to it.
         self.reach.append(Reach(self.now, up, frozenset(self.net.cut), self.net.lossy()))
+
+
+    def start_missing(self, node_id: str) -> None:
+        """Start every stage of the node that is not running."""
+        for name in STAGE_NAMES:
+            if name not in self.nodes[node_id].stages:
+                self.start(node_id, name)
+
+    def _torn(self, node_id: str) -> None:
+        """Power failed in the middle of one of the node's writes (``disk.Torn``)."""
+        self.crash(node_id, power=True)
+        self.schedule(self.restart_after.pop(node_id, 1.0), self.start_missing, node_id)
 
     # Sending: what the runtime's flush does ----------------------------------------
     def _flush(self, node: Node, handler: Stage) -> None:
@@ -171,7 +191,15 @@ class Cluster:
     # Delivering ------------------------------------------------------------------------
     def step(self) -> None:
         """Take the next entry of the clock and do it."""
-        kind, *rest = self.clock.pop()
+        entry = self.clock.pop()
+        try:
+            self._do(*entry)
+        except Torn:
+            if entry[0] == "call":  # no handler of a node writes from a scheduled call
+                raise
+            self._torn(entry[2] if entry[0] == "peer" else entry[1])
+
+    def _do(self, kind: str, *rest: Any) -> None:
         if kind == "tick":
             node_id, name, generation = rest
             node = self.nodes[node_id]
@@ -263,20 +291,41 @@ class Cluster:
         coordination = self.nodes[node_id].stages.get("coordination")
         return None if coordination is None else coordination.ring  # type: ignore[attr-defined]
 
+    def departed(self) -> set[str]:
+        """The nodes that have left the cluster (``admin leave``, every partition handed
+        over): they keep running but are no longer members."""
+        for node_id, node in self.nodes.items():
+            gossip: Any = node.stages.get("gossip")
+            if gossip is not None and gossip.view.members[node_id].status == "left":
+                self.left.add(node_id)
+        return self.left
+
+    def members(self) -> list[str]:
+        """The nodes that have not left, in order."""
+        departed = self.departed()
+        return [node_id for node_id in sorted(self.nodes) if node_id not in departed]
+
+    def leave(self, node_id: str) -> Any:
+        """An operator's ``admin leave`` of ``node_id``; the request's id."""
+        return self.request(node_id, {"op": "admin", "command": "leave"})
+
     def converged(self) -> bool:
-        """Every node is up and routes by the same ring with no move pending, no transfer
-        running, its stray keys handed over (``strays.Strays.swept``), no peer down, and
-        no peer its coordinator still suspects (a read it coordinates would ask a
+        """Every member (a node that left is none) is up and routes by the same ring, of
+        the members exactly, with no move pending, no transfer running, its stray keys
+        handed over (``strays.Strays.swept``), no peer down, and no peer its coordinator
+        still suspects (a read it coordinates would ask a
         stand-in in the suspect's place: paper 4.6)."""
         states = []
-        for node in self.nodes.values():
+        members = self.members()
+        for node in map(self.nodes.__getitem__, members):
             if not node.up or len(node.stages) != len(STAGE_NAMES):
                 return False
             coordination: Any = node.stages["coordination"]
             gauges = node.stages["gossip"].gauges()
             ring = coordination.ring
             placement = coordination.placement
-            if ring is None or gauges["transfers_active"] or gauges["down"] or \
+            if ring is None or [m.id for m in ring.members] != members or \
+                    gauges["transfers_active"] or gauges["down"] or \
                     not gauges["strays_swept"] or \
                     placement.moves_left or any(until > self.now for until in
                                                 placement.suspects.values()):

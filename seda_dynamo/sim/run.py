@@ -1,11 +1,12 @@
 """One simulated run, from a seed to a verdict: a cluster forms, clients work while the
-seed injects faults (a lossy, duplicating, reordering network; partitions, one-way too;
-nodes and single stages crashing and restarting on their disks), faults stop, the
-cluster heals and its replicas converge within a bound (hinted handoff and anti-entropy:
-paper sections 4.6, 4.7), everything is read back; then a calm outage (whole nodes
-crash at once, W staying up, and clients write to the survivors at that instant: paper
-4.6), the replicas converge again, everything is read back again, and the checkers
-judge it all.
+seed injects the faults its ``Nemesis`` allows (``sim/nemesis.py``: a lossy, duplicating,
+reordering network; partitions, one-way too; nodes and single stages crashing and
+restarting on their disks, power failures and torn writes; joins and leaves), faults
+stop, the cluster heals and its replicas converge within a bound (hinted handoff and
+anti-entropy: paper sections 4.6, 4.7), everything is read back; then a calm outage
+(whole nodes crash at once, W staying up, and clients write to the survivors at that
+instant: paper 4.6), the replicas converge again, everything is read back again, and
+the checkers judge it all.
 
 Everything is drawn from ``random.Random(seed)``; each run's nodes live in a temp dir
 created and removed here. The trace hash fingerprints the run: the same seed gives the
@@ -23,12 +24,10 @@ from pathlib import Path
 from seda_dynamo.outstanding import CALL_TTL, GRACE
 from seda_dynamo.sim import checkers
 from seda_dynamo.sim.cluster import Cluster
-from seda_dynamo.sim.net import Faults
-from seda_dynamo.sim.node import peer_address
+from seda_dynamo.sim.nemesis import PRESETS, Nemesis, Schedule, without_membership
 from seda_dynamo.sim.workload import Workload
 from seda_dynamo.stage import STAGE_NAMES
 
-FAULT_SECONDS = 8.0  # simulated seconds of client work under faults
 #: Longer than any deadline: a request's (3 s), a peer call's (``CALL_TTL`` and grace).
 QUIET_SECONDS = CALL_TTL + GRACE + 1.0
 CONVERGENCE_STEP = 0.05  # simulated seconds between two looks at the replicas
@@ -47,6 +46,10 @@ class Result:
     #: Simulated seconds from a quiet cluster until every replica agreed, after the
     #: faults and after the calm outage (the worse; None: not within the limit).
     convergence: float | None = 0.0
+    happened: list[str] = field(default_factory=list)  # what the nemesis did, in order
+    reaped: int = 0  # tombstones reaped during the run, over every node
+    replayed: int = 0  # client writes that replayed an old context
+    torn: int = 0  # writes a power failure tore
 
 
 class Errors(logging.Handler):
@@ -69,10 +72,15 @@ def partitions_for(nodes: int) -> int:
 
 
 def run_seed(seed: int, nodes: int = 3, ops: int = 60, *, joins: bool = True,
-             clients_reach_outsiders: bool = False) -> Result:
-    """Run ``seed``; ``joins``: faults may include a node joining; with
+             clients_reach_outsiders: bool = False, nemesis: Nemesis | None = None
+             ) -> Result:
+    """Run ``seed`` under ``nemesis`` (default: ``PRESETS["default"]``); ``joins``:
+    faults may include membership changes (nodes joining and leaving); with
     ``clients_reach_outsiders`` clients may talk to a joining node before its join
     takes (it is a one-node cluster until then: see tests/sim/test_seeds.py)."""
+    nemesis = nemesis or PRESETS["default"]
+    if not joins or nodes >= 50:
+        nemesis = without_membership(nemesis)
     log = logging.getLogger("seda_dynamo")
     errors, level, propagate = Errors(), log.level, log.propagate
     log.addHandler(errors)
@@ -80,7 +88,7 @@ def run_seed(seed: int, nodes: int = 3, ops: int = 60, *, joins: bool = True,
     log.propagate = False
     try:
         with tempfile.TemporaryDirectory(prefix="seda-sim-") as tmp:
-            result = _run(seed, nodes, ops, Path(tmp), joins, clients_reach_outsiders)
+            result = _run(seed, nodes, ops, Path(tmp), nemesis, clients_reach_outsiders)
     finally:
         log.removeHandler(errors)
         log.setLevel(level)
@@ -89,25 +97,26 @@ def run_seed(seed: int, nodes: int = 3, ops: int = 60, *, joins: bool = True,
     return result
 
 
-def _run(seed: int, nodes: int, ops: int, root: Path, joins: bool, open_door: bool
+def _run(seed: int, nodes: int, ops: int, root: Path, nemesis: Nemesis, open_door: bool
          ) -> Result:
     rng = random.Random(seed)
     result = Result(seed, nodes)
     cluster = Cluster(root, nodes, seed=rng.getrandbits(64),
-                      partitions=partitions_for(nodes), anti_entropy_every=1.0)
+                      partitions=partitions_for(nodes), anti_entropy_every=1.0,
+                      tombstone_reap_after=nemesis.reap_after)
     if not cluster.run_until(cluster.converged, 60.0):
         result.anomalies.append("the cluster did not form within 60 s")
         return _done(result, cluster)
-    workload = Workload(cluster, random.Random(rng.getrandbits(64)), keys=4)
-    cluster.net.faulty(Faults())
+    workload = Workload(cluster, random.Random(rng.getrandbits(64)), keys=4,
+                        stale=nemesis.stale)
+    cluster.net.faulty(nemesis.net)
     for _ in range(ops):
-        cluster.schedule(rng.uniform(0, FAULT_SECONDS), workload.one)
-    for _ in range(rng.randint(1, 4)):
-        _fault(cluster, rng)
-    if joins and nodes < 50 and rng.random() < 0.5:
-        cluster.schedule(rng.uniform(0, FAULT_SECONDS / 2), _join, cluster, workload,
-                         open_door)
-    cluster.run(FAULT_SECONDS)
+        cluster.schedule(rng.uniform(0, nemesis.seconds), workload.one)
+    schedule = Schedule(cluster, workload, rng, nemesis, open_door)
+    schedule.draw()
+    result.happened = schedule.happened
+    cluster.run(nemesis.seconds)
+    schedule.end()
 
     cluster.net.calm()  # faults stop: every node and stage back up
     calm = cluster.now
@@ -127,7 +136,8 @@ def _run(seed: int, nodes: int, ops: int, root: Path, joins: bool, open_door: bo
     # Read back before the calm outage too: its writes merge records, and must not
     # hide what the faults lost.
     result.anomalies += checkers.lost_and_phantom(workload, _read_back(cluster, workload, rng))
-    founders = [f"n{i}" for i in range(1, nodes + 1)]
+    # Judged by founders only, and only those still members (a node that left owns nothing).
+    founders = [f"n{i}" for i in range(1, nodes + 1) if f"n{i}" not in cluster.departed()]
     _outage(cluster, workload, rng, founders, result)
 
     lost = checkers.lost_and_phantom(workload, _read_back(cluster, workload, rng))
@@ -139,6 +149,10 @@ def _run(seed: int, nodes: int, ops: int, root: Path, joins: bool, open_door: bo
     result.anomalies += checkers.failed_writes(cluster, workload, cluster.config["w"],
                                                founders)
     result.requests = len(workload.ops)
+    result.reaped = sum(node.stages["gossip"].gauges()["tombstones_reaped"]  # type: ignore[attr-defined]
+                        for node in cluster.nodes.values())
+    result.replayed = workload.replayed
+    result.torn = sum(node.disk.torn for node in cluster.nodes.values())
     return _done(result, cluster)
 
 
@@ -147,7 +161,7 @@ def _read_back(cluster: Cluster, workload: Workload, rng: random.Random
     """Every key read at R = N from a node drawn (None: the read failed)."""
     final: dict[bytes, list[bytes] | None] = {}
     for key in workload.keys:
-        reply = cluster.call(rng.choice(sorted(cluster.nodes)),
+        reply = cluster.call(rng.choice(cluster.members()),
                              {"op": "get", "key": key, "r": cluster.config["n"]})
         final[key] = reply["values"] if reply and reply.get("ok") else None
     return final
@@ -206,41 +220,3 @@ def _done(result: Result, cluster: Cluster) -> Result:
     result.deliveries = cluster.trace.deliveries
     result.simulated = cluster.now
     return result
-
-
-def _fault(cluster: Cluster, rng: random.Random) -> None:
-    """Schedule one fault within the fault window, and its end."""
-    ids = sorted(cluster.nodes)
-    at = rng.uniform(0, FAULT_SECONDS * 0.8)
-    lasts = rng.uniform(0.3, 3.0)
-    kind = rng.choice(("partition", "crash", "stage"))
-    if kind == "partition":
-        side = rng.sample(ids, rng.randint(1, max(1, len(ids) // 2)))
-        others = [i for i in ids if i not in side]
-        cluster.schedule(at, cluster.net.partition, side, others, rng.random() < 0.3)
-        cluster.schedule(at + lasts, cluster.net.heal)
-        return
-    node = rng.choice(ids)
-    stage = rng.choice(STAGE_NAMES) if kind == "stage" else None
-    cluster.schedule(at, _crash, cluster, node, stage)
-    cluster.schedule(at + lasts, _restart, cluster, node, stage)
-
-
-def _join(cluster: Cluster, workload: Workload, open_door: bool) -> None:
-    """A new node starts (its own one-node cluster) and an operator joins it to n1's
-    (paper section 4.9: it takes partitions over, streamed by their owners)."""
-    node = cluster.add()
-    if not open_door:
-        workload.outsiders.add(node.id)
-    cluster.request(node.id, {"op": "admin", "command": "join", "seed": peer_address(1)})
-
-
-def _crash(cluster: Cluster, node: str, stage: str | None) -> None:
-    if cluster.nodes[node].stages.get(stage or "network") is not None:
-        cluster.crash(node, stage)
-
-
-def _restart(cluster: Cluster, node: str, stage: str | None) -> None:
-    for name in [stage] if stage else STAGE_NAMES:
-        if name not in cluster.nodes[node].stages:
-            cluster.start(node, name)
