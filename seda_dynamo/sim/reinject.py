@@ -9,7 +9,8 @@ subprocesses with ``PYTHONPATH`` set to it:
 
 - the core property tests that exist for items 1 and 2 (``CORE_TESTS``);
 - the handler fuzzers (``tests/fuzz/test_handlers.py``), derandomized (Hypothesis seed 0),
-  counting the cases each ran until it failed (Hypothesis's observations);
+  counting the cases each ran until it failed (Hypothesis's observations); when they do
+  not find it with ``make test``'s budget, again with ``make soak``'s (ten times more);
 - the simulator (``python -m seda_dynamo.sim``) over seeds 0, 1, 2, ... up to K,
   stopping at the first seed with an anomaly. It runs M = 5 nodes by default: with 3
   nodes and N = 3 every node replicates every key, so no spare exists to fail over to
@@ -84,8 +85,9 @@ OBSERVE = {"HYPOTHESIS_EXPERIMENTAL_OBSERVABILITY": "1",
            "HYPOTHESIS_EXPERIMENTAL_OBSERVABILITY_NOCOVER": "1"}
 
 
-def env_for(copy: Path) -> dict[str, str]:
-    return {**os.environ, **OBSERVE, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+def env_for(copy: Path, soak: bool = False) -> dict[str, str]:
+    return {**os.environ, **OBSERVE, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1",
+            "SEDA_SOAK": "1" if soak else "0"}
 
 
 def anomalies(copy: Path, seed: int, nodes: int) -> list[str] | None:
@@ -144,14 +146,16 @@ def cases_before_failing(copy: Path, test: str) -> int | None:
     return None
 
 
-def run_tests(copy: Path, finder: str, tests: list[str]) -> Finding:
-    """Run ``tests`` in the patched copy, derandomized; the first failing test is the
-    finding."""
+def run_tests(copy: Path, finder: str, tests: list[str], soak: bool = False) -> Finding:
+    """Run ``tests`` in the patched copy, derandomized (``soak``: with ``make soak``'s ten
+    times as many cases); the first failing test is the finding."""
+    shutil.rmtree(copy / ".hypothesis", ignore_errors=True)  # count this run's cases only
     try:
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "--hypothesis-seed=0", "-o", "timeout=600",
              *tests],
-            cwd=copy, env=env_for(copy), capture_output=True, text=True, timeout=TESTS_TIMEOUT)
+            cwd=copy, env=env_for(copy, soak), capture_output=True, text=True,
+            timeout=TESTS_TIMEOUT)
     except subprocess.TimeoutExpired:
         return Finding(finder, True, "a hang", f"pytest ran past {TESTS_TIMEOUT:.0f} s")
     failed = re.findall(r"^FAILED (\S+)", done.stdout, re.MULTILINE)
@@ -187,7 +191,11 @@ def demonstrate(item: int, max_seeds: int, nodes: int, baseline: Path,
         findings = []
         if item in CORE_TESTS:
             findings.append(run_tests(copy, "core property tests", CORE_TESTS[item]))
-        findings.append(run_tests(copy, "handler fuzzers", FUZZ_TESTS))
+        fuzzed = run_tests(copy, "handler fuzzers", FUZZ_TESTS)
+        findings.append(fuzzed)
+        if not fuzzed.found:  # the budget make soak runs, ten times make test's
+            findings.append(run_tests(copy, "handler fuzzers, soak budget", FUZZ_TESTS,
+                                      soak=True))
         findings.append(simulate(copy, nodes, max_seeds, baseline, clean))
         return findings
 
