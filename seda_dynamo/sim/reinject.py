@@ -8,9 +8,10 @@ ls-files``: no venv, no caches) is copied to a temp dir, the patch applied there
 subprocesses with ``PYTHONPATH`` set to it:
 
 - the core property tests that exist for items 1 and 2 (``CORE_TESTS``);
-- the handler fuzzers (``tests/fuzz/test_handlers.py``), derandomized (Hypothesis seed 0),
-  counting the cases each ran until it failed (Hypothesis's observations); when they do
-  not find it with ``make test``'s budget, again with ``make soak``'s (ten times more);
+- the handler fuzzers (``tests/fuzz/test_handlers.py``, ``test_returned_contexts.py``),
+  derandomized (Hypothesis seed 0), counting the cases each ran until it failed
+  (Hypothesis's observations); when they do not find it with ``make test``'s budget,
+  again with ``make soak``'s (ten times more);
 - the simulator (``python -m seda_dynamo.sim``) over seeds 0, 1, 2, ... up to K,
   stopping at the first seed with an anomaly. It runs M = 5 nodes by default: with 3
   nodes and N = 3 every node replicates every key, so no spare exists to fail over to
@@ -40,7 +41,8 @@ PATCHES = ROOT / "tests" / "sim" / "reinjected"
 #: Item of the broken-promises issue -> (its patch, what the patch brings back).
 ITEMS: dict[int, tuple[str, str]] = {
     1: ("item01.patch", "a replica stamps with its actor whose name sorts last as text"),
-    2: ("item02.patch", "a context's counters are not bounded at the door"),
+    2: ("item02.patch", "a context's counters are bounded neither at the door nor at the "
+                        "stamp"),
     5: ("item05.patch", "a forwarded write's timeout_ms is not validated"),
     10: ("item10.patch", "a forwarded write stamped off its replicas carries no hint"),
     11: ("item11.patch", "a failed or silent target is not replaced within the request"),
@@ -50,7 +52,7 @@ CORE_TESTS: dict[int, list[str]] = {
     1: ["tests/cores/test_actors.py"],
     2: ["tests/cores/test_contexts.py", "tests/cores/test_causality.py"],
 }
-FUZZ_TESTS = ["tests/fuzz/test_handlers.py"]
+FUZZ_TESTS = ["tests/fuzz/test_handlers.py", "tests/fuzz/test_returned_contexts.py"]
 SEED_TIMEOUT = 600.0  # seconds one simulated seed may take before it counts as a hang
 TESTS_TIMEOUT = 1200.0  # seconds one finder's pytest run may take
 
