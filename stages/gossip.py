@@ -98,7 +98,7 @@ class Handler(Stage):
                        "hints": Timer(), "anti_entropy": Timer()}
         self.watcher = Watcher(self.emit, Settings(threshold=config.phi_threshold,
                                                    first_interval=PING_EVERY),
-                               lambda: self.peers(), self._announce, self.log, self.name)
+                               self.peers, self._announce, self.log, self.name)
         self.hints = Delivery(self.emit, self, self.share, self.timers["hints"], self.log,
                               self.name)
         self.transfers = Transfers(

@@ -16,6 +16,7 @@ Dynamo paper sections 4.5-4.9 are what runs through it. No sockets, no wall cloc
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Stage
 
 #: Settings every simulated node shares unless a run says otherwise: a small ring.
 DEFAULTS: dict[str, Any] = {"partitions": 16, "n": 3, "r": 2, "w": 2}
+CLIENT = b"client"  # the identity ``request``'s messages come with
 STAGE_DELAY = 0.0001  # seconds an event spends between two stages of one node
 MAX_ENTRIES = 5_000_000  # entries one run_until may take before it calls it a livelock
 
@@ -63,6 +65,8 @@ class Cluster:
         self.refused: set[Any] = set()  # requests sent to a node that was down
         self.on_reply: dict[Any, Callable[[dict[str, Any]], None]] = {}  # by request id
         self.next_id = 0
+        #: Replies to raw client messages (``frames``), by the identity they came with.
+        self.frame_replies: dict[bytes, list[dict[str, Any]]] = {}
         for i in range(nodes):
             self.add(join=peer_address(1) if i else "")
 
@@ -74,7 +78,7 @@ class Cluster:
         """Start one more node (a founder of its own ring when it names no ``join``)."""
         i = len(self.nodes) + 1
         node = Node(i, self.root / f"n{i}", random.Random(self.rng.getrandbits(64)),
-                    lambda: self.clock.now, join=join, **{**self.config, **config})
+                    self.clock.time, join=join, **{**self.config, **config})
         self.nodes[node.id] = node
         self.by_peer[node.config.peer] = node.id
         self.boots[node.id] = 0
@@ -109,6 +113,9 @@ class Cluster:
             for dest, event in out:
                 if dest == "client":  # the client ROUTER: [identity, b"", reply]
                     reply = msgpack.unpackb(event[-1], raw=False)
+                    if event[0] != CLIENT:
+                        self.frame_replies.setdefault(event[0], []).append(reply)
+                        continue
                     rid = reply.get("id")
                     self.replies.setdefault(rid, reply)
                     self.reply_counts[rid] = self.reply_counts.get(rid, 0) + 1
@@ -217,9 +224,40 @@ class Cluster:
         frame = msgpack.packb(body, use_bin_type=True)
         self.trace.record(self.now, node_id, "client", frame)
         handler = node.stages["network"]
-        handler.handle_frames("client", [[b"client", b"", frame]], self.now, [Caller()])
+        handler.handle_frames("client", [[CLIENT, b"", frame]], self.now, [Caller()])
         self._flush(node, handler)
         return self.next_id
+
+    def frames(self, node_id: str, frames: list[bytes], caller: Caller = Caller()) -> None:
+        """Any multipart message on ``node_id``'s client port, as its ROUTER reads it:
+        ``frames[0]`` is the connection's identity (not ``CLIENT``), the replies to it
+        land in ``frame_replies[frames[0]]`` (a fuzzer's way in)."""
+        assert frames and frames[0] != CLIENT, "the identity names the sender"
+        self._port(node_id, "client", frames, [caller])
+
+    def peer_message(self, node_id: str, message: bytes, identity: bytes) -> None:
+        """Any message on ``node_id``'s peer port, as if sent by the DEALER ``identity``
+        (another member's peer address, or an unknown one): not through the network."""
+        self._port(node_id, "peer", [identity, message], None)
+
+    def _port(self, node_id: str, port: str, frames: list[bytes],
+              callers: list[Caller] | None) -> None:
+        node = self.nodes[node_id]
+        handler = node.stages.get("network")
+        if handler is None:
+            return  # nobody listens: the message is lost, as on a closed port
+        self.trace.record(self.now, node_id, port, b"\0".join(frames))
+        handler.handle_frames(port, [frames], self.now, callers)
+        self._flush(node, handler)
+
+    def copy(self) -> Cluster:
+        """An independent copy of the whole cluster as it is now (handlers, disks,
+        clock, network, trace): it runs on as this one would (a fuzzer's fresh start
+        without forming a cluster again). The data directories are shared, so a copy is
+        for runs that restart no node (its view file is written, read only at start)."""
+        shared: dict[int, Any] = {id(module): module for node in self.nodes.values()
+                                  for module in node.modules.values()}  # code, not state
+        return copy.deepcopy(self, shared)
 
     def call(self, node_id: str, body: dict[str, Any], within: float = 10.0
              ) -> dict[str, Any] | None:
