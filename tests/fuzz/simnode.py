@@ -138,8 +138,9 @@ class SimNode:
         return {**counts, **{f"logged {line}": 1 for line in logged}}
 
     def tables(self) -> dict[str, int]:
-        """What requests hold open, summed over the cluster (the calls gossip's duties
-        make run all the time, each with its deadline: ``per_peer``)."""
+        """What requests hold open, summed over the cluster (not the calls gossip's
+        duties make all the time: ``per_peer`` bounds those), and the calls of any
+        stage kept past their deadline."""
         nodes = list(self.cluster.nodes.values())
         return {
             "waiting": sum(len(n.network.waiting) for n in nodes),
@@ -148,6 +149,9 @@ class SimNode:
             "requests": sum(len(n.coordination.requests) for n in nodes),
             "keys_in_flight": sum(len(n.stages["versioning"].inflight) for n in nodes),
             "engine_requests": sum(len(n.stages["versioning"].pending) for n in nodes),
+            # any call, gossip's too, kept a second past its deadline: never forgotten
+            "overdue_calls": sum(call.deadline + 1.0 < self.now for n in nodes
+                                 for call in n.network.calls.values()),
         }
 
     def per_peer(self) -> dict[str, dict[str, int]]:
