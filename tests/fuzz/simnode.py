@@ -20,7 +20,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from strategies import MAX_KEY, MAX_TIMEOUT_MS, packed
+from strategies import MAX_TIMEOUT_MS, packed
 from target import resolve
 
 from seda_dynamo import address
@@ -55,14 +55,6 @@ def formed() -> Cluster:
     return _formed[0]
 
 
-def keyed(request: Any) -> bool:
-    """Whether a peer request names a key a client could use too (``["rput", key, ...]``,
-    ``rget``, ``rcheck``, ``rreap``)."""
-    return isinstance(request, list) and len(request) > 1 and \
-        request[0] in ("rput", "rget", "rcheck", "rreap") and \
-        isinstance(request[1], bytes) and 0 < len(request[1]) <= MAX_KEY
-
-
 class SimNode:
     """Node n1 of a copy of ``formed()``. Client messages enter its client port with
     their number as the connection's identity. A peer event's reply address, when it is
@@ -83,7 +75,6 @@ class SimNode:
         self.members = {name for n in self.cluster.nodes.values()
                         for name in (n.id, n.config.peer)}
         self.sent = 0
-        self.peer_keys: list[bytes] = []  # keys the fuzzed peer requests named
 
     @property
     def now(self) -> float:
@@ -116,8 +107,6 @@ class SimNode:
                 who = next((e[1] for e in events if isinstance(e, list) and len(e) == 4
                             and e[0] == "req" and e[1] in self.others), None)
                 identity = who.encode() if who else identity
-                self.peer_keys += [e[3][1] for e in events if isinstance(e, list)
-                                   and len(e) == 4 and e[0] == "req" and keyed(e[3])]
             message = packed(events)
         self.cluster.peer_message(FUZZED, message, identity)
         self.cluster.run(STEP)
