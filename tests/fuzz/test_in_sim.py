@@ -52,8 +52,10 @@ def works_from_every_node(node: SimNode, keys: list[bytes]) -> None:
 
 
 def run(steps: list[tuple[str, Any]]) -> None:
-    with stage_stack(), logged_errors() as errors:
-        fuzz(steps, SimNode(errors), works_from_every_node)
+    with logged_errors() as errors:
+        node = SimNode(errors)  # a deep copy: the harness's recursion, not a stage's
+        with stage_stack():
+            fuzz(steps, node, works_from_every_node)
 
 
 @SIM_FUZZ
