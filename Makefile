@@ -40,14 +40,24 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
-# The deterministic simulator (seda_dynamo/sim): SEEDS seeds from SEED, of NODES nodes;
+# The deterministic simulator (seda_dynamo/sim): SEEDS seeds from SEED, of NODES nodes,
+# under the FAULTS nemesis (calm, default, harsh: seda_dynamo/sim/nemesis.py);
 # any seed with an anomaly replays exactly with SEED=that SEEDS=1.
 SEED  ?= 0
 SEEDS ?= 100
 NODES ?= 3
+FAULTS ?= default
 
 sim: install
-	$(BIN)/python -m seda_dynamo.sim --seed $(SEED) --seeds $(SEEDS) --nodes $(NODES)
+	$(BIN)/python -m seda_dynamo.sim --seed $(SEED) --seeds $(SEEDS) --nodes $(NODES) --faults $(FAULTS)
+
+# The re-injection demonstration (issue 13): each patch of tests/sim/reinjected undoes one
+# fixed bug in a temp copy of the tree; the simulator (up to MAX_SEEDS seeds of 5 nodes)
+# and the fuzzers run there, and say which finds it after how many seeds or cases.
+MAX_SEEDS ?= 20
+.PHONY: reinject
+reinject: install
+	$(BIN)/python -m seda_dynamo.sim.reinject --max-seeds $(MAX_SEEDS)
 
 # The peers seda-dynamo is measured against (bench/peers.py). Debian starts their system
 # services on install; they are stopped and disabled: the benchmarks start their own.

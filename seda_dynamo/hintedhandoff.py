@@ -8,7 +8,10 @@ stage's duty that, every ``HINTS_EVERY`` seconds while background work is allowe
 persistence for hints of members that are up, sends each key's current versions to its
 owner (``rput``, merged there, never overwriting) and tells persistence to forget a hint
 only once its owner acknowledged it (``hint_done``), or when there is nothing to hand
-over (no versions left, or the owner left the cluster). A batch waits at most
+over (no versions left). A hint whose owner has left the cluster (paper 4.9: its
+partitions went to others) goes to the first replica up of the key's preference list
+now, in its owner's place, unless this node is one of them and holds the versions
+already; the scan asks for the hints of members that left too. A batch waits at most
 ``HINT_WAIT`` seconds for its acknowledgements; unanswered deliveries are retried by the
 next scan. Pure: no clock, no IO.
 """
@@ -22,6 +25,7 @@ from seda_dynamo.background import BackgroundShare
 from seda_dynamo.brief import brief
 from seda_dynamo.duty import Cluster, Component, Duty, Emit, Route, Timer
 from seda_dynamo.messages import HintDone, Hints
+from seda_dynamo.ring import partition_of
 
 HINTS_EVERY = 1.0
 HINT_BATCH = 128
@@ -41,14 +45,21 @@ class Delivery(Component):
         self.in_flight = 0
         self.delivered = 0
 
+    def delivered_count(self) -> int:
+        """How many hints were delivered so far."""
+        return self.delivered
+
     def tick(self, now: float) -> None:
         """Ask persistence for hints of the members that are up, when it is time."""
         if self.share.allows(now) and self.timer.due(now, HINTS_EVERY):
             self.in_flight = 0  # unanswered deliveries are retried by this scan
             up = [node for node in self.cluster.peers() if node not in self.cluster.down]
+            view = self.cluster.view
+            left = [node for node, e in sorted(view.members.items())
+                    if e.status == "left" and node != view.me]
             if up:
-                self.emit("persistence", Hints.wire(reply_to=self.stage, ref="scan", owners=up,
-                                                    limit=HINT_BATCH))
+                self.emit("persistence", Hints.wire(reply_to=self.stage, ref="scan",
+                                                    owners=up + left, limit=HINT_BATCH))
 
     def found(self, now: float, hints: list[Any]) -> int:
         """Persistence's scan: hand each hint over; the number of malformed ones."""
@@ -61,18 +72,35 @@ class Delivery(Component):
                 self.log.warning("malformed hint skipped: %s", brief(hint, 120))
                 continue
             owner, key, token, clock = hint
-            peer = peers.get(owner)
-            if clock is None or peer is None:
-                done.append([owner, key, token])  # nothing to hand over, or owner left
+            target = owner if owner in peers else self._in_place_of(key)
+            if clock is None or target == "":
+                done.append([owner, key, token])  # nothing to hand over, or here already
                 continue
+            if target is None:
+                continue  # no replica of the key is up: kept for a later scan
             self.in_flight += 1
-            self.call(peer, Route(Duty.HINT, (owner, key, token)), ["rput", key, clock, None],
-                      owner)
+            self.call(peers[target], Route(Duty.HINT, (owner, key, token)),
+                      ["rput", key, clock, None], target)
         if done:
             self.emit("persistence", HintDone.wire(done))
         if self.in_flight:
             self.timer.at = now + HINT_WAIT
         return malformed
+
+    def _in_place_of(self, key: bytes) -> str | None:
+        """Who takes a hint whose owner is no member (it left): the first replica of the
+        key that is up; "" when this node is a replica (the versions are here already);
+        None when no replica is up now."""
+        view = self.cluster.view
+        ring = view.effective_ring()
+        if ring is None:
+            return None
+        replicas = ring.preference_list(partition_of(key, ring.partitions), view.n)
+        if view.me in replicas:
+            return ""
+        up = [node for node in replicas
+              if node in self.cluster.peers() and node not in self.cluster.down]
+        return up[0] if up else None
 
     def answer(self, now: float, node: str, route: Route, payload: list[Any]) -> None:
         """The owner merged the versions (``updated``, no error): the hint may go."""

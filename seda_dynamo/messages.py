@@ -262,6 +262,14 @@ class Reap(NamedTuple):
     tombstone: bytes
 
 
+@kind("forget")
+class Forget(NamedTuple):
+    """Delete ``key`` if it holds exactly ``held``: versions handed to every replica."""
+
+    key: bytes
+    held: bytes
+
+
 # To the gossip stage ------------------------------------------------------------------
 @kind("ring_please")
 class RingPlease(NamedTuple):

@@ -72,6 +72,7 @@ TABLE: dict[str, Row] = {
     "hint_done": _row("hint_done", m.HintDone, "gossip", "persistence"),
     "check": _row("check", m.Check, "network gossip", "persistence", reply="checked"),
     "reap": _row("reap", m.Reap, "network gossip", "persistence"),
+    "forget": _row("forget", m.Forget, "gossip", "persistence"),
     # To the gossip stage
     "ring_please": _row("ring_please", m.RingPlease, "coordination", "gossip",
                         reply="ring"),

@@ -123,8 +123,16 @@ class Placement:
                        self.ring.preference_list(partition, self.n), self.n)
 
     def peer(self, node: str) -> str:
+        """The peer address of ``node``: a member of the ring, or one outside it (joining,
+        leaving, or left since a request chose it: its read repair still goes out)."""
         assert self.ring is not None
-        return self.ring.member(node).peer
+        try:
+            return self.ring.member(node).peer
+        except KeyError:
+            for other, _client, peer, _status in self.others:
+                if other == node:
+                    return peer
+            raise
 
     def ring_reply(self, r: int, w: int) -> dict[str, Any]:
         """The client's ``ring`` answer: the ring, the members outside it, who is down."""

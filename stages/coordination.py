@@ -6,7 +6,10 @@ the key's preference list (``routing.route``), answer once R (get) or W (put,
 delete) replied, or with ``unavailable``/``timeout``. A write is stamped by a replica:
 this node if it is one of the chosen replicas, else the request is forwarded to the
 first that is. After a get has heard every replica (or its deadline), replicas that
-returned stale or missing versions are sent the merged version.
+returned stale or missing versions are sent the merged version, unless the reads are
+``tombstone_reap_after`` seconds old: a delete acknowledged after the get began may have
+been reaped by then, and the repair would write the deleted versions back (the reaper
+checks a key no sooner than that after its delete; anti-entropy repairs what is left).
 
 Failures within a request (section 4.6): a target that cannot be reached or is silent
 past its attempt's share of the deadline is replaced by a spare (``failover``), and
@@ -306,6 +309,9 @@ class Handler(Stage):
         pending = self.requests.pop(cid)
         if pending.op != "get" or pending.quorum.outcome is not Outcome.OK:
             return
+        reap_after = self.config.tombstone_reap_after
+        if reap_after > 0 and self.now - pending.started >= reap_after:
+            return  # read before a delete that may be reaped now: never undo it
         encoded, behind = quorumreply.repairs(pending.quorum.replies, pending.targets)
         for target in behind:
             self.counts["read_repairs"] += 1

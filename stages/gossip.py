@@ -2,31 +2,26 @@
 
 Dynamo paper section 4.8 (ring membership by gossip, external discovery through seeds):
 about once a second this node swaps its view (``membership.View``) with a random member,
-or with a seed while it has no ring, and it tells coordination the ring and the members
-down whenever they change (and every ``ANNOUNCE_EVERY`` seconds). The view is kept in a
-``membership.ViewStore`` (by default ``DATA_DIR/cluster.state``, ``durable.FileStore``)
-so a restarted node rejoins the cluster it was in. Operators' ``join``, ``leave``, ``status`` and
-``transfers`` are answered here too.
-
-Membership and the admin commands stay in this module: each of them changes the view,
-which this stage owns together with its store and its announcements, so as components
-they would need write access to everything the stage holds (what they compute is the
-view's own, pure: ``View.gossip_partners``, ``announcement``, ``join_refusal``). The
-other duties are IO-free components (``seda_dynamo/duty.py``) that read the view and
-report changes back:
+or with a seed while it has no ring, and tells coordination the ring and the members down
+whenever they change (and every ``ANNOUNCE_EVERY`` seconds). The view is kept in a
+``membership.ViewStore`` (``DATA_DIR/cluster.state`` by default) so a restarted node
+rejoins its cluster. Operators' ``join``, ``leave``, ``status`` and ``transfers`` are
+answered here too: they change the view, which this stage owns with its store and its
+announcements (what they compute is the view's own, pure: ``View.gossip_partners``,
+``announcement``, ``join_refusal``). The other duties are IO-free components
+(``seda_dynamo/duty.py``) that read the view and report changes back:
 
 - ``failure.Watcher`` (4.8): pings, the accrual failure detector, the members down;
 - ``hintedhandoff.Delivery`` (4.6): hints handed to their owners once they are up;
 - ``transfer.Transfers`` (4.9): the partitions this node hands over;
 - ``antientropy.Exchanges`` (4.7): Merkle exchanges, one at a time, and their repairs;
-- ``reaper.Reaper`` (4.4): tombstones reaped once every replica's check agreed.
+- ``reaper.Reaper`` (4.4): tombstones reaped once every replica's check agreed;
+- ``strays.Strays`` (4.6, 4.9): keys held outside their preference list, handed home.
 
-This stage owns the view, the timers and the store; it routes each answer, from another
-node or from a local stage, by the ``duty.Route`` its echoed ``ref`` names to the one
-component that its table (``duties``) holds for that route's duty. An answer whose ref
-names no route is ignored and counted (``unrouted_answers``). Background work draws on
-what the foreground leaves (paper 6.5, ``background.BackgroundShare``), shared by the
-components.
+Each answer, from another node or a local stage, goes by the ``duty.Route`` its echoed
+``ref`` names to the one component the table ``duties`` holds for that duty; an answer
+whose ref names no route is ignored and counted (``unrouted_answers``). Background work
+draws on what the foreground leaves (paper 6.5, ``background.BackgroundShare``).
 """
 
 from __future__ import annotations
@@ -51,6 +46,7 @@ from seda_dynamo.membership import VIEW_FILE, Entry, View, ViewStore
 from seda_dynamo.messages import Call, Health, Reply, Respond, RingState
 from seda_dynamo.reaper import Reaper
 from seda_dynamo.stage import Stage
+from seda_dynamo.strays import Strays
 from seda_dynamo.transfer import Transfers
 
 GOSSIP_EVERY = 1.0
@@ -88,8 +84,7 @@ class Handler(Stage):
         self.view = self.view.with_self(entry).reclaim()
         self.started: float | None = None
         self.unpublished = False
-        self.rounds = 0
-        self.unrouted = 0
+        self.rounds = self.unrouted = 0
         self.last_tick = 0.0
         self.last_sweep_at: float | None = None
         # Paper 6.5: background work draws on what the foreground leaves (background.py).
@@ -113,13 +108,17 @@ class Handler(Stage):
             swept=self._swept, log=self.log, stage=self.name)
         self.reaper = Reaper(self.emit, self, config.tombstone_reap_after, self.id_base,
                              self.name)
+        self.strays = Strays(self.emit, self, self.share, n=config.n, entropy=self.entropy,
+                             keys_per_sec=config.transfer_keys_per_sec, stage=self.name,
+                             busy=self.transfers.busy,  # bound methods: a copied
+                             hints_delivered=self.hints.delivered_count)  # one rebinds
         #: Which component each answer goes to, by the duty of the route its ref names.
         self.duties: dict[Duty, Component] = {
             Duty.PING: self.watcher, Duty.VIEW: _Views(self), Duty.HINT: self.hints,
             Duty.TRANSFER: self.transfers, Duty.TREE: self.exchanges,
             Duty.PULL: self.exchanges, Duty.PUSH: self.exchanges,
             Duty.PUSHED: self.exchanges, Duty.CHECK: self.reaper, Duty.REAPED: self.reaper,
-        }
+            Duty.STRAY: self.strays}
 
     # The view: kept, adopted, published ------------------------------------------------
     @property
@@ -197,6 +196,7 @@ class Handler(Stage):
         self._publish()
         self.transfers.tick(now)
         self.reaper.tick(now)
+        self.strays.tick(now)
         if self.timers["ping"].due(now, PING_EVERY):
             self.watcher.ping(now)
         if self.timers["gossip"].due(now, GOSSIP_EVERY):
@@ -335,8 +335,7 @@ class Handler(Stage):
         return {**self.exchanges.stats, "last_sweep_at": self.last_sweep_at,
                 "transfers_active": len(self.transfers.active),
                 "sweep_position": self.exchanges.sweep_position,
-                "tombstones_reaped": self.reaper.reaped,
-                "transfer_bytes": self.transfers.bytes,
+                "tombstones_reaped": self.reaper.reaped, "transfer_bytes": self.transfers.bytes,
                 "tombstones_waiting": len(self.reaper.queue),
                 "transfers_done": self.transfers.finished, "members": len(self.view.members),
                 "epoch": ring.epoch if ring else 0,
@@ -347,4 +346,5 @@ class Handler(Stage):
                 "background_rate": (None if math.isinf(rate := self.share.current_rate(
                     self.last_tick)) else round(rate)),
                 "background_backoffs": self.share.backoffs,
-                "unrouted_answers": self.unrouted}
+                "unrouted_answers": self.unrouted, "strays_handed": self.strays.handed,
+                "strays_swept": self.strays.swept}

@@ -78,6 +78,7 @@ class Handler(Stage):
         self.hint_cursor = 0
         self.commits = 0
         self.reaped = 0
+        self.forgotten = 0  # stray keys forgotten once every replica held them
         self.conflicts = 0  # writes refused because the key changed since it was read
         self.incarnation = incarnation_id or incarnation(config)
         self.mint_epoch = mint_epoch if mint_epoch is not None else _mint_epoch(config)
@@ -247,12 +248,22 @@ class Handler(Stage):
             self._index([(key, None)])
             self.reaped += 1
 
+    def on_forget(self, now: float, key: bytes, held: bytes) -> None:
+        """Forget a stray ``key`` (``strays.Strays``: every replica merged ``held``) if it
+        still holds exactly ``held``: a write that landed since keeps it (compare-and-
+        delete). Only gossip sends it; no peer request becomes one."""
+        if isinstance(key, bytes) and isinstance(held, bytes) and self.engine.get(key) == held:
+            self.engine.write_batch([(key, None)])
+            self._index([(key, None)])
+            self.forgotten += 1
+
     def _token(self) -> bytes:
         """A fresh hint token (from the handler's entropy: seeded in a simulator)."""
         return self.entropy(64).to_bytes(8, "big")
 
     def gauges(self) -> dict[str, Any]:
         return {"commits": self.commits, "keys": self.engine.count(), "reaped": self.reaped,
+                "forgotten": self.forgotten,
                 "conflicts": self.conflicts,
                 "hints": self.hints.count(), "trees_built": self.building is None}
 

@@ -6,13 +6,16 @@ The stages are handlers fed by events, so no processes are needed: ``node`` buil
 node's handlers from the stage table as the supervisor does, ``clock`` orders every
 delivery and tick by (time, sequence) and hashes the trace, ``net`` is the network
 between nodes' peer ports (latency, loss, reordering, duplication, partitions),
-``cluster`` moves events between them, ``workload`` is the clients and their history,
+``disk`` each node's engines with their durability point (power failures, torn writes),
+``cluster`` moves events between them, ``nemesis`` says how harsh a run is and draws its
+faults (crashes, partitions, joins and leaves), ``workload`` is the clients and their history,
 ``checkers`` judge a run, and ``run`` is one seed from start to verdict. One
 ``random.Random(seed)`` decides everything, so a failure replays from its seed.
 
 It exercises the whole paper: partitioning and replication (4.2, 4.3), versioning
 (4.4), sloppy quorums and hinted handoff (4.5, 4.6), anti-entropy (4.7), membership
-(4.8) under failures. A shell: it loads stage code and touches the disk (data dirs).
+(4.8, 4.9: joins and leaves) under failures. A shell: it loads stage code and touches
+the disk (data dirs).
 """
 
 from __future__ import annotations

@@ -10,7 +10,15 @@
 - no dot issued twice: one (key, actor, counter) names one value on every node;
 - nothing left in flight once faults stop and the cluster is quiet;
 - the ring (paper 4.2): every partition owned by a member, no node owning more than
-  ceil(Q / nodes) + 1 partitions.
+  ceil(Q / members) + 1 partitions, and the members are the nodes that have not left
+  (a node that left keeps running, owns nothing and is asked nothing);
+- nothing stranded: a copy a node holds outside the key's preference list (a joiner's
+  own data, an old owner's, a fallback's) is covered by what the key's replicas hold
+  (``seda_dynamo.strays`` hands it home before it forgets it);
+- no write fails while W nodes of its extended preference list are reachable (paper
+  4.6, sloppy quorum: ``failed_writes``, which says what "reachable" means here);
+- replicas converge within a bound once faults stop and the ring converged (paper
+  4.7: ``disagreeing`` and ``convergence_bound``, whose comments argue the bound).
 
 Each check returns its anomalies as text (none: it held). Reads only.
 """
@@ -18,10 +26,14 @@ Each check returns its anomalies as text (none: it held). Reads only.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from seda_dynamo import causality
-from seda_dynamo.sim.cluster import Cluster
+from seda_dynamo.antientropy import EXCHANGE_DEADLINE
+from seda_dynamo.failure import PING_EVERY
+from seda_dynamo.ring import partition_of
+from seda_dynamo.sim.cluster import Cluster, Reach
 from seda_dynamo.sim.workload import Workload
 
 
@@ -107,7 +119,7 @@ def in_flight(before: dict[str, set[Any]], after: dict[str, set[Any]]) -> list[s
 
 def ring(cluster: Cluster) -> list[str]:
     found = []
-    for node_id in sorted(cluster.nodes):
+    for node_id in cluster.members():
         r = cluster.ring(node_id)
         if r is None:
             found.append(f"{node_id} has no ring")
@@ -121,8 +133,29 @@ def ring(cluster: Cluster) -> list[str]:
             owned[owner] = owned.get(owner, 0) + 1
         found += [f"{node_id}: {owner} owns {n} partitions, over {most}"
                   for owner, n in sorted(owned.items()) if n > most]
-        if members != set(cluster.nodes):
+        if members != set(cluster.members()):
             found.append(f"{node_id}: members {sorted(members)}")
+    return found
+
+
+def stranded(cluster: Cluster) -> list[str]:
+    found = []
+    for node_id, node in sorted(cluster.nodes.items()):
+        r = cluster.ring(node_id)
+        if r is None:
+            continue
+        n = min(cluster.config["n"], len(r.members))
+        for key, raw in node.engine.fold(0, 1 << 128):
+            replicas = r.preference_list(partition_of(key, r.partitions), n)
+            if node_id in replicas:
+                continue
+            held = [cluster.nodes[x].engine.get(key) for x in replicas if x in cluster.nodes]
+            seen = causality.join(causality.sync_all(
+                causality.decode(h) for h in held if h is not None))
+            found += [f"{node_id} holds {value!r} of {key!r} ({actor}:{counter - i}) outside "
+                      f"its preference list, and its replicas {replicas} do not"
+                      for actor, counter, values in causality.decode(raw).entries
+                      for i, value in enumerate(values) if seen.get(actor, 0) < counter - i]
     return found
 
 
@@ -131,3 +164,127 @@ def merged(cluster: Cluster, key: bytes) -> list[bytes]:
     raw = [node.engine.get(key) for _, node in sorted(cluster.nodes.items())]
     clocks = [causality.decode(data) for data in raw if data is not None]
     return [v for v in causality.values(causality.sync_all(clocks)) if v is not None]
+
+
+#: Seconds a write's reachable nodes must have been so before it was sent. A coordinator
+#: routes around the nodes its failure detector holds down; one that comes back (a
+#: restart, a healed partition) is seen up after a ping (``PING_EVERY``) and its answer,
+#: and gossip then tells coordination. Four ping periods cover that with room to spare.
+STEADY = 4 * PING_EVERY
+#: The failures this promise is about (docs/protocol.md): not ``overloaded`` (admission
+#: control), ``bad_request`` or ``internal``, which are no quorum's doing.
+QUORUM_ERRORS = ("unavailable", "timeout")
+
+
+def reachable(entry: Reach, coordinator: str, nodes: Iterable[str]) -> set[str]:
+    """Of ``nodes``, those that in ``entry`` have every stage up and exchange messages
+    with ``coordinator`` and with each other both ways, on links that lose nothing
+    (``coordinator`` included when it qualifies; nothing when it is not up)."""
+    blocked = entry.cut | entry.lossy
+
+    def ok(a: str, b: str) -> bool:
+        return a == b or ((a, b) not in blocked and (b, a) not in blocked)
+    if coordinator not in entry.up:
+        return set()
+    near = {x for x in nodes if x in entry.up and ok(coordinator, x)} | {coordinator}
+    return {x for x in near if all(ok(x, y) for y in near)}
+
+
+def failed_writes(cluster: Cluster, workload: Workload, w: int,
+                  founders: Iterable[str]) -> list[str]:
+    """Puts and deletes that failed ``unavailable`` or ``timeout`` although W nodes of the
+    key's extended preference list were reachable from their coordinator (the node the
+    client sent them to) for their whole life (paper 4.6: a write goes to the first N
+    healthy nodes of the walk, and a target that fails or stays silent is replaced by the
+    next one, within the request's deadline).
+
+    Fair by construction, so that no honest failure is flagged: "reachable" is decided
+    from what the simulator did, ``cluster.reach``, and a node counts only if, at every
+    moment from ``STEADY`` seconds before the request was sent until its reply, it had
+    every stage up and its links with the coordinator and with every other counted node
+    were neither cut (either way) nor lossy. A lossy link is not unreachable, but a
+    request can fail on it honestly (every retry lost), so any loss on a link involved
+    takes the request out of judgement: in practice only writes on a calm network are
+    judged, with nodes crashed or partitioned away (run.py's calm outage). The walk is
+    the coordinator's ring's owners; only ``founders`` (the nodes that formed the
+    cluster) count, since a node that joined later owns nothing in the walk until its
+    transfers end, which the simulator does not record.
+    """
+    founders = set(founders)
+    found = []
+    for op in workload.ops.values():
+        reply = op.reply
+        if op.op not in ("put", "delete") or reply is None or reply.get("ok") or \
+                reply.get("error") not in QUORUM_ERRORS:
+            continue
+        ring = cluster.ring(op.node)
+        if ring is None:
+            continue
+        walk = set(ring.owners) & founders
+        start = cluster.sent_at[op.rid] - STEADY
+        end = cluster.replied_at[op.rid]
+        window = [e for e in cluster.reach if start < e.at <= end]
+        window += [e for e in cluster.reach if e.at <= start][-1:]
+        counted: set[str] | None = None
+        for entry in window:
+            now = reachable(entry, op.node, walk)
+            counted = now if counted is None else counted & now
+        if counted and op.node in counted and len(counted & walk) >= w:
+            found.append(f"{op.op} {op.rid} of {op.key!r} at {op.node} failed "
+                         f"{reply.get('error')} ({reply.get('message')!r}) though "
+                         f"{sorted(counted & walk)} were reachable from "
+                         f"{cluster.sent_at[op.rid]:.3f} s to {end:.3f} s")
+    return found
+
+
+#: The convergence bound, in anti-entropy intervals (``anti_entropy_every``), counted
+#: from the moment the ring has converged once faults stopped (every node up and seen up
+#: by every other, no transfer running, no client request open). From then on only hint
+#: delivery and anti-entropy change a replica. Each node starts a sweep of the
+#: partitions it replicates once per interval and, partition by partition, exchanges
+#: trees with one other live replica and repairs both ways (antientropy.py). A sweep
+#: under way at that moment may have passed a partition already: the first interval
+#: can be lost. In each further interval every replica of a partition exchanges with
+#: another, so with N = 3 the exchanges link all three replicas, and at least the last
+#: pair to exchange holds every version; the third replica gets them in the next
+#: interval. Hence three: one that may be lost, one to merge, one to spread. A sweep
+#: takes a few simulated milliseconds per partition, and hints wait at most one scan
+#: (``hintedhandoff.HINTS_EVERY``, 1 s) to be delivered: ``SLACK`` covers both.
+CONVERGENCE_INTERVALS = 3
+SLACK = 1.0
+
+
+def convergence_bound(cluster: Cluster, faults_ended: float) -> float:
+    """Simulated seconds from now within which every replica must agree: the intervals
+    above and ``SLACK``, plus the rest of the life of any exchange still waiting on an
+    answer that a fault may have lost (it started before ``faults_ended``). Such an
+    exchange holds its node's sweep until it is abandoned ``EXCHANGE_DEADLINE`` after it
+    started (the peer call that was lost is never reported as failed), which the run
+    measured at up to 7 s past the moment the ring converged (seed 20 of 3 nodes)."""
+    every = cluster.config["anti_entropy_every"]
+    stalled = 0.0
+    for _, node in sorted(cluster.nodes.items()):
+        gossip: Any = node.stages.get("gossip")
+        exchange = None if gossip is None else gossip.exchanges.exchange
+        if exchange is not None and exchange.started < faults_ended:
+            stalled = max(stalled, exchange.started + EXCHANGE_DEADLINE - cluster.now)
+    return CONVERGENCE_INTERVALS * every + SLACK + stalled
+
+
+def disagreeing(cluster: Cluster) -> list[bytes]:
+    """Keys whose replicas (the preference list of n1's ring; every ring is the same
+    once converged) do not all hold the same versions (the same DVVSet, or nothing)."""
+    ring = cluster.ring(min(cluster.nodes))
+    if ring is None:
+        return []
+    n = min(cluster.config["n"], len(ring.members))
+    keys = sorted({key for node in cluster.nodes.values() for key, _ in
+                   node.engine.fold(0, 1 << 128)})
+    found = []
+    for key in keys:
+        replicas = ring.preference_list(partition_of(key, ring.partitions), n)
+        held = [None if data is None else causality.decode(data) for data in
+                (cluster.nodes[x].engine.get(key) for x in replicas if x in cluster.nodes)]
+        if any(state != held[0] for state in held):
+            found.append(key)
+    return found

@@ -8,7 +8,9 @@ simulated network to that node's ``peer`` port as ``[identity, message]``, as a
 DEALER's message reaches a ROUTER. A node that is down, or unknown, is not connected: the
 sender's ``undeliverable`` is called at once, as the runtime does. Each handler ticks at
 its ``tick_interval``. What is in flight to a crashed stage or node, or from a crashed
-node, is lost. Client requests enter a node's client port as frames; each reply is
+node, is lost. A power failure also drops what the node's disk had not made durable, and one
+that tears a write (``disk.Torn``, raised from inside a handler) crashes the node where it
+lands. Client requests enter a node's client port as frames; each reply is
 recorded by the request's id. Every delivery is hashed into the trace.
 
 Dynamo paper sections 4.5-4.9 are what runs through it. No sockets, no wall clock.
@@ -16,7 +18,6 @@ Dynamo paper sections 4.5-4.9 are what runs through it. No sockets, no wall cloc
 
 from __future__ import annotations
 
-import copy
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import msgpack
 from seda_dynamo import peerprotocol
 from seda_dynamo.ring import Ring
 from seda_dynamo.sim.clock import Clock, Trace
+from seda_dynamo.sim.disk import Torn
 from seda_dynamo.sim.net import Network
 from seda_dynamo.sim.node import Node, peer_address
 from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Stage
@@ -37,6 +39,16 @@ DEFAULTS: dict[str, Any] = {"partitions": 16, "n": 3, "r": 2, "w": 2}
 CLIENT = b"client"  # the identity ``request``'s messages come with
 STAGE_DELAY = 0.0001  # seconds an event spends between two stages of one node
 MAX_ENTRIES = 5_000_000  # entries one run_until may take before it calls it a livelock
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """What could reach what from ``at`` on (until the next change)."""
+
+    at: float
+    up: frozenset[str]  # nodes with every stage running
+    cut: frozenset[tuple[str, str]]  # (from, to): nothing sent gets there
+    lossy: frozenset[tuple[str, str]]  # (from, to): a message may be lost
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +76,17 @@ class Cluster:
         self.reply_counts: dict[Any, int] = {}  # how many replies each request got
         self.refused: set[Any] = set()  # requests sent to a node that was down
         self.on_reply: dict[Any, Callable[[dict[str, Any]], None]] = {}  # by request id
+        self.sent_at: dict[Any, float] = {}  # each request's time sent and of its first
+        self.replied_at: dict[Any, float] = {}  # reply: its life, for the checkers
+        #: Reachability over time: from each entry's time until the next one, which nodes
+        #: had every stage up, which directions were cut, and which could lose messages.
+        self.reach: list[Reach] = []
+        self.net.changed = self._note
         self.next_id = 0
         #: Replies to raw client messages (``frames``), by the identity they came with.
         self.frame_replies: dict[bytes, list[dict[str, Any]]] = {}
+        self.left: set[str] = set()  # nodes seen to have left the cluster (admin leave)
+        self.restart_after: dict[str, float] = {}  # seconds a torn node stays down
         for i in range(nodes):
             self.add(join=peer_address(1) if i else "")
 
@@ -96,12 +116,37 @@ class Cluster:
             self._flush(node, handler)
             self.clock.after(handler.tick_interval, "tick", node_id, name,
                              node.generation[name])
+        self._note()
 
-    def crash(self, node_id: str, stage: str | None = None) -> None:
-        """Kill the node's stages (or one): what is in flight to them is lost."""
+    def crash(self, node_id: str, stage: str | None = None, power: bool = False) -> None:
+        """Kill the node's stages (or one): what is in flight to them is lost. With
+        ``power`` (the whole node) its disk also loses what was not durable yet."""
         self.nodes[node_id].crash(stage)
         if stage is None:
             self.boots[node_id] += 1
+            if power:
+                self.nodes[node_id].disk.power_loss()
+        self._note()
+
+    def _note(self) -> None:
+        """Record reachability as of now (after a crash, a start, a network change)."""
+        up = frozenset(i for i, node in self.nodes.items()
+                       if len(node.stages) == len(STAGE_NAMES))
+        # Every change is kept, even several at one instant: a stage crashed and
+        # restarted at once still lost what was in flight to it.
+        self.reach.append(Reach(self.now, up, frozenset(self.net.cut), self.net.lossy()))
+
+
+    def start_missing(self, node_id: str) -> None:
+        """Start every stage of the node that is not running."""
+        for name in STAGE_NAMES:
+            if name not in self.nodes[node_id].stages:
+                self.start(node_id, name)
+
+    def _torn(self, node_id: str) -> None:
+        """Power failed in the middle of one of the node's writes (``disk.Torn``)."""
+        self.crash(node_id, power=True)
+        self.schedule(self.restart_after.pop(node_id, 1.0), self.start_missing, node_id)
 
     # Sending: what the runtime's flush does ----------------------------------------
     def _flush(self, node: Node, handler: Stage) -> None:
@@ -118,6 +163,7 @@ class Cluster:
                         continue
                     rid = reply.get("id")
                     self.replies.setdefault(rid, reply)
+                    self.replied_at.setdefault(rid, self.now)
                     self.reply_counts[rid] = self.reply_counts.get(rid, 0) + 1
                     if rid in self.on_reply:
                         self.on_reply.pop(rid)(reply)
@@ -151,7 +197,15 @@ class Cluster:
     # Delivering ------------------------------------------------------------------------
     def step(self) -> None:
         """Take the next entry of the clock and do it."""
-        kind, *rest = self.clock.pop()
+        entry = self.clock.pop()
+        try:
+            self._do(*entry)
+        except Torn:
+            if entry[0] == "call":  # no handler of a node writes from a scheduled call
+                raise
+            self._torn(entry[2] if entry[0] == "peer" else entry[1])
+
+    def _do(self, kind: str, *rest: Any) -> None:
         if kind == "tick":
             node_id, name, generation = rest
             node = self.nodes[node_id]
@@ -217,6 +271,7 @@ class Cluster:
         in ``replies[id]``; a node that is down refuses it (``refused``)."""
         self.next_id += 1
         body = {**body, "id": self.next_id}
+        self.sent_at[self.next_id] = self.now
         node = self.nodes[node_id]
         if "network" not in node.stages:
             self.refused.add(self.next_id)
@@ -227,37 +282,6 @@ class Cluster:
         handler.handle_frames("client", [[CLIENT, b"", frame]], self.now, [Caller()])
         self._flush(node, handler)
         return self.next_id
-
-    def frames(self, node_id: str, frames: list[bytes], caller: Caller = Caller()) -> None:
-        """Any multipart message on ``node_id``'s client port, as its ROUTER reads it:
-        ``frames[0]`` is the connection's identity (not ``CLIENT``), the replies to it
-        land in ``frame_replies[frames[0]]`` (a fuzzer's way in)."""
-        assert frames and frames[0] != CLIENT, "the identity names the sender"
-        self._port(node_id, "client", frames, [caller])
-
-    def peer_message(self, node_id: str, message: bytes, identity: bytes) -> None:
-        """Any message on ``node_id``'s peer port, as if sent by the DEALER ``identity``
-        (another member's peer address, or an unknown one): not through the network."""
-        self._port(node_id, "peer", [identity, message], None)
-
-    def _port(self, node_id: str, port: str, frames: list[bytes],
-              callers: list[Caller] | None) -> None:
-        node = self.nodes[node_id]
-        handler = node.stages.get("network")
-        if handler is None:
-            return  # nobody listens: the message is lost, as on a closed port
-        self.trace.record(self.now, node_id, port, b"\0".join(frames))
-        handler.handle_frames(port, [frames], self.now, callers)
-        self._flush(node, handler)
-
-    def copy(self) -> Cluster:
-        """An independent copy of the whole cluster as it is now (handlers, disks,
-        clock, network, trace): it runs on as this one would (a fuzzer's fresh start
-        without forming a cluster again). The data directories are shared, so a copy is
-        for runs that restart no node (its view file is written, read only at start)."""
-        shared: dict[int, Any] = {id(module): module for node in self.nodes.values()
-                                  for module in node.modules.values()}  # code, not state
-        return copy.deepcopy(self, shared)
 
     def call(self, node_id: str, body: dict[str, Any], within: float = 10.0
              ) -> dict[str, Any] | None:
@@ -273,19 +297,42 @@ class Cluster:
         coordination = self.nodes[node_id].stages.get("coordination")
         return None if coordination is None else coordination.ring  # type: ignore[attr-defined]
 
+    def departed(self) -> set[str]:
+        """The nodes that have left the cluster (``admin leave``, every partition handed
+        over): they keep running but are no longer members."""
+        for node_id, node in self.nodes.items():
+            gossip: Any = node.stages.get("gossip")
+            if gossip is not None and gossip.view.members[node_id].status == "left":
+                self.left.add(node_id)
+        return self.left
+
+    def members(self) -> list[str]:
+        """The nodes that have not left, in order."""
+        departed = self.departed()
+        return [node_id for node_id in sorted(self.nodes) if node_id not in departed]
+
+    def leave(self, node_id: str) -> Any:
+        """An operator's ``admin leave`` of ``node_id``; the request's id."""
+        return self.request(node_id, {"op": "admin", "command": "leave"})
+
     def converged(self) -> bool:
-        """Every node is up and routes by the same ring with no move pending, no transfer
-        running, no peer down, and no peer its coordinator still suspects (a read it
-        coordinates would ask a stand-in in the suspect's place: paper 4.6)."""
+        """Every member (a node that left is none) is up and routes by the same ring, of
+        the members exactly, with no move pending, no transfer running, its stray keys
+        handed over (``strays.Strays.swept``), no peer down, and no peer its coordinator
+        still suspects (a read it coordinates would ask a
+        stand-in in the suspect's place: paper 4.6)."""
         states = []
-        for node in self.nodes.values():
+        members = self.members()
+        for node in map(self.nodes.__getitem__, members):
             if not node.up or len(node.stages) != len(STAGE_NAMES):
                 return False
             coordination: Any = node.stages["coordination"]
             gauges = node.stages["gossip"].gauges()
             ring = coordination.ring
             placement = coordination.placement
-            if ring is None or gauges["transfers_active"] or gauges["down"] or \
+            if ring is None or [m.id for m in ring.members] != members or \
+                    gauges["transfers_active"] or gauges["down"] or \
+                    not gauges["strays_swept"] or \
                     placement.moves_left or any(until > self.now for until in
                                                 placement.suspects.values()):
                 return False

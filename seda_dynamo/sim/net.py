@@ -10,6 +10,7 @@ the one ``random.Random`` the run was seeded with; pure, no IO.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -39,6 +40,7 @@ class Network:
         self.rng = rng
         self.links: dict[tuple[str, str], Link] = {}
         self.cut: set[tuple[str, str]] = set()  # (from, to): nothing from `from` reaches `to`
+        self.changed: Callable[[], None] = lambda: None  # told of every cut or loss change
         for a in nodes:
             self.add(a, nodes)
 
@@ -56,12 +58,14 @@ class Network:
             link.loss = self.rng.uniform(0, faults.loss)
             link.duplicate = self.rng.uniform(0, faults.duplicate)
             link.jitter = self.rng.uniform(0, faults.jitter)
+        self.changed()
 
     def calm(self) -> None:
         """Faults off: no loss, no duplicates, no reordering; partitions healed."""
         for link in self.links.values():
             link.loss = link.duplicate = link.jitter = 0.0
         self.cut.clear()
+        self.changed()
 
     def partition(self, side: list[str], others: list[str], one_way: bool = False) -> None:
         """Cut ``side`` off from ``others`` (one way: only what ``side`` sends is lost)."""
@@ -70,9 +74,15 @@ class Network:
                 self.cut.add((a, b))
                 if not one_way:
                     self.cut.add((b, a))
+        self.changed()
 
     def heal(self) -> None:
         self.cut.clear()
+        self.changed()
+
+    def lossy(self) -> frozenset[tuple[str, str]]:
+        """The directions that may lose a message now."""
+        return frozenset(pair for pair, link in self.links.items() if link.loss)
 
     def delays(self, src: str, dst: str) -> list[float]:
         """When a message sent now from ``src`` reaches ``dst``, as delays: none (lost),

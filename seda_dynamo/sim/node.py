@@ -2,8 +2,10 @@
 stage table (``seda_dynamo.stage.STAGES``) by importing each row's module, as the
 supervisor's stage processes do; crashed and restarted whole or one stage at a time.
 
-The disks outlive crashes: the memory engines keep what was committed, and the node's
-data directory (a temp dir the run owns) keeps the durable files (the membership view).
+The disks outlive crashes: the engines keep what was committed (all of it after a
+process crash; after a power failure, only what reached a durability point: the model is
+in ``sim/disk.py``), and the node's data directory (a temp dir the run owns) keeps the
+durable files (the membership view).
 The data's incarnation is kept as a durable engine keeps it, and each start of
 persistence takes the next mint epoch (paper section 4.4: a restarted node never issues
 a version it issued before). Every handler gets its own seeded source of randomness.
@@ -20,7 +22,8 @@ from typing import Any
 
 from seda_dynamo import causality
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.engines import Engine, open_engine
+from seda_dynamo.engines import Engine
+from seda_dynamo.sim.disk import Disk
 from seda_dynamo.stage import STAGES, Stage
 
 
@@ -55,11 +58,13 @@ class Node:
         self.id = f"n{i}"
         self.rng = rng
         self.wall_clock = wall_clock  # the simulated clock: no handler reads the real one
+        durability = config.pop("durability", "fsync")
         self.config = NodeConfig(node_id=self.id, client=client_address(i),
                                  peer=peer_address(i), data_dir=str(data_dir),
-                                 engine="memory", durability="nosync", **config)
-        self.engine: Engine = open_engine("memory", "", "data", "nosync")
-        self.hints: Engine = open_engine("memory", "", "hints", "nosync")
+                                 engine="memory", durability=durability, **config)
+        self.disk = Disk(durability)
+        self.engine: Engine = self.disk.engine("data")
+        self.hints: Engine = self.disk.engine("hints")
         self.incarnation = f"{rng.getrandbits(32):08x}"  # kept beside the data
         self.mint_epoch = 0
         self.stages: dict[str, Stage] = {}

@@ -5,7 +5,10 @@ deletes with the context of a get, and gets, each a frame on some node's client 
 with its own id. The history keeps, per request: the key, the value written, the values
 the context it wrote with was read from (what the write supersedes, paper section 4.4),
 the node, that node's network stage generation when sent (a crash of it excuses a
-missing reply), and the reply. Every value written is unique, so a value read names
+missing reply), and the reply. Clients keep the contexts of earlier gets and may replay
+an old one later in a put or a delete (``stale``), after the key was deleted, its
+tombstone reaped and the key written again too: such a write supersedes only the values
+that context was read with. Every value written is unique, so a value read names
 the write it came from. Pure (it drives a ``Cluster``, which does the IO).
 """
 
@@ -40,9 +43,14 @@ class Op:
 class Workload:
     """Clients against ``cluster``, drawing what they do from ``rng``."""
 
-    def __init__(self, cluster: Cluster, rng: random.Random, keys: int = 6) -> None:
+    def __init__(self, cluster: Cluster, rng: random.Random, keys: int = 6,
+                 stale: float = 0.0) -> None:
         self.cluster = cluster
         self.rng = rng
+        self.stale = stale  # probability a write replays an old context
+        #: Every context a get returned, with the values read with it, by key.
+        self.contexts: dict[bytes, list[tuple[bytes, tuple[bytes, ...]]]] = {}
+        self.replayed = 0  # writes sent with an old context
         self.keys = [b"key%d" % i for i in range(keys)]
         self.ops: dict[int, Op] = {}
         self.written = 0
@@ -54,12 +62,13 @@ class Workload:
         ring = self.cluster.ring
         self.outsiders = {n for n in self.outsiders if n not in self.cluster.nodes
                           or (r := ring(n)) is None or len(r.members) < 2}
-        return self.rng.choice(sorted(set(self.cluster.nodes) - self.outsiders))
+        return self.rng.choice([n for n in self.cluster.members() if n not in self.outsiders])
 
     def send(self, op: str, key: bytes, node: str | None = None, value: bytes | None = None,
              context: bytes | None = None, supersedes: tuple[bytes, ...] = (),
              then: Any = None, **fields: Any) -> Op:
-        node = node or self._node()
+        if node is None or node in self.cluster.departed():  # clients know who left
+            node = self._node()
         body: dict[str, Any] = {"op": op, "key": key, **fields}
         if value is not None:
             body["value"] = value
@@ -72,6 +81,9 @@ class Workload:
 
         def replied(reply: dict[str, Any]) -> None:
             entry.reply = reply
+            if op == "get" and reply.get("ok") and reply.get("context") is not None:
+                self.contexts.setdefault(key, []).append(
+                    (reply["context"], tuple(reply.get("values", ()))))
             if then is not None:
                 then(reply)
         if rid in self.cluster.replies:  # answered at once (refused by validation, say)
@@ -94,6 +106,16 @@ class Workload:
             return
         if kind == "get":
             self.send("get", key)
+            return
+        old = self.contexts.get(key)
+        if old and self.stale and self.rng.random() < self.stale:  # an old context, replayed
+            context, supersedes = self.rng.choice(old)
+            self.replayed += 1
+            if kind == "rmw":
+                self.send("put", key, value=self._value(), context=context,
+                          supersedes=supersedes)
+            else:
+                self.send("delete", key, context=context, supersedes=supersedes)
             return
         writer = self._node()
 

@@ -4,13 +4,18 @@ acknowledged."""
 
 from __future__ import annotations
 
-from duties import LOG, FakeCluster, Sent, settled_view
+from dataclasses import replace
+
+from duties import LOG, FakeCluster, N, Q, Sent, entry, settled_view
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seda_dynamo.background import BackgroundShare
+from seda_dynamo.claim import claim
 from seda_dynamo.duty import Route, Timer
 from seda_dynamo.hintedhandoff import HINT_BATCH, HINT_WAIT, HINTS_EVERY, Delivery
+from seda_dynamo.membership import View
+from seda_dynamo.ring import Member, Ring, partition_of
 
 PEER2 = settled_view().members["n2"].peer
 
@@ -107,3 +112,51 @@ def test_a_hint_is_forgotten_only_after_its_owner_acknowledged_it(hints, rnd):
         else:
             assert (owner, key, token) in forgotten  # nothing to hand over
     assert d.in_flight >= 0
+
+
+def view_with_a_member_that_left() -> View:
+    """n1..n4 on a settled ring; n5 was a member and has left (owns nothing)."""
+    members = {f"n{i}": entry(i) for i in (1, 2, 3, 4)}
+    owners = claim(None, {node: 1 for node in members}, Q, N)
+    ring = Ring(Q, 1, tuple(Member(node, e.client, e.peer, "valid")
+                            for node, e in sorted(members.items())), owners)
+    members["n5"] = replace(entry(5), status="left", version=3)
+    return View("n1", Q, N, members, ring)
+
+
+def test_a_scan_also_asks_for_the_hints_of_members_that_left():
+    """Found by the simulator (tests/sim/test_nemesis.py, seed 27): a hint naming a
+    member that has since left was never scanned, so it stayed for ever (and its key
+    could never be reaped)."""
+    sent, cluster = Sent(), FakeCluster(view_with_a_member_that_left())
+    Delivery(sent, cluster, BackgroundShare(0.0), Timer(), LOG).tick(0.0)
+    assert sent.take() == [("persistence", ["hints", "gossip", "scan",
+                                            ["n2", "n3", "n4", "n5"], HINT_BATCH])]
+
+
+def test_a_hint_for_an_owner_that_left_goes_to_a_replica_its_key_has_now():
+    view = view_with_a_member_that_left()
+    assert view.ring is not None
+    key = next(k for k in (b"k%d" % i for i in range(100)) if "n1" not in
+               view.ring.preference_list(partition_of(k, Q), N))
+    replica = view.ring.preference_list(partition_of(key, Q), N)[0]
+    sent, cluster = Sent(), FakeCluster(view)
+    d = Delivery(sent, cluster, BackgroundShare(0.0), Timer(), LOG)
+    d.found(0.0, [["n5", key, b"t", b"v"]])
+    (call,) = sent.calls()
+    assert call == ["call", view.members[replica].peer, "gossip", ["hint", "n5", key, b"t"],
+                    ["rput", key, b"v", None], replica, None]
+    d.answer(0.5, replica, Route.parse(call[3]), ["updated", None])
+    assert sent.take() == [("persistence", ["hint_done", [["n5", key, b"t"]]])]
+
+
+def test_a_hint_for_an_owner_that_left_is_kept_while_no_replica_of_its_key_is_up():
+    view = view_with_a_member_that_left()
+    assert view.ring is not None
+    key = next(k for k in (b"k%d" % i for i in range(100)) if "n1" not in
+               view.ring.preference_list(partition_of(k, Q), N))
+    sent = Sent()
+    cluster = FakeCluster(view, frozenset({"n2", "n3", "n4"}))
+    Delivery(sent, cluster, BackgroundShare(0.0), Timer(), LOG).found(
+        0.0, [["n5", key, b"t", b"v"]])
+    assert sent.take() == []

@@ -106,3 +106,12 @@ def test_a_write_goes_on_to_a_chosen_replica_exactly_when_this_node_is_none(me, 
         assert list(onward.spare) == [t.node for t in found.chosen[1:]] + list(found.spare)
     # Stamped here, the write's route always has this node in it.
     assert any(t.node == me for t in view.stamping(partition).chosen)
+
+
+def test_a_member_outside_the_ring_still_has_a_peer_address():
+    """Found by the simulator (tests/sim/test_nemesis.py, seed 64): a read repair's
+    target left the ring while the get waited for its last answer, and looking up its
+    address raised, failing the event (the repair, and any repair after it)."""
+    view = placement()
+    assert view.peer("b") == "p-b"
+    assert view.peer("f") == "p-f"  # joining, leaving or left: known, not in the ring

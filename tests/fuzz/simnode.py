@@ -26,6 +26,7 @@ from target import resolve
 from seda_dynamo import address
 from seda_dynamo.outstanding import CALL_TTL, GRACE
 from seda_dynamo.sim.cluster import Cluster
+from seda_dynamo.sim.fuzzing import client_frames, copy_cluster, peer_message
 from seda_dynamo.sim.run import Errors
 
 FUZZED = "n1"  # the node the fuzz talks to
@@ -67,7 +68,7 @@ class SimNode:
     BACKGROUND = 6
 
     def __init__(self, errors: Errors) -> None:
-        self.cluster = formed().copy()
+        self.cluster = copy_cluster(formed())
         self.logged = errors
         self.logged_before = len(errors.messages)
         self.node = self.cluster.nodes[FUZZED]
@@ -86,7 +87,7 @@ class SimNode:
 
     def client(self, frames: list[bytes]) -> int:
         self.sent += 1
-        self.cluster.frames(FUZZED, [b"%d" % self.sent, *frames])
+        client_frames(self.cluster, FUZZED, [b"%d" % self.sent, *frames])
         self.cluster.run(STEP)
         return self.sent
 
@@ -108,7 +109,7 @@ class SimNode:
                             and e[0] == "req" and e[1] in self.others), None)
                 identity = who.encode() if who else identity
             message = packed(events)
-        self.cluster.peer_message(FUZZED, message, identity)
+        peer_message(self.cluster, FUZZED, message, identity)
         self.cluster.run(STEP)
 
     def tick(self, now: float) -> None:

@@ -10,10 +10,9 @@ import random
 import types
 from typing import Any
 
-import pytest
-
 from seda_dynamo.sim.clock import Clock
 from seda_dynamo.sim.cluster import Cluster
+from seda_dynamo.sim.fuzzing import copy_cluster
 from seda_dynamo.sim.net import Faults, Network
 from seda_dynamo.sim.node import peer_address
 
@@ -99,7 +98,7 @@ def reachable(root: Any) -> dict[int, Any]:
 def test_a_copied_cluster_shares_no_state_and_runs_on_as_the_original_does(tmp_path):
     cluster = Cluster(tmp_path, 3, seed=9)
     assert cluster.run_until(cluster.converged, 30.0)
-    twin = cluster.copy()
+    twin = copy_cluster(cluster)
     original = reachable(cluster)
     shared = [obj for key, obj in reachable(twin).items()
               if key in original and not isinstance(obj, IMMUTABLE)]
@@ -112,13 +111,6 @@ def test_a_copied_cluster_shares_no_state_and_runs_on_as_the_original_does(tmp_p
     assert twin.now == cluster.now
 
 
-JOIN_BUG = ("a node not yet joined is a one-node cluster (N and W capped at 1) and "
-            "acknowledges writes alone; when it joins, its data for partitions it is not "
-            "given is never handed to their owners, so the acknowledged write is lost "
-            "(found by the simulator: tests/sim/test_seeds.py, seed 19)")
-
-
-@pytest.mark.xfail(strict=True, reason=JOIN_BUG)
 def test_a_write_a_node_acknowledged_before_it_joined_survives_the_join(tmp_path):
     cluster = Cluster(tmp_path, 3, seed=8)
     assert cluster.run_until(cluster.converged, 30.0)

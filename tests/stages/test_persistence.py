@@ -312,6 +312,23 @@ def test_a_reap_deletes_only_the_tombstone_the_check_saw():
     assert checked == ["checked", "c3", None, False]
 
 
+# Stray keys (seda_dynamo.strays) ---------------------------------------------------------
+def test_a_forget_deletes_a_stray_key_only_while_it_holds_the_bytes_handed_over():
+    h, engine = store()
+    build(h)
+    run(h, [write(1, [[b"k", live(b"v")], [b"j", live(b"w")]])])
+    # A write lands on k after its versions were read and handed over: k is kept.
+    run(h, [write(2, [[b"k", live(b"v2")]])])
+    assert run(h, [["forget", b"k", live(b"v")], ["forget", b"j", live(b"w")]]) == []
+    assert engine.get(b"k") == live(b"v2") and engine.get(b"j") is None
+    assert h.forgotten == 1 and h.trees[partition_of(b"j", Q)].get(b"j") is None
+    # A writer that read j before the forget conflicts (the tree forgot j), and reads again.
+    (_, written), = run(h, [write(3, [[b"j", live(b"x"), object_hash(live(b"w"))]])])
+    assert written[3] == [b"j"] and engine.get(b"j") is None
+    run(h, [["forget", b"j", live(b"w")], ["forget", "k", b"x"]])  # gone, ill-typed
+    assert h.forgotten == 1 and h.errors == 0
+
+
 def test_a_failed_group_commit_is_reported_to_every_writer():
     p = Pipeline()
 
