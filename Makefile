@@ -75,7 +75,8 @@ clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks .ruff_cache
 
 # The fault-injection suite (tests/faults) with long schedules (about 8 minutes), the
-# fuzzers (tests/fuzz) ten times longer (about 5 minutes), then the memory soak: a node
+# fuzzers (tests/fuzz) ten times longer (one node's handlers and a simulated cluster's
+# node: 8 minutes on a busy 2-core machine; a real node: 200 s), then the memory soak: a node
 # at 80% of its peak for 10 minutes, RSS per stage (bench/soak.py).
 .PHONY: soak
 soak: install

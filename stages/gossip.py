@@ -93,7 +93,7 @@ class Handler(Stage):
                        "hints": Timer(), "anti_entropy": Timer()}
         self.watcher = Watcher(self.emit, Settings(threshold=config.phi_threshold,
                                                    first_interval=PING_EVERY),
-                               lambda: self.peers(), self._announce, self.log, self.name)
+                               self.peers, self._announce, self.log, self.name)
         self.hints = Delivery(self.emit, self, self.share, self.timers["hints"], self.log,
                               self.name)
         self.transfers = Transfers(
@@ -110,8 +110,8 @@ class Handler(Stage):
                              self.name)
         self.strays = Strays(self.emit, self, self.share, n=config.n, entropy=self.entropy,
                              keys_per_sec=config.transfer_keys_per_sec, stage=self.name,
-                             busy=lambda: bool(self.transfers.active),
-                             hints_delivered=lambda: self.hints.delivered)
+                             busy=self.transfers.busy,  # bound methods: a copied
+                             hints_delivered=self.hints.delivered_count)  # one rebinds
         #: Which component each answer goes to, by the duty of the route its ref names.
         self.duties: dict[Duty, Component] = {
             Duty.PING: self.watcher, Duty.VIEW: _Views(self), Duty.HINT: self.hints,

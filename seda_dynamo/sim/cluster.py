@@ -36,6 +36,7 @@ from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Stage
 
 #: Settings every simulated node shares unless a run says otherwise: a small ring.
 DEFAULTS: dict[str, Any] = {"partitions": 16, "n": 3, "r": 2, "w": 2}
+CLIENT = b"client"  # the identity ``request``'s messages come with
 STAGE_DELAY = 0.0001  # seconds an event spends between two stages of one node
 MAX_ENTRIES = 5_000_000  # entries one run_until may take before it calls it a livelock
 
@@ -82,6 +83,8 @@ class Cluster:
         self.reach: list[Reach] = []
         self.net.changed = self._note
         self.next_id = 0
+        #: Replies to raw client messages (``frames``), by the identity they came with.
+        self.frame_replies: dict[bytes, list[dict[str, Any]]] = {}
         self.left: set[str] = set()  # nodes seen to have left the cluster (admin leave)
         self.restart_after: dict[str, float] = {}  # seconds a torn node stays down
         for i in range(nodes):
@@ -95,7 +98,7 @@ class Cluster:
         """Start one more node (a founder of its own ring when it names no ``join``)."""
         i = len(self.nodes) + 1
         node = Node(i, self.root / f"n{i}", random.Random(self.rng.getrandbits(64)),
-                    lambda: self.clock.now, join=join, **{**self.config, **config})
+                    self.clock.time, join=join, **{**self.config, **config})
         self.nodes[node.id] = node
         self.by_peer[node.config.peer] = node.id
         self.boots[node.id] = 0
@@ -155,6 +158,9 @@ class Cluster:
             for dest, event in out:
                 if dest == "client":  # the client ROUTER: [identity, b"", reply]
                     reply = msgpack.unpackb(event[-1], raw=False)
+                    if event[0] != CLIENT:
+                        self.frame_replies.setdefault(event[0], []).append(reply)
+                        continue
                     rid = reply.get("id")
                     self.replies.setdefault(rid, reply)
                     self.replied_at.setdefault(rid, self.now)
@@ -273,7 +279,7 @@ class Cluster:
         frame = msgpack.packb(body, use_bin_type=True)
         self.trace.record(self.now, node_id, "client", frame)
         handler = node.stages["network"]
-        handler.handle_frames("client", [[b"client", b"", frame]], self.now, [Caller()])
+        handler.handle_frames("client", [[CLIENT, b"", frame]], self.now, [Caller()])
         self._flush(node, handler)
         return self.next_id
 

@@ -237,6 +237,18 @@ def keys_of(frames: list[bytes]) -> list[bytes]:
     return [key] if isinstance(key, bytes) and 0 < len(key) <= MAX_KEY else []
 
 
+def peer_keys_of(message: Any) -> list[bytes]:
+    """The keys a peer message's requests name (``rput``, ``rget``, ``rcheck``, ``rreap``:
+    ``["req", peer, call_id, [op, key, ...]]``), if a client may use them too."""
+    if not isinstance(message, list):
+        return []
+    return [event[3][1] for event in message
+            if isinstance(event, list) and len(event) == 4 and event[0] == "req"
+            and isinstance(event[3], list) and len(event[3]) > 1
+            and event[3][0] in ("rput", "rget", "rcheck", "rreap")
+            and isinstance(event[3][1], bytes) and 0 < len(event[3][1]) <= MAX_KEY]
+
+
 def check_reply(reply: Any, frames: list[bytes]) -> None:
     """What docs/protocol.md promises of any reply to ``frames``."""
     assert isinstance(reply, dict) and isinstance(reply.get("ok"), bool), reply
