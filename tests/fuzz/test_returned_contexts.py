@@ -22,7 +22,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import MAX_ACTORS, MAX_COUNTER, check_reply, packed
 from target import HandlerNode, stage_stack
-from test_handlers import FUZZ, still_works
+from test_handlers import EXAMPLES, FUZZ, still_works
+
+__all__ = ["EXAMPLES"]  # the README's count of cases reads it (tests/tooling)
 
 COUNTERS = st.sampled_from([0, 1, 2, MAX_COUNTER - 1, MAX_COUNTER, MAX_COUNTER + 1,
                             2**63, 2**64 - 1])

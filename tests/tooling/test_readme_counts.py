@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 #: The README's name for the target each fuzz module drives.
 TARGETS = {"test_handlers": "one node's stage handlers",
+           "test_returned_contexts": "contexts a node handed out and a client changed",
            "test_in_sim": "a node of a simulated three-node cluster"}
 
 
