@@ -5,15 +5,14 @@ about once a second this node swaps its view (``membership.View``) with a random
 or with a seed while it has no ring, and it tells coordination the ring and the members
 down whenever they change (and every ``ANNOUNCE_EVERY`` seconds). The view is kept in a
 ``membership.ViewStore`` (by default ``DATA_DIR/cluster.state``, ``durable.FileStore``)
-so a restarted node rejoins the cluster it was in. Operators' ``join``, ``leave``, ``status`` and
-``transfers`` are answered here too.
+so a restarted node rejoins its cluster. Operators' ``join``, ``leave``, ``status``
+and ``transfers`` are answered here too.
 
-Membership and the admin commands stay in this module: each of them changes the view,
-which this stage owns together with its store and its announcements, so as components
-they would need write access to everything the stage holds (what they compute is the
-view's own, pure: ``View.gossip_partners``, ``announcement``, ``join_refusal``). The
-other duties are IO-free components (``seda_dynamo/duty.py``) that read the view and
-report changes back:
+Membership and the admin commands stay in this module: each changes the view, which
+this stage owns with its store and announcements, so as components they would need to
+write all the stage holds (what they compute is the view's own, pure:
+``View.gossip_partners``, ``announcement``, ``join_refusal``). The other duties are
+IO-free components (``seda_dynamo/duty.py``) that read the view and report back:
 
 - ``failure.Watcher`` (4.8): pings, the accrual failure detector, the members down;
 - ``hintedhandoff.Delivery`` (4.6): hints handed to their owners once they are up;
@@ -21,12 +20,11 @@ report changes back:
 - ``antientropy.Exchanges`` (4.7): Merkle exchanges, one at a time, and their repairs;
 - ``reaper.Reaper`` (4.4): tombstones reaped once every replica's check agreed.
 
-This stage owns the view, the timers and the store; it routes each answer, from another
-node or from a local stage, by the ``duty.Route`` its echoed ``ref`` names to the one
-component that its table (``duties``) holds for that route's duty. An answer whose ref
-names no route is ignored and counted (``unrouted_answers``). Background work draws on
-what the foreground leaves (paper 6.5, ``background.BackgroundShare``), shared by the
-components.
+This stage owns the view, the timers and the store; it routes each answer, from a node
+or a local stage, by the ``duty.Route`` its echoed ``ref`` names to the component its
+table (``duties``) holds for that duty; an answer whose ref names no route is ignored
+and counted (``unrouted_answers``). Background work draws on what the foreground
+leaves (paper 6.5, ``background.BackgroundShare``), shared by the components.
 """
 
 from __future__ import annotations
@@ -86,10 +84,10 @@ class Handler(Stage):
         self.view = self._load() or View.fresh(self.me, entry, config.partitions, config.n,
                                                founder=not self.seeds)
         self.view = self.view.with_self(entry).reclaim()
+        self._peers: tuple[View | None, dict[str, str]] = (None, {})  # read-only
         self.started: float | None = None
         self.unpublished = False
-        self.rounds = 0
-        self.unrouted = 0
+        self.rounds = self.unrouted = 0
         self.last_tick = 0.0
         self.last_sweep_at: float | None = None
         # Paper 6.5: background work draws on what the foreground leaves (background.py).
@@ -172,8 +170,10 @@ class Handler(Stage):
     def _swept(self) -> None:
         self.last_sweep_at = round(self.wall_clock(), 1)  # shown to operators
 
-    def peers(self) -> dict[str, str]:
-        return self.view.peers()
+    def peers(self) -> dict[str, str]:  # once per view: every ping answer asks
+        if self._peers[0] is not self.view:
+            self._peers = (self.view, self.view.peers())
+        return self._peers[1]
 
     # Telling coordination ------------------------------------------------------------
     def _announce(self) -> None:
