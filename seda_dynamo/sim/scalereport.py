@@ -30,7 +30,8 @@ def spread_line(s: Any) -> str:
 
 
 def transfer_line(t: Any) -> str:
-    return (f"nodes {t.nodes} keys {t.keys}: join to converged {t.seconds:.2f} s simulated, "
+    return (f"nodes {t.nodes} keys {t.keys}: join to owning {t.moved:.2f} s, to converged "
+            f"{t.seconds:.2f} s simulated, "
             f"{t.transfers} streams, {t.transfer_bytes} B, new node holds {t.held} keys, "
             f"wall {t.wall:.1f} s {'; '.join(t.problems)}")
 
@@ -75,11 +76,13 @@ def tables(spreads: Sequence[Any], transfers: Sequence[Any]) -> str:
             f"{r.after[0]} / {r.after[1]} ({q / (n + 1):.2f}) | {-(-q // n) + 1} | "
             f"{r.moves} |")
     if transfers:
-        rows += ["", "| nodes n | Q | keys | join to transfers done (simulated s) | "
-                 "partition streams | bytes streamed | keys on the new node | wall s |",
-                 "|---|---|---|---|---|---|---|---|"]
-        rows += [f"| {t.nodes} | {t.partitions} | {t.keys} | {t.seconds:.2f} | "
-                 f"{t.transfers} | {t.transfer_bytes} | {t.held} | {t.wall:.1f} |"
+        rows += ["", "| nodes n | Q | keys | join to every move of its plan handed over, "
+                 "as the new node sees it (simulated s) | join to every node converged "
+                 "(simulated s) | partition streams | bytes streamed | keys on the new "
+                 "node | pings answered by | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+        rows += [f"| {t.nodes} | {t.partitions} | {t.keys} | {t.moved:.2f} | {t.seconds:.2f} | "
+                 f"{t.transfers} | {t.transfer_bytes} | {t.held} | "
+                 f"{'the simulator' if t.answered else 'network stages'} | {t.wall:.1f} |"
                  for t in transfers]
     return "\n".join(rows)
 
