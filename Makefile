@@ -50,8 +50,9 @@ sim: install
 	$(BIN)/python -m seda_dynamo.sim --seed $(SEED) --seeds $(SEEDS) --nodes $(NODES)
 
 # Scale by simulation (seda_dynamo/sim/scale.py): a join's gossip rounds, the view's
-# bytes and partition balance at 50, 200 and 500 nodes (3 seeds each), a join's transfer
-# time at 50; rewrites the Scale section of seda_dynamo/sim/report.md and its plot.
+# bytes and partition balance at 50 and 200 nodes (3 seeds each) and 500 (1 seed, about
+# 15 minutes), a join's transfer time at 50; rewrites the Scale section of
+# seda_dynamo/sim/report.md and its plot.
 sim-scale: install
 	$(BIN)/python -m seda_dynamo.sim.scale
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import math
 import sys
@@ -53,7 +54,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -286,24 +287,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
                         help="cluster sizes for the membership-only runs")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per size")
+    parser.add_argument("--large-seeds", type=int, default=1,
+                        help="seeds per size over 200 nodes (one is ~15 min at 500)")
     parser.add_argument("--transfer-sizes", default="50",
                         help="sizes for the join-with-transfers run (every stage; over "
                         "50 nodes the simulator answers pings)")
     parser.add_argument("--keys", type=int, default=200, help="keys written before it")
     parser.add_argument("--report", default=str(Path(__file__).with_name("report.md")),
                         help="the report whose Scale section is rewritten ('' : none)")
+    parser.add_argument("--results", default="",
+                        help="also save the runs' numbers here (JSON)")
+    parser.add_argument("--render", default="",
+                        help="run nothing: write the report from saved results")
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",") if s]
     spreads: list[Spread] = []
-    for nodes in sizes:
-        for seed in range(args.seeds):
+    transfers: list[Transfer] = []
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        spreads = [Spread(**{**r, "before": tuple(r["before"]), "after": tuple(r["after"])})
+                   for r in saved["spreads"]]
+        transfers = [Transfer(**r) for r in saved["transfers"]]
+    for nodes in [] if args.render else [int(s) for s in args.sizes.split(",") if s]:
+        for seed in range(args.seeds if nodes <= 200 else args.large_seeds):
             spreads.append(run := spread(nodes, seed))
             print(scalereport.spread_line(run), flush=True)
-    transfers: list[Transfer] = []
-    for nodes in [int(s) for s in args.transfer_sizes.split(",") if s]:
+    for nodes in [] if args.render else [int(s) for s in args.transfer_sizes.split(",")
+                                          if s]:
         # Real pings up to 50 nodes; beyond, the simulator answers them (n^2 a second).
         transfers.append(run2 := transfer(nodes, 0, args.keys, answer_pings=nodes > 50))
         print(scalereport.transfer_line(run2), flush=True)
+    if args.results:
+        Path(args.results).write_text(json.dumps(
+            {"spreads": [asdict(r) for r in spreads],
+             "transfers": [asdict(t) for t in transfers]}, indent=1))
     print(scalereport.tables(spreads, transfers))
     if args.report:
         scalereport.write(Path(args.report), spreads, transfers)
