@@ -90,6 +90,7 @@ class Spread:
     spread_rounds: float = math.nan  # from the first old member to know to the last
     ring_rounds: float = math.nan  # until every node's ring (the plan) has it as member
     learned: int = 0  # old members whose view holds the new one at the end
+    interval: float = math.nan  # n1's mean seconds between its gossip rounds, measured
     view_bytes: int = 0  # what gossip sends each round and the view file stores
     member_bytes: int = 0
     ring_bytes: int = 0
@@ -185,7 +186,12 @@ def spread(nodes: int, seed: int, stages: Sequence[str] = GOSSIP_STAGES,
         learned: dict[str, float] = {}
         in_ring: dict[str, float] = {}
 
+        first_gossip: Any = cluster.nodes["n1"].gossip
+        ticks: list[tuple[float, int]] = []  # (when n1's round count was seen to change)
+
         def probe() -> None:
+            if not ticks or ticks[-1][1] != first_gossip.rounds:
+                ticks.append((cluster.now, first_gossip.rounds))
             for node_id in old:
                 view = cluster.nodes[node_id].gossip.view
                 if node_id not in learned and new in view.members:
@@ -205,7 +211,10 @@ def spread(nodes: int, seed: int, stages: Sequence[str] = GOSSIP_STAGES,
                                     ) / GOSSIP_EVERY
         if len(in_ring) == len(old):
             result.ring_rounds = (max(in_ring.values()) - joined_at) / GOSSIP_EVERY
-        view = cluster.nodes["n1"].gossip.view
+        if len(ticks) > 2:  # the first change seen may have come between two probes
+            (t0, r0), (t1, r1) = ticks[1], ticks[-1]
+            result.interval = (t1 - t0) / (r1 - r0)
+        view = first_gossip.view
         state = view.to_state()
         result.view_bytes = len(view.encode())
         result.member_bytes = len(msgpack.packb(state["members"], use_bin_type=True))

@@ -22,6 +22,7 @@ def test_a_join_reaches_every_node_in_rounds_that_grow_with_log_n_not_n():
         assert run.before[0] <= -(-q // n) + 1 and run.after[0] <= -(-q // (n + 1)) + 1
         assert run.before[1] >= q // n - 1 and run.after[1] >= q // (n + 1) - 1
         assert run.moves > 0
+        assert 0.95 <= run.interval <= 1.2  # due after 1 s, at the next 0.1 s tick
     assert large.rounds < 2 * small.rounds  # n grew 4 times
     # The view is members plus Q owners (Q grows with n): linear, not quadratic.
     assert large.view_bytes < 4 * 1.5 * small.view_bytes
