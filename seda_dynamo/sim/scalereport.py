@@ -103,15 +103,16 @@ def section(spreads: Sequence[Any], transfers: Sequence[Any]) -> str:
     return f"""{HEADING}
 
 Rerun: `make sim-scale` (`python -m seda_dynamo.sim.scale`; `--sizes`, `--seeds`,
-`--transfer-sizes`, `--keys`). How the clusters are built, which stages run and what
-happens to events for the absent ones: `seda_dynamo/sim/scale.py`'s docstring. In
-short: every node starts from the same pre-agreed view of a settled n-node cluster
-(its view file written before its gossip stage starts); a new node then joins through
-its own `admin join` request and the real gossip path. Joins spread with nodes
-running only the network and gossip stages (what membership needs); the transfer
-time is measured with every stage. Rounds are gossip intervals (1 s of simulated
-time) observed every 0.05 s; seeds 0 and up; Q is `run.partitions_for(n)` (a power of
-two, about eight partitions per node), N = 3.
+`--large-seeds` for sizes over 200, `--transfer-sizes`, `--keys`; `--results FILE`
+saves the numbers, `--render FILE` rewrites this section from them). How the
+clusters are built, which stages run and what happens to events for the absent ones:
+`seda_dynamo/sim/scale.py`'s docstring. In short: every node starts from the same
+pre-agreed view of a settled n-node cluster (its view file written before its gossip
+stage starts); a new node then joins through its own `admin join` request and the
+real gossip path. Joins spread with nodes running only the network and gossip stages
+(what membership needs); the transfer time is measured with every stage. Rounds are
+gossip intervals (1 s of simulated time) observed every 0.05 s; seeds 0 and up; Q is
+`run.partitions_for(n)` (a power of two, about eight partitions per node), N = 3.
 
 {tables(spreads, transfers)}
 
