@@ -127,9 +127,12 @@ What the numbers say:
   first round to its seed (up to one interval, as timers fall). The gossip timer is
   due 1 s after a round but fires at the gossip stage's next 0.1 s tick, so a round
   comes every 1.0 to 1.1 s: the rounds taken are the time divided by n1's measured
-  interval.
-  Rounds fall in step (below), so the last node learns at a whole round: the seeds
-  differ in who learned when, and at 50 and 200 nodes not in that last round.
+  interval ("not measured": runs made before it was). Rounds fall in step (below),
+  so the last node learns at a whole round: seeds change who learned when, but at 50
+  and at 200 nodes all three seeds ended in the same round (push-pull's spread
+  varies little).
+- Wall time is this shared 2-core machine's under load (other runs on it): the
+  500-node run used about 7.5 minutes of CPU.
 - The view each node gossips and stores is linear in n: about
   {", ".join(f"{b:.0f} B per member at {n}" for n, b in per_member.items())}
   (the member entries plus Q owner names; Q grows with n). A round sends it twice
