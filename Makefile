@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= conf/default.toml
 APT_PACKAGES := libdb5.3-dev gcc make
 
-.PHONY: install serve test sim bench lint clean
+.PHONY: install serve test sim sim-scale bench lint clean
 
 # Install those of the Debian packages $(1) that are missing (apt-get update first), then
 # stop and disable the system services $(2) their install may have started.
@@ -58,6 +58,13 @@ MAX_SEEDS ?= 20
 .PHONY: reinject
 reinject: install
 	$(BIN)/python -m seda_dynamo.sim.reinject --max-seeds $(MAX_SEEDS)
+
+# Scale by simulation (seda_dynamo/sim/scale.py): a join's gossip rounds, the view's
+# bytes and partition balance at 50 and 200 nodes (3 seeds each) and 500 (1 seed, about
+# 15 minutes), a join's transfer time at 50; rewrites the Scale section of
+# seda_dynamo/sim/report.md and its plot.
+sim-scale: install
+	$(BIN)/python -m seda_dynamo.sim.scale
 
 # The peers seda-dynamo is measured against (bench/peers.py). Debian starts their system
 # services on install; they are stopped and disabled: the benchmarks start their own.

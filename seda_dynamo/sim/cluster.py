@@ -62,8 +62,17 @@ class Caller:
 class Cluster:
     """Nodes ``n1``..``nM`` (n1 founds the ring, the others join through it)."""
 
-    def __init__(self, root: Path, nodes: int = 3, seed: int = 0, **config: Any) -> None:
+    def __init__(self, root: Path, nodes: int = 3, seed: int = 0,
+                 stages: tuple[str, ...] = STAGE_NAMES, answer_pings: bool = False,
+                 **config: Any) -> None:
         self.root = root
+        #: Large membership-only runs: the simulator answers the gossip stage's pings
+        #: itself (``_pings``), not the network stages (n^2 peer messages a second).
+        self.answer_pings = answer_pings
+        #: The stages each node runs (a membership-only run: network and gossip). An
+        #: event for a stage not run is handed back at once to its sender's
+        #: ``undeliverable``, as the runtime does for a destination that does not exist.
+        self.stages = tuple(name for name in STAGE_NAMES if name in stages)
         self.rng = random.Random(seed)
         self.config = {**DEFAULTS, **config}
         self.clock = Clock()
@@ -87,6 +96,7 @@ class Cluster:
         self.frame_replies: dict[bytes, list[dict[str, Any]]] = {}
         self.left: set[str] = set()  # nodes seen to have left the cluster (admin leave)
         self.restart_after: dict[str, float] = {}  # seconds a torn node stays down
+        self.peer_messages = self.peer_bytes = 0  # frames sent between nodes, and bytes
         for i in range(nodes):
             self.add(join=peer_address(1) if i else "")
 
@@ -110,7 +120,7 @@ class Cluster:
     def start(self, node_id: str, stage: str | None = None) -> None:
         """Start the node's stages (or one), in the supervisor's order, on its disks."""
         node = self.nodes[node_id]
-        for name in [stage] if stage else STAGE_NAMES:
+        for name in [stage] if stage else self.stages:
             handler = node.build(name)
             handler.start(self.now)
             self._flush(node, handler)
@@ -169,16 +179,46 @@ class Cluster:
                         self.on_reply.pop(rid)(reply)
                     continue
                 batches.setdefault(dest, []).append(event)
+            if self.answer_pings and handler.name == "gossip" and "network" in batches:
+                if rest := self._pings(node, batches.pop("network")):
+                    batches["network"] = rest
             for dest, events in batches.items():
                 if dest.startswith(PEER_PREFIX):
                     self._to_peer(node, handler, dest, events)
-                elif dest in node.generation:
+                elif dest in self.stages:
                     frame = msgpack.packb([self.now, events], use_bin_type=True)
                     self.clock.after(STAGE_DELAY, "stage", node.id, dest,
                                      node.generation[dest], frame)
                 else:
                     handler.undeliverable(dest, events, self.now)
         raise AssertionError(f"{handler.name} on {node.id} keeps emitting")
+
+    def _pings(self, node: Node, events: list[Any]) -> list[Any]:
+        """Answer ``node``'s pings (``Call`` of ``["ping"]``) as the pinged nodes' network
+        stages would, without sending them: each up node whose links both ways deliver
+        answers ``pong``; the answers reach the gossip stage together, one round trip
+        (the longest) later. The other events go on to the network stage."""
+        others, answers, late = [], [], 0.0
+        for event in events:
+            if event[0] != "call" or event[4] != ["ping"]:
+                others.append(event)
+                continue
+            target = self.by_peer.get(event[1])
+            if target is None or "network" not in self.nodes[target].stages:
+                continue  # silence: the failure detector counts it
+            there, back = self.net.delays(node.id, target), self.net.delays(target, node.id)
+            # Counted as the frames the network stages would have sent (a 64-bit call id).
+            self.peer_messages += 1 + bool(there)
+            self.peer_bytes += len(msgpack.packb([["req", node.id, 1 << 62, ["ping"]]])) + (
+                len(msgpack.packb([["resp", target, 1 << 62, ["pong"]]])) if there else 0)
+            if there and back:
+                late = max(late, there[0] + back[0])
+                answers.append(["resp", target, event[3], ["pong"]])
+        if answers:
+            frame = msgpack.packb([self.now, answers], use_bin_type=True)
+            self.clock.after(late, "stage", node.id, "gossip", node.generation["gossip"],
+                             frame)
+        return others
 
     def _to_peer(self, node: Node, handler: Stage, dest: str, events: list[Any]) -> None:
         target = self.by_peer.get(dest.removeprefix(PEER_PREFIX))
@@ -187,6 +227,8 @@ class Cluster:
         if oversize:
             handler.undeliverable(dest, oversize, self.now)
         for frame, sent in frames:
+            self.peer_messages += 1
+            self.peer_bytes += len(frame)
             if target is None or "network" not in self.nodes[target].stages:
                 handler.undeliverable(dest, sent, self.now)
                 continue
