@@ -27,11 +27,11 @@ from typing import Any
 import msgpack
 
 from seda_dynamo import peerprotocol
-from seda_dynamo.ring import Ring
 from seda_dynamo.sim.clock import Clock, Trace
 from seda_dynamo.sim.disk import Torn
 from seda_dynamo.sim.net import Network
 from seda_dynamo.sim.node import Node, peer_address
+from seda_dynamo.sim.views import Views
 from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Stage
 
 #: Settings every simulated node shares unless a run says otherwise: a small ring.
@@ -59,7 +59,7 @@ class Caller:
     user_id: str | None = None
 
 
-class Cluster:
+class Cluster(Views):
     """Nodes ``n1``..``nM`` (n1 founds the ring, the others join through it)."""
 
     def __init__(self, root: Path, nodes: int = 3, seed: int = 0,
@@ -333,50 +333,6 @@ class Cluster:
             return None
         return self.replies[rid]
 
-    # What runs wait for ----------------------------------------------------------------
-    def ring(self, node_id: str) -> Ring | None:
-        """The ring ``node_id`` routes requests by (what gossip told coordination)."""
-        coordination = self.nodes[node_id].stages.get("coordination")
-        return None if coordination is None else coordination.ring  # type: ignore[attr-defined]
-
-    def departed(self) -> set[str]:
-        """The nodes that have left the cluster (``admin leave``, every partition handed
-        over): they keep running but are no longer members."""
-        for node_id, node in self.nodes.items():
-            gossip: Any = node.stages.get("gossip")
-            if gossip is not None and gossip.view.members[node_id].status == "left":
-                self.left.add(node_id)
-        return self.left
-
-    def members(self) -> list[str]:
-        """The nodes that have not left, in order."""
-        departed = self.departed()
-        return [node_id for node_id in sorted(self.nodes) if node_id not in departed]
-
     def leave(self, node_id: str) -> Any:
         """An operator's ``admin leave`` of ``node_id``; the request's id."""
         return self.request(node_id, {"op": "admin", "command": "leave"})
-
-    def converged(self) -> bool:
-        """Every member (a node that left is none) is up and routes by the same ring, of
-        the members exactly, with no move pending, no transfer running, its stray keys
-        handed over (``strays.Strays.swept``), no peer down, and no peer its coordinator
-        still suspects (a read it coordinates would ask a
-        stand-in in the suspect's place: paper 4.6)."""
-        states = []
-        members = self.members()
-        for node in map(self.nodes.__getitem__, members):
-            if not node.up or len(node.stages) != len(STAGE_NAMES):
-                return False
-            coordination: Any = node.stages["coordination"]
-            gauges = node.stages["gossip"].gauges()
-            ring = coordination.ring
-            placement = coordination.placement
-            if ring is None or [m.id for m in ring.members] != members or \
-                    gauges["transfers_active"] or gauges["down"] or \
-                    not gauges["strays_swept"] or \
-                    placement.moves_left or any(until > self.now for until in
-                                                placement.suspects.values()):
-                return False
-            states.append(ring.to_state())
-        return all(state == states[0] for state in states)
