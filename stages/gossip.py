@@ -11,12 +11,11 @@ announcements (what they compute is the view's own, pure: ``View.gossip_partners
 ``announcement``, ``join_refusal``). The other duties are IO-free components
 (``seda_dynamo/duty.py``) that read the view and report changes back:
 
-- ``failure.Watcher`` (4.8): pings, the accrual failure detector, the members down;
-- ``hintedhandoff.Delivery`` (4.6): hints handed to their owners once they are up;
-- ``transfer.Transfers`` (4.9): the partitions this node hands over;
-- ``antientropy.Exchanges`` (4.7): Merkle exchanges, one at a time, and their repairs;
-- ``reaper.Reaper`` (4.4): tombstones reaped once every replica's check agreed;
-- ``strays.Strays`` (4.6, 4.9): keys held outside their preference list, handed home.
+``failure.Watcher`` (4.8: pings, failure detection), ``hintedhandoff.Delivery`` (4.6),
+``transfer.Transfers`` (4.9: hand-overs), ``antientropy.Exchanges`` (4.7),
+``reaper.Reaper`` (4.4: tombstones), ``strays.Strays`` (4.6, 4.9: keys held outside
+their preference list, handed home) and ``departure.Departure`` (4.9: a leaving node
+departs once its store holds no key); ``seda_dynamo/duty.py`` says what each owns.
 
 Each answer, from another node or a local stage, goes by the ``duty.Route`` its echoed
 ``ref`` names to the one component the table ``duties`` holds for that duty; an answer
@@ -38,6 +37,7 @@ from seda_dynamo.antientropy import Exchanges
 from seda_dynamo.background import BackgroundShare
 from seda_dynamo.brief import brief
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.departure import Departure
 from seda_dynamo.durable import FileStore
 from seda_dynamo.duty import Component, Duty, Route, Timer
 from seda_dynamo.failure import PING_EVERY, Settings, Watcher
@@ -84,8 +84,7 @@ class Handler(Stage):
         self.view = self.view.with_self(entry).reclaim()
         self.started: float | None = None
         self.unpublished = False
-        self.rounds = self.unrouted = 0
-        self.last_tick = 0.0
+        self.rounds, self.unrouted, self.last_tick = 0, 0, 0.0
         self.last_sweep_at: float | None = None
         # Paper 6.5: background work draws on what the foreground leaves (background.py).
         self.share = BackgroundShare(config.background_p99_ms / 1000.0)
@@ -94,8 +93,7 @@ class Handler(Stage):
         self.watcher = Watcher(self.emit, Settings(threshold=config.phi_threshold,
                                                    first_interval=PING_EVERY),
                                lambda: self.peers(), self._announce, self.log, self.name)
-        self.hints = Delivery(self.emit, self, self.share, self.timers["hints"], self.log,
-                              self.name)
+        self.hints = Delivery(self.emit, self, self.share, self.timers["hints"], self.log)
         self.transfers = Transfers(
             self.emit, self, self.share, partitions=config.partitions,
             at_once=config.transfers_at_once, keys_per_sec=config.transfer_keys_per_sec,
@@ -106,19 +104,20 @@ class Handler(Stage):
             first_id=self.id_base, n=config.n, partitions=config.partitions,
             every=config.anti_entropy_every, tick_interval=self.tick_interval,
             swept=self._swept, log=self.log, stage=self.name)
-        self.reaper = Reaper(self.emit, self, config.tombstone_reap_after, self.id_base,
-                             self.name)
+        self.reaper = Reaper(self.emit, self, config.tombstone_reap_after, self.id_base)
         self.strays = Strays(self.emit, self, self.share, n=config.n, entropy=self.entropy,
                              keys_per_sec=config.transfer_keys_per_sec, stage=self.name,
                              busy=lambda: bool(self.transfers.active),
                              hints_delivered=lambda: self.hints.delivered)
+        self.departure = Departure(self.emit, self, lambda: self._adopt(self.view.depart()),
+                                   self.id_base, self.name)
         #: Which component each answer goes to, by the duty of the route its ref names.
         self.duties: dict[Duty, Component] = {
             Duty.PING: self.watcher, Duty.VIEW: _Views(self), Duty.HINT: self.hints,
             Duty.TRANSFER: self.transfers, Duty.TREE: self.exchanges,
             Duty.PULL: self.exchanges, Duty.PUSH: self.exchanges,
             Duty.PUSHED: self.exchanges, Duty.CHECK: self.reaper, Duty.REAPED: self.reaper,
-            Duty.STRAY: self.strays}
+            Duty.STRAY: self.strays, Duty.DEPART: self.departure}
 
     # The view: kept, adopted, published ------------------------------------------------
     @property
@@ -197,6 +196,7 @@ class Handler(Stage):
         self.transfers.tick(now)
         self.reaper.tick(now)
         self.strays.tick(now)
+        self.departure.tick(now)
         if self.timers["ping"].due(now, PING_EVERY):
             self.watcher.ping(now)
         if self.timers["gossip"].due(now, GOSSIP_EVERY):
