@@ -9,8 +9,10 @@ hinted copy (4.6), not a stray one. Once a leaving node owns nothing
 them to their replicas and forgets them; ``Departure`` asks persistence, every
 ``CHECK_EVERY`` seconds, for any key of the whole hash range (a fold of at most one
 key), and only when the answer is none does the node depart (``View.depart``: status
-``left``, gossiped). A hint whose versions are gone hands nothing over, so an empty data
-store is enough. Pure: no clock, no IO.
+``left``, gossiped). While keys are found the strays are swept again soon
+(``Strays.again``): a node whose view is stale may still send the leaving node a copy.
+A hint whose versions are gone hands nothing over, so an empty data store is enough.
+Pure: no clock, no IO.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ class Departure(Component):
     """The question in flight to persistence, if any, and when the next is due."""
 
     def __init__(self, emit: Emit, cluster: Cluster, depart: Callable[[], None],
-                 first_id: int, stage: str = "gossip") -> None:
+                 first_id: int, again: Callable[[float], None] = lambda now: None,
+                 stage: str = "gossip") -> None:
         super().__init__(emit, stage)
         self.cluster = cluster
         self.depart = depart  # the stage adopts ``View.depart()``
+        self.again = again  # ``Strays.again``: keys are left, sweep them again soon
         self.asked = first_id  # ids never repeat across restarts (ids.py)
         self.waiting = False
         self.next_at = 0.0
@@ -54,7 +58,11 @@ class Departure(Component):
         if answer[0] != "folded" or not self.waiting or route.ident != (self.asked,):
             return
         self.waiting = False
-        if not answer[1] and self.cluster.view.may_depart():
+        if not self.cluster.view.may_depart():
+            return
+        if answer[1]:
+            self.again(now)
+        else:
             self.depart()
 
     def lost(self, now: float, route: Route) -> None:

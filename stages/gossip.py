@@ -110,7 +110,7 @@ class Handler(Stage):
                              busy=lambda: bool(self.transfers.active),
                              hints_delivered=lambda: self.hints.delivered)
         self.departure = Departure(self.emit, self, lambda: self._adopt(self.view.depart()),
-                                   self.id_base, self.name)
+                                   self.id_base, self.strays.again)
         #: Which component each answer goes to, by the duty of the route its ref names.
         self.duties: dict[Duty, Component] = {
             Duty.PING: self.watcher, Duty.VIEW: _Views(self), Duty.HINT: self.hints,

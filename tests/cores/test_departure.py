@@ -14,6 +14,7 @@ from seda_dynamo.engines import KEY_SPACE
 from seda_dynamo.hintedhandoff import Delivery
 from seda_dynamo.membership import View
 from seda_dynamo.ring import Member, Ring, partition_of
+from seda_dynamo.strays import RETRY_EVERY, Strays
 from tests.cores.duties import LOG, FakeCluster, N, Q, Sent, entry, settled_view
 from tests.cores.test_membership import founder, hand_over_everything, joiner
 
@@ -52,8 +53,9 @@ def folded(pairs: list[list[bytes]]) -> list[object]:
 
 
 def test_the_departure_asks_persistence_for_any_key_and_departs_only_on_none():
-    cluster, sent, departed = FakeCluster(out_of_the_ring()), Sent(), []
-    departure = Departure(sent, cluster, lambda: departed.append(True), first_id=7)
+    cluster, sent, departed, again = FakeCluster(out_of_the_ring()), Sent(), [], []
+    departure = Departure(sent, cluster, lambda: departed.append(True), first_id=7,
+                          again=again.append)
     departure.tick(0.0)
     (fold,) = sent.to("persistence")
     kind, reply_to, ref, lo_hex, hi_hex, max_keys = fold
@@ -65,6 +67,7 @@ def test_the_departure_asks_persistence_for_any_key_and_departs_only_on_none():
     assert sent.take() == [], "one question at a time"
     departure.local(0.2, route, folded([[b"k", b"stray copy"]]))
     assert departed == [], "a key is still here: it is not handed home yet"
+    assert again == [0.2], "the strays are swept again soon (a copy came since the sweep)"
     departure.tick(0.3)
     assert sent.take() == [], "asked again only after CHECK_EVERY"
     departure.tick(CHECK_EVERY + 0.2)
@@ -124,3 +127,18 @@ def test_a_hint_for_a_leaving_owner_goes_to_a_valid_replica_of_its_key_instead()
     delivery.found(0.0, [["n3", key, b"t", b"versions"]])
     (call,) = sent.calls()
     assert call[5] in ("n2", "n4") and call[4][:2] == ["rput", key]
+
+
+def test_strays_again_makes_a_swept_ring_due_for_a_sweep_within_the_retry_delay():
+    strays = Strays(Sent(), FakeCluster(out_of_the_ring()), BackgroundShare(0.5), n=N,
+                    keys_per_sec=0, busy=lambda: False, entropy=lambda bits: 1)
+    strays.tick(0.0)
+    while strays.epoch is not None:
+        strays.local(0.0, strays_route(strays), ["folded", [], None, None])
+    assert strays.swept
+    strays.again(1.0)
+    assert not strays.swept and strays.sweep_at <= 1.0 + RETRY_EVERY
+
+
+def strays_route(strays) -> Route:
+    return Route(Duty.STRAY, (strays.seq, b""))
