@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from duties import LOG, FakeCluster, N, Q, Sent, entry, settled_view
+from test_membership import founder, hand_over_everything, joiner
+
 from seda_dynamo.background import BackgroundShare
 from seda_dynamo.claim import claim
 from seda_dynamo.departure import CHECK_EVERY, Departure
@@ -13,10 +16,9 @@ from seda_dynamo.duty import Duty, Route, Timer
 from seda_dynamo.engines import KEY_SPACE
 from seda_dynamo.hintedhandoff import Delivery
 from seda_dynamo.membership import View
+from seda_dynamo.reaper import Reaper
 from seda_dynamo.ring import Member, Ring, partition_of
 from seda_dynamo.strays import RETRY_EVERY, Strays
-from tests.cores.duties import LOG, FakeCluster, N, Q, Sent, entry, settled_view
-from tests.cores.test_membership import founder, hand_over_everything, joiner
 
 
 def out_of_the_ring(me: str = "n1") -> View:
@@ -142,3 +144,30 @@ def test_strays_again_makes_a_swept_ring_due_for_a_sweep_within_the_retry_delay(
 
 def strays_route(strays) -> Route:
     return Route(Duty.STRAY, (strays.seq, b""))
+
+
+def test_the_reaper_asks_a_leaving_node_whose_hint_then_keeps_the_key_but_never_one_that_left():
+    """The invariant from the reaper's side: every node that has not left is asked (a
+    leaving one's hint keeps the tombstone), and a node that left, asked nothing, holds
+    nothing: it departed only on an empty store."""
+    tomb = b"tombstone"
+    view = four_members_n3_leaving()
+    sent, cluster = Sent(), FakeCluster(view)
+    reaper = Reaper(sent, cluster, 1.0, first_id=10)
+    reaper.deleted(0.0, b"k")
+    reaper.tick(1.0)
+    (local,) = sent.to("persistence")
+    assert local[4] == ["n1", "n2", "n3", "n4"]
+    assert {c[5] for c in sent.calls()} == {"n2", "n3", "n4"}
+    route = Route.parse(local[2])
+    reaper.local(1.0, route, ["checked", tomb, False])
+    for node in ("n2", "n4"):
+        reaper.answer(1.0, node, route, ["checked", tomb, False])
+    reaper.answer(1.0, "n3", route, ["checked", None, True])  # n3 holds a hint for k
+    assert reaper.reaped == 0 and sent.take() == []
+    cluster.view = replace(view, members={**view.members, "n3": replace(
+        view.members["n3"], status="left", version=3)})
+    reaper.queue[b"k"] = (0.0, 0)
+    reaper.tick(2.0)
+    (local,) = sent.to("persistence")
+    assert local[4] == ["n1", "n2", "n4"]
