@@ -269,7 +269,8 @@ def test_seed_64_a_read_repair_to_a_node_that_left_meanwhile():
     assert not result.anomalies, result.anomalies
 
 
-@pytest.mark.parametrize(("seed", "left", "reaps"), [(190, "n4", True), (108, "n2", False)])
+@pytest.mark.parametrize(("seed", "left", "reaps"), [(190, "n4", True), (108, "n2", False),
+                                                     (129, "n3", True)])
 def test_seeds_where_a_node_that_left_held_a_stale_copy_after_the_key_was_reaped(seed, left,
                                                                                    reaps):
     """Found by the leave: a leaving node that owned nothing counted as left at once,
@@ -278,9 +279,9 @@ def test_seeds_where_a_node_that_left_held_a_stale_copy_after_the_key_was_reaped
     the nodes that have not left, so it reaped the key, and the left node then handed
     its stale copy home: deleted values came back. Now a leaving node departs only once
     its store holds no key (seda_dynamo/departure.py; tests/cores/test_departure.py).
-    (Seed 129, where this was first seen, no longer leaves a node with a hint since the
-    nemesis changed its draws; seed 108 no longer reaps at all, its checks now seeing
-    n2's copy.)"""
+    (Seed 129, where this was first seen, no longer leaves n3 holding a copy since the
+    nemesis changed its draws, and passes on the old code too; seed 108 no longer reaps
+    at all, its checks now seeing n2's copy.)"""
     result = run_seed(seed, 3)
     assert f"leave {left}" in result.happened and bool(result.reaped) is reaps
     assert not result.anomalies, result.anomalies
