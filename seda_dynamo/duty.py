@@ -11,7 +11,8 @@ duty its own module):
 - ``transfer.Transfers``: streams the partitions this node hands over;
 - ``antientropy.Exchanges``: one Merkle exchange at a time, and its repairs;
 - ``reaper.Reaper``: the reap queue and the cluster-wide checks before a reap;
-- ``strays.Strays``: keys held outside their preference list, handed to its replicas.
+- ``strays.Strays``: keys held outside their preference list, handed to its replicas;
+- ``departure.Departure``: a leaving node departs only once its store holds no key.
 
 A component sends through an ``emit(dest, event)`` callable, reads the node's membership
 through ``Cluster`` (the stage owns the view), and moves its own ``Timer`` (the stage
@@ -51,6 +52,7 @@ class Duty(enum.Enum):
     CHECK = "reap"  # ["reap", check]: a holder's answer before a tombstone is reaped
     REAPED = "reaped"  # ["reaped"]: a holder told to delete a reaped tombstone
     STRAY = "stray"  # ["stray", seq, key]: a stray key handed to a replica (or its read)
+    DEPART = "depart"  # ["depart", question]: is any key left here? (a leaving node's)
 
 
 #: The types of each duty's identifying fields after the first element of its ref.
@@ -58,6 +60,7 @@ _SHAPES: dict[Duty, tuple[type, ...]] = {
     Duty.PING: (float,), Duty.VIEW: (), Duty.HINT: (str, bytes, bytes),
     Duty.TRANSFER: (int, int), Duty.TREE: (int,), Duty.PULL: (bytes,), Duty.PUSH: (int,),
     Duty.PUSHED: (), Duty.CHECK: (int,), Duty.REAPED: (), Duty.STRAY: (int, bytes),
+    Duty.DEPART: (int,),
 }
 
 

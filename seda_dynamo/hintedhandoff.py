@@ -8,10 +8,12 @@ stage's duty that, every ``HINTS_EVERY`` seconds while background work is allowe
 persistence for hints of members that are up, sends each key's current versions to its
 owner (``rput``, merged there, never overwriting) and tells persistence to forget a hint
 only once its owner acknowledged it (``hint_done``), or when there is nothing to hand
-over (no versions left). A hint whose owner has left the cluster (paper 4.9: its
-partitions went to others) goes to the first replica up of the key's preference list
-now, in its owner's place, unless this node is one of them and holds the versions
-already; the scan asks for the hints of members that left too. A batch waits at most
+over (no versions left). A hint whose owner is leaving or has left the cluster (paper
+4.9: its partitions go to others) goes to the first replica up, and not leaving, of
+the key's preference list now, in its owner's place, unless this node is one of them and holds
+the versions already; the scan asks for the hints of members that left too. A leaving
+owner gets none: it departs once its store holds no key (``departure.py``), and a copy
+arriving after its last look would leave with it, unseen by the reaper. A batch waits at most
 ``HINT_WAIT`` seconds for its acknowledgements; unanswered deliveries are retried by the
 next scan. Pure: no clock, no IO.
 """
@@ -72,7 +74,8 @@ class Delivery(Component):
                 self.log.warning("malformed hint skipped: %s", brief(hint, 120))
                 continue
             owner, key, token, clock = hint
-            target = owner if owner in peers else self._in_place_of(key)
+            target = owner if owner in peers and not self._leaving(owner) else \
+                self._in_place_of(key)
             if clock is None or target == "":
                 done.append([owner, key, token])  # nothing to hand over, or here already
                 continue
@@ -87,10 +90,14 @@ class Delivery(Component):
             self.timer.at = now + HINT_WAIT
         return malformed
 
+    def _leaving(self, node: str) -> bool:
+        entry = self.cluster.view.members.get(node)
+        return entry is not None and entry.status == "leaving"
+
     def _in_place_of(self, key: bytes) -> str | None:
-        """Who takes a hint whose owner is no member (it left): the first replica of the
-        key that is up; "" when this node is a replica (the versions are here already);
-        None when no replica is up now."""
+        """Who takes a hint whose owner is leaving or has left: the first replica of the
+        key that is up and not leaving; "" when this node is a replica (the versions are here
+        already); None when no such replica is up now."""
         view = self.cluster.view
         ring = view.effective_ring()
         if ring is None:
@@ -98,8 +105,8 @@ class Delivery(Component):
         replicas = ring.preference_list(partition_of(key, ring.partitions), view.n)
         if view.me in replicas:
             return ""
-        up = [node for node in replicas
-              if node in self.cluster.peers() and node not in self.cluster.down]
+        up = [node for node in replicas if not self._leaving(node)
+              and node in self.cluster.peers() and node not in self.cluster.down]
         return up[0] if up else None
 
     def answer(self, now: float, node: str, route: Route, payload: list[Any]) -> None:

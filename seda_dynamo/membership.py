@@ -273,16 +273,19 @@ class View:
                 self.effective_owners() == ring.next_owners:
             view = replace(self, ring=self._ring(ring.next_owners, ring.next_owners,
                                                  ring.epoch + 1))
-        return view._left()
+        return view
 
-    def _left(self) -> View:
-        """A leaving node that owns nothing any more has left."""
+    def may_depart(self) -> bool:
+        """Is this node leaving and out of the ring (it owns and is planned nothing)?
+        It departs (``depart``) once its store holds no key (``departure.py``)."""
         mine = self.members.get(self.me)
-        if mine is None or mine.status != "leaving" or self.ring is None:
-            return self
-        if self.me in self.ring.owners or self.me in self.ring.planned:
-            return self
-        return self._change_self(status="left")
+        return (mine is not None and mine.status == "leaving" and self.ring is not None
+                and self.me not in self.ring.owners and self.me not in self.ring.planned)
+
+    def depart(self) -> View:
+        """A leaving node that owns nothing and holds no key any more has left: from now
+        on no one asks it anything, the reaper included (``reaper.py``)."""
+        return self._change_self(status="left") if self.may_depart() else self
 
     def _ring(self, owners: tuple[str, ...], planned: tuple[str, ...], epoch: int) -> Ring:
         holding = set(owners) | set(planned)

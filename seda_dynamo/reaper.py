@@ -7,6 +7,9 @@ for the key, every answer is either nothing or exactly the same tombstone, and n
 holds a hint for the key (a hint could still carry an older, covered value). Then each
 holder deletes the key *if it still holds exactly that tombstone*, so a write that
 arrives meanwhile is never lost, and a stale tombstone never hides a later write.
+"Every member" is every node whose status is not ``left``: a leaving node is asked too,
+and a node departs (becomes ``left``) only once its store holds no key
+(``departure.py``), so no node the check skips holds a copy a reap could miss.
 """
 
 from __future__ import annotations

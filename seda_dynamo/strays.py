@@ -116,13 +116,19 @@ class Strays(Component):
             self._end()  # unsettled, or the ring changed under the sweep
             return
         if self.hints_delivered() != self.delivered:  # a fallback's copies are stray now
-            self.delivered, self.swept_epoch, self.dirty = self.hints_delivered(), None, True
-            self.sweep_at = min(self.sweep_at, now + RETRY_EVERY)
+            self.delivered = self.hints_delivered()
+            self.again(now)
         if self.chunk is not None and now > self.chunk.deadline:
             self._next_partition(failed=True)
         if self.epoch is None:
             self._start(now, epoch, strays)
         self._advance(now)
+
+    def again(self, now: float) -> None:
+        """Sweep again within ``RETRY_EVERY`` seconds: stray keys may have come since the
+        last sweep (a hint delivered; a leaving node's store still holds keys)."""
+        self.swept_epoch, self.dirty = None, True
+        self.sweep_at = min(self.sweep_at, now + RETRY_EVERY)
 
     def _advance(self, now: float) -> None:
         """Read the next partition's next chunk, unless one is in hand: skip partitions

@@ -9,12 +9,11 @@ they change (and every ``ANNOUNCE_EVERY`` s). The view is kept in a ``membership
 they compute is the view's own, pure: ``View.gossip_partners``, ``announcement``,
 ``join_refusal``). The other duties are IO-free components (``seda_dynamo/duty.py``):
 
-- ``failure.Watcher`` (4.8): pings, the accrual failure detector, the members down;
-- ``hintedhandoff.Delivery`` (4.6): hints handed to their owners once they are up;
-- ``transfer.Transfers`` (4.9): the partitions this node hands over;
-- ``antientropy.Exchanges`` (4.7): Merkle exchanges, one at a time, and their repairs;
-- ``reaper.Reaper`` (4.4): tombstones reaped once every replica's check agreed;
-- ``strays.Strays`` (4.6, 4.9): keys held outside their preference list, handed home.
+``failure.Watcher`` (4.8: pings, failure detection), ``hintedhandoff.Delivery`` (4.6),
+``transfer.Transfers`` (4.9: hand-overs), ``antientropy.Exchanges`` (4.7),
+``reaper.Reaper`` (4.4: tombstones), ``strays.Strays`` (4.6, 4.9: keys held outside
+their preference list, handed home) and ``departure.Departure`` (4.9: a leaving node
+departs once its store holds no key); ``seda_dynamo/duty.py`` says what each owns.
 
 Each answer, from a node or a local stage, goes by the ``duty.Route`` its ``ref`` names to
 the component ``duties`` holds for it; an answer naming no route is counted and ignored
@@ -35,6 +34,7 @@ from seda_dynamo.antientropy import Exchanges
 from seda_dynamo.background import BackgroundShare
 from seda_dynamo.brief import brief
 from seda_dynamo.config import NodeConfig
+from seda_dynamo.departure import Departure
 from seda_dynamo.durable import FileStore
 from seda_dynamo.duty import Component, Duty, Route, Timer
 from seda_dynamo.failure import PING_EVERY, Settings, Watcher
@@ -82,41 +82,37 @@ class Handler(Stage):
         self._peers: tuple[View | None, dict[str, str]] = (None, {})  # read-only
         self.started: float | None = None
         self.unpublished = False
-        self.rounds = self.unrouted = 0
-        self.last_tick = 0.0
+        self.rounds, self.unrouted, self.last_tick = 0, 0, 0.0
         self.last_sweep_at: float | None = None
-        # Paper 6.5: background work draws on what the foreground leaves (background.py).
         self.share = BackgroundShare(config.background_p99_ms / 1000.0)
-        self.timers = {"gossip": Timer(), "ping": Timer(), "announce": Timer(),
-                       "hints": Timer(), "anti_entropy": Timer()}
+        self.timers = {name: Timer() for name in ("gossip", "ping", "announce", "hints",
+                                                  "anti_entropy")}
         self.watcher = Watcher(self.emit, Settings(threshold=config.phi_threshold,
                                                    first_interval=PING_EVERY),
                                self.peers, self._announce, self.log, self.name)
-        self.hints = Delivery(self.emit, self, self.share, self.timers["hints"], self.log,
-                              self.name)
+        self.hints = Delivery(self.emit, self, self.share, self.timers["hints"], self.log)
         self.transfers = Transfers(
             self.emit, self, self.share, partitions=config.partitions,
             at_once=config.transfers_at_once, keys_per_sec=config.transfer_keys_per_sec,
-            entropy=self.entropy, handed_over=self._handed_over, log=self.log,
-            stage=self.name)
+            entropy=self.entropy, handed_over=self._handed_over, log=self.log, stage=self.name)
         self.exchanges = Exchanges(
             self.emit, self, self.share, self.timers["anti_entropy"], self.rng,
             first_id=self.id_base, n=config.n, partitions=config.partitions,
             every=config.anti_entropy_every, tick_interval=self.tick_interval,
             swept=self._swept, log=self.log, stage=self.name)
-        self.reaper = Reaper(self.emit, self, config.tombstone_reap_after, self.id_base,
-                             self.name)
+        self.reaper = Reaper(self.emit, self, config.tombstone_reap_after, self.id_base)
         self.strays = Strays(self.emit, self, self.share, n=config.n, entropy=self.entropy,
                              keys_per_sec=config.transfer_keys_per_sec, stage=self.name,
                              busy=self.transfers.busy,  # bound methods: a copied
                              hints_delivered=self.hints.delivered_count)  # one rebinds
+        self.departure = Departure(self.emit, self, self._depart, self.id_base, self.strays.again)
         #: Which component each answer goes to, by the duty of the route its ref names.
         self.duties: dict[Duty, Component] = {
             Duty.PING: self.watcher, Duty.VIEW: _Views(self), Duty.HINT: self.hints,
             Duty.TRANSFER: self.transfers, Duty.TREE: self.exchanges,
             Duty.PULL: self.exchanges, Duty.PUSH: self.exchanges,
             Duty.PUSHED: self.exchanges, Duty.CHECK: self.reaper, Duty.REAPED: self.reaper,
-            Duty.STRAY: self.strays}
+            Duty.STRAY: self.strays, Duty.DEPART: self.departure}
 
     # The view: kept, adopted, published ------------------------------------------------
     @property
@@ -166,6 +162,9 @@ class Handler(Stage):
     def _handed_over(self, partition: int) -> None:
         self._adopt(self.view.handed_over(partition), lazy=True)
 
+    def _depart(self) -> None:
+        self._adopt(self.view.depart())
+
     def _swept(self) -> None:
         self.last_sweep_at = round(self.wall_clock(), 1)  # shown to operators
 
@@ -197,6 +196,7 @@ class Handler(Stage):
         self.transfers.tick(now)
         self.reaper.tick(now)
         self.strays.tick(now)
+        self.departure.tick(now)
         if self.timers["ping"].due(now, PING_EVERY):
             self.watcher.ping(now)
         if self.timers["gossip"].due(now, GOSSIP_EVERY):

@@ -68,6 +68,7 @@ class Node:
         self.incarnation = f"{rng.getrandbits(32):08x}"  # kept beside the data
         self.mint_epoch = 0
         self.stages: dict[str, Stage] = {}
+        self.reaped_before = 0  # tombstones the gossip handlers lost in crashes had reaped
         self.generation: dict[str, int] = {spec.name: 0 for spec in STAGES}
         self.modules = {spec.name: importlib.import_module(spec.module) for spec in STAGES}
 
@@ -97,8 +98,16 @@ class Node:
     def crash(self, name: str | None = None) -> None:
         """Lose one stage's handler (or all of them): no ``close``, as a killed process."""
         for stage in [name] if name else list(self.stages):
-            self.stages.pop(stage, None)
+            handler: Any = self.stages.pop(stage, None)
+            if stage == "gossip" and handler is not None:
+                self.reaped_before += handler.gauges()["tombstones_reaped"]
             self.generation[stage] += 1
+
+    @property
+    def reaped(self) -> int:
+        """Tombstones this node's reaper reaped, over every run of its gossip stage."""
+        gossip: Any = self.stages.get("gossip")
+        return self.reaped_before + (gossip.gauges()["tombstones_reaped"] if gossip else 0)
 
     @property
     def gossip(self) -> Any:

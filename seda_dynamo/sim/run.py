@@ -49,7 +49,7 @@ class Result:
     #: faults and after the calm outage (the worse; None: not within the limit).
     convergence: float | None = 0.0
     happened: list[str] = field(default_factory=list)  # what the nemesis did, in order
-    reaped: int = 0  # tombstones reaped during the run, over every node
+    reaped: int = 0  # tombstones reaped during the run, over every node and restart
     replayed: int = 0  # client writes that replayed an old context
     torn: int = 0  # writes a power failure tore
 
@@ -158,8 +158,7 @@ def _run(seed: int, nodes: int, ops: int, root: Path, nemesis: Nemesis, open_doo
     result.anomalies += checkers.failed_writes(cluster, workload, cluster.config["w"],
                                                founders)
     result.requests = len(workload.ops)
-    result.reaped = sum(node.stages["gossip"].gauges()["tombstones_reaped"]  # type: ignore[attr-defined]
-                        for node in cluster.nodes.values())
+    result.reaped = sum(node.reaped for node in cluster.nodes.values())
     result.replayed = workload.replayed
     result.torn = sum(node.disk.torn for node in cluster.nodes.values())
     return _done(result, cluster)

@@ -14,14 +14,10 @@ from seda_dynamo.stage import STAGE_NAMES
 
 
 class Views:
-    """The cluster's reads of its nodes (``Cluster`` holds ``nodes``, ``left``, ``now``)."""
+    """The cluster's reads of its nodes (``Cluster`` holds ``nodes`` and ``left``)."""
 
     nodes: dict[str, Node]
     left: set[str]
-
-    @property
-    def now(self) -> float:
-        raise NotImplementedError
 
     def ring(self, node_id: str) -> Ring | None:
         """The ring ``node_id`` routes requests by (what gossip told coordination)."""
@@ -46,7 +42,8 @@ class Views:
         """Every member (a node that left is none) is up and routes by the same ring, of
         the members exactly, with no move pending, no transfer running, its stray keys
         handed over (``strays.Strays.swept``), no peer down, and no peer its coordinator
-        still suspects (a read it coordinates would ask a
+        still routes around (``placement.avoid``: a suspicion lasts until coordination's
+        tick expires it, not until its end time; a read it coordinates would ask a
         stand-in in the suspect's place: paper 4.6)."""
         states = []
         members = self.members()
@@ -60,8 +57,7 @@ class Views:
             if ring is None or [m.id for m in ring.members] != members or \
                     gauges["transfers_active"] or gauges["down"] or \
                     not gauges["strays_swept"] or \
-                    placement.moves_left or any(until > self.now for until in
-                                                placement.suspects.values()):
+                    placement.moves_left or placement.avoid:
                 return False
             states.append(ring.to_state())
         return all(state == states[0] for state in states)

@@ -72,6 +72,10 @@ def test_a_leaving_node_gives_everything_away_then_has_left():
     assert views[1].members["n1"].status == "leaving"
     views = hand_over_everything(views)
     assert set(views[0].ring.owners) == {"n0"}
+    # Out of the ring, it departs once its store is empty (tests/cores/test_departure.py).
+    assert views[1].members["n1"].status == "leaving" and views[1].may_depart()
+    views[1] = views[1].depart()
+    views = hand_over_everything(views)
     assert views[1].members["n1"].status == "left"
     assert views[0].members["n1"].status == "left"
     assert [m.id for m in views[0].ring.members] == ["n0"]

@@ -199,7 +199,7 @@ class Recorder(Component):
 ROUTES = {Duty.PING: ["ping", 0.5], Duty.VIEW: ["view"], Duty.HINT: ["hint", "n2", b"k", b"t"],
           Duty.TRANSFER: ["xfer", 3, 7], Duty.TREE: ["ae", 11], Duty.PULL: ["pull", b"k"],
           Duty.PUSH: ["push", 11], Duty.PUSHED: ["pushed"], Duty.CHECK: ["reap", 12],
-          Duty.REAPED: ["reaped"], Duty.STRAY: ["stray", 5, b"k"]}
+          Duty.REAPED: ["reaped"], Duty.STRAY: ["stray", 5, b"k"], Duty.DEPART: ["depart", 6]}
 
 
 def test_the_table_names_each_duty_s_component(tmp_path):
@@ -208,7 +208,7 @@ def test_the_table_names_each_duty_s_component(tmp_path):
     owner = {Duty.PING: h.watcher, Duty.HINT: h.hints, Duty.TRANSFER: h.transfers,
              Duty.TREE: h.exchanges, Duty.PULL: h.exchanges, Duty.PUSH: h.exchanges,
              Duty.PUSHED: h.exchanges, Duty.CHECK: h.reaper, Duty.REAPED: h.reaper,
-             Duty.STRAY: h.strays}
+             Duty.STRAY: h.strays, Duty.DEPART: h.departure}
     assert all(h.duties[duty] is component for duty, component in owner.items())
 
 
@@ -219,7 +219,8 @@ def test_each_component_s_answer_reaches_only_it(tmp_path):
               Duty.TREE: ["tree_answer", ROUTES[Duty.TREE], None],
               Duty.PUSH: ["got", ROUTES[Duty.PUSH], [], None, "i"],
               Duty.CHECK: ["checked", ROUTES[Duty.CHECK], None, False],
-              Duty.STRAY: ["folded", ROUTES[Duty.STRAY], [], None, 0]}
+              Duty.STRAY: ["folded", ROUTES[Duty.STRAY], [], None, 0],
+              Duty.DEPART: ["folded", ROUTES[Duty.DEPART], [], None, 0]}
     for duty, ref in ROUTES.items():
         h.handle_events([["resp", "n2", ref, ["x"]], ["unreachable", "127.0.0.1:7102", ref]],
                         1.0)
