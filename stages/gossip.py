@@ -6,10 +6,8 @@ or with a seed while it has no ring, and tells coordination the ring and the mem
 whenever they change (and every ``ANNOUNCE_EVERY`` seconds). The view is kept in a
 ``membership.ViewStore`` (``DATA_DIR/cluster.state`` by default) so a restarted node
 rejoins its cluster. Operators' ``join``, ``leave``, ``status`` and ``transfers`` are
-answered here too: they change the view, which this stage owns with its store and its
-announcements (what they compute is the view's own, pure: ``View.gossip_partners``,
-``announcement``, ``join_refusal``). The other duties are IO-free components
-(``seda_dynamo/duty.py``) that read the view and report changes back:
+answered here too: they change the view, which this stage owns (what they compute is the
+view's own, pure). The other duties are IO-free components (``seda_dynamo/duty.py``):
 
 - ``failure.Watcher`` (4.8): pings, the accrual failure detector, the members down;
 - ``hintedhandoff.Delivery`` (4.6): hints handed to their owners once they are up;
@@ -18,10 +16,10 @@ announcements (what they compute is the view's own, pure: ``View.gossip_partners
 - ``reaper.Reaper`` (4.4): tombstones reaped once every replica's check agreed;
 - ``strays.Strays`` (4.6, 4.9): keys held outside their preference list, handed home.
 
-Each answer, from another node or a local stage, goes by the ``duty.Route`` its echoed
-``ref`` names to the one component the table ``duties`` holds for that duty; an answer
-whose ref names no route is ignored and counted (``unrouted_answers``). Background work
-draws on what the foreground leaves (paper 6.5, ``background.BackgroundShare``).
+Each answer goes by the ``duty.Route`` its echoed ``ref`` names to the one component
+``duties`` holds for that duty (one that names none is counted, ``unrouted_answers``); a
+local stage's restart (``started``) goes to each, which asks again what it lost there.
+Background work draws on what the foreground leaves (paper 6.5, ``BackgroundShare``).
 """
 
 from __future__ import annotations
@@ -227,8 +225,7 @@ class Handler(Stage):
         route = self._route(ref)
         if route is not None:
             self.duties[route.duty].answer(now, node, route, payload)
-        # Last: a view just adopted may be what makes ``node`` a member. A ping's answer
-        # is the watcher's own heartbeat; any other answer shows the node is alive too.
+        # Last (a view just adopted may make ``node`` a member); a ping's, the watcher took.
         if route is None or route.duty is not Duty.PING:
             self.watcher.heard(now, node)
 
@@ -239,10 +236,9 @@ class Handler(Stage):
             self.duties[route.duty].unreachable(now, peer, route)
 
     def undeliverable(self, dest: str, events: list[Any], now: float) -> None:
-        """What the runtime could not queue (SEDA's full-queue event): a call to another
-        node is its duty's unreachable; a request to a local stage (``reply_to`` "gossip",
-        then ``ref``) is its duty's ``lost``, so nothing waits for an answer that will not
-        come. Reports, replies and requests no duty waits on are only dropped."""
+        """What the runtime could not queue (SEDA's full-queue event): a call is its duty's
+        ``unreachable``, a request to a local stage (``reply_to`` "gossip", then ``ref``) its
+        duty's ``lost``, so nothing waits in vain; reports and the rest are only dropped."""
         for event in events:
             call = event[0] == "call" and len(event) >= 5  # [call, peer, stage, ref, req...]
             if not call and (len(event) < 3 or event[1] != self.name):
@@ -280,6 +276,10 @@ class Handler(Stage):
 
     def on_deleted(self, now: float, key: bytes) -> None:
         self.reaper.deleted(now, key)
+
+    def on_started(self, now: float, stage: str, _generation: int) -> None:
+        for duty in dict.fromkeys(self.duties.values()):
+            duty.restarted(now, stage)
 
     def on_updated(self, now: float, *_: Any) -> None:
         """A pulled version merged locally (nothing waits for it)."""
