@@ -1,13 +1,13 @@
 """The gossip stage: membership, and the dispatcher of the node's background duties.
 
 Dynamo paper section 4.8 (ring membership by gossip, external discovery through seeds):
-about once a second this node swaps its view (``membership.View``) with a random member,
-or with a seed while it has no ring, and tells coordination the ring and the members down
-whenever they change (and every ``ANNOUNCE_EVERY`` seconds). The view is kept in a
-``membership.ViewStore`` (``DATA_DIR/cluster.state`` by default) so a restarted node
-rejoins its cluster. Operators' ``join``, ``leave``, ``status`` and ``transfers`` are
-answered here too: they change the view, which this stage owns (what they compute is the
-view's own, pure). The other duties are IO-free components (``seda_dynamo/duty.py``):
+about once a second this node swaps its view (``membership.View``) with a random member
+(a seed while it has no ring) and tells coordination the ring and the members down when
+they change (and every ``ANNOUNCE_EVERY`` s). The view is kept in a ``membership.ViewStore``
+(``DATA_DIR/cluster.state``) so a restarted node rejoins its cluster. Operators' ``join``,
+``leave``, ``status`` and ``transfers`` change the view, so they are answered here (what
+they compute is the view's own, pure: ``View.gossip_partners``, ``announcement``,
+``join_refusal``). The other duties are IO-free components (``seda_dynamo/duty.py``):
 
 - ``failure.Watcher`` (4.8): pings, the accrual failure detector, the members down;
 - ``hintedhandoff.Delivery`` (4.6): hints handed to their owners once they are up;
@@ -16,10 +16,10 @@ view's own, pure). The other duties are IO-free components (``seda_dynamo/duty.p
 - ``reaper.Reaper`` (4.4): tombstones reaped once every replica's check agreed;
 - ``strays.Strays`` (4.6, 4.9): keys held outside their preference list, handed home.
 
-Each answer goes by the ``duty.Route`` its echoed ``ref`` names to the one component
-``duties`` holds for that duty (one that names none is counted, ``unrouted_answers``); a
-local stage's restart (``started``) goes to each, which asks again what it lost there.
-Background work draws on what the foreground leaves (paper 6.5, ``BackgroundShare``).
+Each answer, from a node or a local stage, goes by the ``duty.Route`` its ``ref`` names to
+the component ``duties`` holds for it; an answer naming no route is counted and ignored
+(``unrouted_answers``); a local stage's restart (``started``) goes to each component, which
+asks again what it lost there. Background work uses what the foreground leaves (6.5).
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class Handler(Stage):
         self.view = self._load() or View.fresh(self.me, entry, config.partitions, config.n,
                                                founder=not self.seeds)
         self.view = self.view.with_self(entry).reclaim()
+        self._peers: tuple[View | None, dict[str, str]] = (None, {})  # read-only
         self.started: float | None = None
         self.unpublished = False
         self.rounds = self.unrouted = 0
@@ -91,7 +92,7 @@ class Handler(Stage):
                        "hints": Timer(), "anti_entropy": Timer()}
         self.watcher = Watcher(self.emit, Settings(threshold=config.phi_threshold,
                                                    first_interval=PING_EVERY),
-                               lambda: self.peers(), self._announce, self.log, self.name)
+                               self.peers, self._announce, self.log, self.name)
         self.hints = Delivery(self.emit, self, self.share, self.timers["hints"], self.log,
                               self.name)
         self.transfers = Transfers(
@@ -108,8 +109,8 @@ class Handler(Stage):
                              self.name)
         self.strays = Strays(self.emit, self, self.share, n=config.n, entropy=self.entropy,
                              keys_per_sec=config.transfer_keys_per_sec, stage=self.name,
-                             busy=lambda: bool(self.transfers.active),
-                             hints_delivered=lambda: self.hints.delivered)
+                             busy=self.transfers.busy,  # bound methods: a copied
+                             hints_delivered=self.hints.delivered_count)  # one rebinds
         #: Which component each answer goes to, by the duty of the route its ref names.
         self.duties: dict[Duty, Component] = {
             Duty.PING: self.watcher, Duty.VIEW: _Views(self), Duty.HINT: self.hints,
@@ -169,8 +170,10 @@ class Handler(Stage):
     def _swept(self) -> None:
         self.last_sweep_at = round(self.wall_clock(), 1)  # shown to operators
 
-    def peers(self) -> dict[str, str]:
-        return self.view.peers()
+    def peers(self) -> dict[str, str]:  # once per view: every ping answer asks
+        if self._peers[0] is not self.view:
+            self._peers = (self.view, self.view.peers())
+        return self._peers[1]
 
     # Telling coordination ------------------------------------------------------------
     def _announce(self) -> None:
@@ -336,15 +339,12 @@ class Handler(Stage):
                 "transfers_active": len(self.transfers.active),
                 "sweep_position": self.exchanges.sweep_position,
                 "tombstones_reaped": self.reaper.reaped, "transfer_bytes": self.transfers.bytes,
-                "tombstones_waiting": len(self.reaper.queue),
+                "tombstones_waiting": len(self.reaper.queue), "rounds": self.rounds,
                 "transfers_done": self.transfers.finished, "members": len(self.view.members),
-                "epoch": ring.epoch if ring else 0,
-                "down": sorted(self.down), "rounds": self.rounds,
-                "suspicions": detector.suspicions,
-                "false_suspicions": detector.false_suspicions,
+                "epoch": ring.epoch if ring else 0, "down": sorted(self.down),
+                "suspicions": detector.suspicions, "false_suspicions": detector.false_suspicions,
                 "hints_delivered": self.hints.delivered, "hints_in_flight": self.hints.in_flight,
                 "background_rate": (None if math.isinf(rate := self.share.current_rate(
                     self.last_tick)) else round(rate)),
-                "background_backoffs": self.share.backoffs,
-                "unrouted_answers": self.unrouted, "strays_handed": self.strays.handed,
-                "strays_swept": self.strays.swept}
+                "background_backoffs": self.share.backoffs, "unrouted_answers": self.unrouted,
+                "strays_handed": self.strays.handed, "strays_swept": self.strays.swept}
