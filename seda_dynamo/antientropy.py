@@ -9,11 +9,11 @@ answers. ``Round`` is that driver: a value with no IO, advanced by answers.
 ``Exchanges`` is the gossip stage's anti-entropy duty that runs the rounds: every
 ``anti_entropy_every`` seconds (while the foreground leaves room, paper 6.5) it takes the
 next partition of the sweep that this node replicates and compares it with one other
-live replica, one exchange at a time and each within ``EXCHANGE_DEADLINE``; then it
-repairs at most ``REPAIRS_PER_EXCHANGE`` differing keys both ways by merging versions
-(pull: the peer's versions synced here; push: ours sent there), never overwriting. The
-pause before the next exchange grows with the keys repaired, so repairs yield to clients
-in proportion.
+live replica, one exchange at a time and each within ``EXCHANGE_DEADLINE`` (a question
+lost with a restarted persistence stage is asked again at its restart); then it repairs
+at most ``REPAIRS_PER_EXCHANGE`` differing keys both ways by merging versions (pull: the
+peer's versions synced here; push: ours sent there), never overwriting. The pause before
+the next exchange grows with the keys repaired, so repairs yield to clients in proportion.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class Round:
     partition: int
     peer: str
     started: float
+    asked: float = 0.0  # when the question in ``request`` was last put to both sides
     levels: int = TREE_LEVELS
     width: int = TREE_WIDTH
     request: Question | None = None
@@ -157,14 +158,15 @@ class Exchanges(Component):
                 self.next_partition = p + 1
                 self.exchange_id += 1
                 self.exchange = Round(p, self.rng.choice(others), now)
-                self._ask(self.exchange.start())
+                self._ask(self.exchange.start(), now)
                 return
         self.next_partition = q  # nothing more to compare in this sweep
         self.timer.at = now + self.every
 
-    def _ask(self, request: Question) -> None:
+    def _ask(self, request: Question, now: float) -> None:
         """Put the same question to both replicas' trees."""
         assert self.exchange is not None
+        self.exchange.asked = now
         wire, p = request.to_wire(), self.exchange.partition
         route = Route(Duty.TREE, (self.exchange_id,))
         self.emit("persistence", Tree.wire(self.stage, route.ref(), p, wire))
@@ -199,6 +201,19 @@ class Exchanges(Component):
         elif route.duty is Duty.PUSH:
             self.pushes.pop(route.ident[0], None)
 
+    def restarted(self, now: float, stage: str) -> None:
+        """The local tree question went down with the persistence stage: ask again."""
+        if stage == "persistence" and self.exchange is not None:
+            self._ask_again(now)
+
+    def _ask_again(self, now: float) -> None:
+        """The question in progress, to both sides again under a ref of its own: what
+        comes late for the earlier ask is then not taken for a later question."""
+        assert self.exchange is not None and self.exchange.request is not None
+        self.exchange_id += 1
+        self.exchange.answers.clear()
+        self._ask(self.exchange.request, now)
+
     def _fed(self, side: str, exchange_id: int, result: Any, now: float) -> None:
         if self.exchange is None or exchange_id != self.exchange_id:
             return
@@ -211,7 +226,7 @@ class Exchanges(Component):
             self._abort(f"bad tree answer: {exc}")
             return
         if request is not None:
-            self._ask(request)
+            self._ask(request, now)
         elif self.exchange.done:
             repaired = self._repair(self.exchange)
             self.exchange = None

@@ -145,3 +145,7 @@ class Component:
     def lost(self, now: float, route: Route) -> None:
         """A request of this duty's to a local stage could not be queued (SEDA's
         full-queue event): no answer will come."""
+
+    def restarted(self, now: float, stage: str) -> None:
+        """Local stage ``stage`` began a new process (``messages.Started``): what this
+        duty asked of the last one will not be answered."""

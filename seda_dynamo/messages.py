@@ -6,21 +6,19 @@ versions of 4.4, the hints of 4.6, the trees of 4.7, the membership of 4.8). On 
 queue an event is a msgpack array ``[kind, *fields]``; here each kind is a frozen,
 slotted type (a ``NamedTuple``) with named fields, whose ``to_wire()`` is exactly that
 array and whose ``from_wire(array)`` checks the kind and the number of fields
-(``seda_dynamo.messagewire``). Stages build their events with ``Type.wire(...)``: the
-same named fields, straight to the array (no object: the hot path). Which stage
-receives each kind, by which handler, and what answers it is in
-``seda_dynamo.messagetable``. Pure, no IO.
+(``seda_dynamo.messagewire``). Stages build events with ``Type.wire(...)``: the same
+fields, straight to the array (no object: the hot path). Which stage receives each kind,
+by which handler, and what answers it: ``seda_dynamo.messagetable``. Pure, no IO.
 
 Names of the fields that say where something goes, one meaning each:
 
 - ``reply_to``: the stage (or versioning worker) an answer goes to;
-- ``ref``: the asker's own reference, handed back unchanged in the answer so the asker
-  finds what it asked for (a request id, an engine request, a transfer chunk);
+- ``ref``: the asker's own reference, handed back unchanged in the answer (a request
+  id, an engine request, a transfer chunk);
 - ``origin``: a peer's request that an answer goes back to, ``[peer, call_id]``;
 - ``rid``: the network stage's id of a client request.
 
-Peer requests and answers (``seda_dynamo.peerprotocol``) are another table: they cross
-nodes, these never do.
+Peer requests and answers (``seda_dynamo.peerprotocol``) cross nodes; these never do.
 """
 
 from __future__ import annotations
@@ -268,6 +266,15 @@ class Forget(NamedTuple):
 
     key: bytes
     held: bytes
+
+
+# To the stages that wait on the one announced -----------------------------------------
+@kind("started")
+class Started(NamedTuple):
+    """``stage`` began process ``generation`` (never repeated): the last one's work is lost."""
+
+    stage: str
+    generation: int
 
 
 # To the gossip stage ------------------------------------------------------------------

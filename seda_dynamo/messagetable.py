@@ -19,6 +19,8 @@ from seda_dynamo import messages as m
 RELAY = "network"
 #: Handled by the stage's ``handle_events`` itself: batched per key or per commit.
 BATCHED = "handle_events"
+#: The shard of an event that every worker of a stage gets (its own copy).
+EVERY_WORKER = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +86,26 @@ TABLE: dict[str, Row] = {
     "hints_found": _row("hints_found", m.HintsFound, "persistence", "gossip"),
     "tree_answer": _row("tree_answer", m.TreeAnswer, "persistence", "gossip"),
     "checked": _row("checked", m.Checked, "persistence", "gossip"),
+    # To the stages that wait on the stage announced (each worker: each has its own)
+    "started": _row("started", m.Started, "persistence", "versioning gossip",
+                    shard=EVERY_WORKER),
 }
 
 #: kind -> position in the event of the field a stage's workers are chosen by.
 _SHARD_AT: dict[str, int] = {row.kind: row.type._fields.index(row.shard) + 1
-                             for row in TABLE.values() if row.shard is not None}
+                             for row in TABLE.values() if row.shard not in (None, EVERY_WORKER)}
+_TO_EVERY_WORKER = frozenset(row.kind for row in TABLE.values() if row.shard == EVERY_WORKER)
 
 
 def shard_index(kind: Any) -> int | None:
     """Where in an event of ``kind`` its shard field is (None: not sharded; such events
     go to the worker they are addressed to)."""
     return _SHARD_AT.get(kind)
+
+
+def to_every_worker(kind: Any) -> bool:
+    """Whether each worker of the receiving stage gets its own copy of ``kind``."""
+    return kind in _TO_EVERY_WORKER
 
 
 # The reply envelope ---------------------------------------------------------------------
@@ -155,5 +166,9 @@ def markdown_table() -> str:
         handler = f"`{row.handler}`" + (", batched" if row.handler == BATCHED else "")
         lines.append(f"| `{row.kind}` | {', '.join(row.senders)} | "
                      f"{', '.join(row.receivers)} ({handler}) | {fields_text(row.type)} | "
-                     f"{f'`{reply}`' if reply else '-'} | {row.shard or '-'} |")
+                     f"{f'`{reply}`' if reply else '-'} | {_shard_text(row.shard)} |")
     return "\n".join(lines) + "\n"
+
+
+def _shard_text(shard: str | None) -> str:
+    return "every worker" if shard == EVERY_WORKER else shard or "-"

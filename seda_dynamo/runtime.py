@@ -26,7 +26,7 @@ from typing import Any
 from seda_dynamo import contract, hygiene
 from seda_dynamo.accounting import STATS_INTERVAL, Accounting, fresh_counters
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.messagetable import shard_index
+from seda_dynamo.messagetable import shard_index, to_every_worker
 from seda_dynamo.outbox import Sender
 from seda_dynamo.sockets import Sockets
 from seda_dynamo.stage import Stage, spec, stage_of, worker_name
@@ -77,9 +77,14 @@ class Runtime:
             if count > 1:
                 del batches[dest]
                 for event in events:
+                    kind = (event[0] if isinstance(event, list) and event
+                            and isinstance(event[0], str) else None)
+                    if to_every_worker(kind):  # an announcement: each worker waits on its own
+                        for i in range(count):
+                            batches.setdefault(worker_name(dest, i), []).append(event)
+                        continue
                     # None: not sharded (nor an event at all), to worker 0
-                    at = (shard_index(event[0]) if isinstance(event, list) and event
-                          and isinstance(event[0], str) else None)
+                    at = shard_index(kind) if kind is not None else None
                     key = event[at] if at is not None and len(event) > at else None
                     batches.setdefault(worker_name(dest, shard(key, count)), []).append(event)
         return batches

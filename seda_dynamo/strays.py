@@ -242,6 +242,12 @@ class Strays(Component):
             self._next_partition(failed=True)
             self._advance(now)
 
+    def restarted(self, now: float, stage: str) -> None:
+        """The read went down with the persistence stage: ask the new one, under a new
+        ref (a late answer to the old one is not taken)."""
+        if stage == "persistence" and self.chunk is not None and self.chunk.reading:
+            self._read(now)
+
     def answer(self, now: float, node: str, route: Route, payload: list[Any]) -> None:
         if payload[0] == "updated":
             self._ack(now, route, node, payload[1] is None)

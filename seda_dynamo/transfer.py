@@ -225,6 +225,14 @@ class Transfers(Component):
                                                hi_hex=f"{hi:x}", max_keys=keys))  # 128 bits
         return False
 
+    def restarted(self, now: float, stage: str) -> None:
+        """Folds that went down with the persistence stage are read again at the next
+        tick (a new chunk number: a late answer to the old one is not taken)."""
+        if stage == "persistence":
+            for transfer in self.active.values():
+                if transfer.state == "reading":
+                    transfer.state = "idle"
+
     def _may_read(self, now: float) -> bool:
         """The throttles: what the foreground leaves, and ``keys_per_sec`` across all
         hand-overs (0: none)."""

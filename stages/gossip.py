@@ -17,7 +17,8 @@ departs once its store holds no key); ``seda_dynamo/duty.py`` says what each own
 
 Each answer, from a node or a local stage, goes by the ``duty.Route`` its ``ref`` names to
 the component ``duties`` holds for it; an answer naming no route is counted and ignored
-(``unrouted_answers``). Background work uses what the foreground leaves (paper 6.5).
+(``unrouted_answers``); a local stage's restart (``started``) goes to each component, which
+asks again what it lost there. Background work uses what the foreground leaves (6.5).
 """
 
 from __future__ import annotations
@@ -227,8 +228,7 @@ class Handler(Stage):
         route = self._route(ref)
         if route is not None:
             self.duties[route.duty].answer(now, node, route, payload)
-        # Last: a view just adopted may be what makes ``node`` a member. A ping's answer
-        # is the watcher's own heartbeat; any other answer shows the node is alive too.
+        # Last (a view just adopted may make ``node`` a member); a ping's, the watcher took.
         if route is None or route.duty is not Duty.PING:
             self.watcher.heard(now, node)
 
@@ -239,10 +239,9 @@ class Handler(Stage):
             self.duties[route.duty].unreachable(now, peer, route)
 
     def undeliverable(self, dest: str, events: list[Any], now: float) -> None:
-        """What the runtime could not queue (SEDA's full-queue event): a call to another
-        node is its duty's unreachable; a request to a local stage (``reply_to`` "gossip",
-        then ``ref``) is its duty's ``lost``, so nothing waits for an answer that will not
-        come. Reports, replies and requests no duty waits on are only dropped."""
+        """What the runtime could not queue (SEDA's full-queue event): a call is its duty's
+        ``unreachable``, a request to a local stage (``reply_to`` "gossip", then ``ref``) its
+        duty's ``lost``, so nothing waits in vain; reports and the rest are only dropped."""
         for event in events:
             call = event[0] == "call" and len(event) >= 5  # [call, peer, stage, ref, req...]
             if not call and (len(event) < 3 or event[1] != self.name):
@@ -280,6 +279,10 @@ class Handler(Stage):
 
     def on_deleted(self, now: float, key: bytes) -> None:
         self.reaper.deleted(now, key)
+
+    def on_started(self, now: float, stage: str, _generation: int) -> None:
+        for duty in dict.fromkeys(self.duties.values()):
+            duty.restarted(now, stage)
 
     def on_updated(self, now: float, *_: Any) -> None:
         """A pulled version merged locally (nothing waits for it)."""
@@ -336,15 +339,12 @@ class Handler(Stage):
                 "transfers_active": len(self.transfers.active),
                 "sweep_position": self.exchanges.sweep_position,
                 "tombstones_reaped": self.reaper.reaped, "transfer_bytes": self.transfers.bytes,
-                "tombstones_waiting": len(self.reaper.queue),
+                "tombstones_waiting": len(self.reaper.queue), "rounds": self.rounds,
                 "transfers_done": self.transfers.finished, "members": len(self.view.members),
-                "epoch": ring.epoch if ring else 0,
-                "down": sorted(self.down), "rounds": self.rounds,
-                "suspicions": detector.suspicions,
-                "false_suspicions": detector.false_suspicions,
+                "epoch": ring.epoch if ring else 0, "down": sorted(self.down),
+                "suspicions": detector.suspicions, "false_suspicions": detector.false_suspicions,
                 "hints_delivered": self.hints.delivered, "hints_in_flight": self.hints.in_flight,
                 "background_rate": (None if math.isinf(rate := self.share.current_rate(
                     self.last_tick)) else round(rate)),
-                "background_backoffs": self.share.backoffs,
-                "unrouted_answers": self.unrouted, "strays_handed": self.strays.handed,
-                "strays_swept": self.strays.swept}
+                "background_backoffs": self.share.backoffs, "unrouted_answers": self.unrouted,
+                "strays_handed": self.strays.handed, "strays_swept": self.strays.swept}

@@ -45,7 +45,7 @@ from seda_dynamo.durable import bump_counter, write_atomically
 from seda_dynamo.engines import KEY_SPACE, Engine, key_hash, open_engine
 from seda_dynamo.groupcommit import GroupCommit, get_event, hint_key, hint_record, write_event
 from seda_dynamo.merkle import Question, answer, object_hash
-from seda_dynamo.messages import Checked, Folded, Got, HintsFound, TreeAnswer, Written
+from seda_dynamo.messages import Checked, Folded, Got, HintsFound, Started, TreeAnswer, Written
 from seda_dynamo.messagetable import answer_to
 from seda_dynamo.reaper import only_tombstones
 from seda_dynamo.ring import partition_of_hash
@@ -86,6 +86,12 @@ class Handler(Stage):
         self.merkle = StoreTrees(config.partitions)  # a Merkle tree per partition
         self.trees = self.merkle.trees
         self.building: Any = iter(self.engine.fold(0, KEY_SPACE))  # None: built
+
+    def start(self, now: float) -> None:
+        """Announce this process: what was asked of the last one is lost with it, so the
+        stages waiting on it ask again or fail now (``messages.Started``)."""
+        for stage in ("versioning", "gossip"):
+            self.emit(stage, Started.wire(self.name, self.id_base))
 
     @property
     def built_upto(self) -> int:

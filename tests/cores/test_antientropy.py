@@ -197,3 +197,17 @@ def test_pushes_whose_read_never_came_back_do_not_pile_up():
         r.x.tick(float(step))
         r.answer_all(step + 0.1)
     assert len(r.x.pushes) <= 1
+
+
+def test_a_restarted_persistence_stage_is_asked_the_question_again_at_once():
+    r = Replicas(tree(a=b"1"), tree(a=b"2"))
+    r.x.tick(0.0)
+    (first,), _ = r.questions()
+    r.x.restarted(0.5, "versioning")
+    assert r.questions() == ([], []), "no question of ours was lost there"
+    r.x.restarted(0.5, "persistence")
+    (again,), (call,) = r.questions()
+    assert again[4] == first[4] and again[2] != first[2] and call[3] == again[2]
+    r.sent.events += [("persistence", again), ("network", call)]
+    r.answer_all(0.6)
+    assert r.x.stats["exchanges"] == 1

@@ -25,6 +25,7 @@ from seda_dynamo import messages, peerprotocol
 from seda_dynamo.messages import MessageError
 from seda_dynamo.messagetable import (
     BATCHED,
+    EVERY_WORKER,
     PEER_ANSWERS,
     RELAY,
     TABLE,
@@ -32,6 +33,7 @@ from seda_dynamo.messagetable import (
     failed_answer,
     markdown_table,
     shard_index,
+    to_every_worker,
 )
 from seda_dynamo.stage import STAGES, Stage
 
@@ -206,8 +208,13 @@ def test_the_typed_emit_check_reads_each_of_the_gossip_duties():
 
 # Shards ------------------------------------------------------------------------------------
 def test_the_shard_field_of_each_sharded_kind_is_a_field_of_its_type():
-    sharded = {row.kind: row for row in TABLE.values() if row.shard is not None}
+    sharded = {row.kind: row for row in TABLE.values()
+               if row.shard not in (None, EVERY_WORKER)}
     assert set(sharded) == {"update", "sync"}
+    # An announcement goes to each worker: each waits on the stage announced.
+    assert {row.kind for row in TABLE.values() if row.shard == EVERY_WORKER} == {"started"}
+    assert to_every_worker("started") and not to_every_worker("update")
+    assert shard_index("started") is None
     for kind, row in sharded.items():
         assert row.receivers == ("versioning",)
         assert row.shard in row.type._fields

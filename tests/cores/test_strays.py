@@ -272,3 +272,20 @@ def test_a_key_is_forgotten_exactly_when_every_replica_merged_it(acks):
         if forgets(sent):
             assert len(merged) == len(calls) and not failed, (acks, merged)
     assert strays.handed == (1 if len(merged) == len(calls) and not failed else 0)
+
+
+def test_a_read_lost_with_a_restarted_persistence_stage_is_asked_again_at_once():
+    """Not at DEADLINE: the new process is asked for the same chunk, under a new ref,
+    and the sweep goes on; what comes late for the earlier ref is not taken."""
+    strays, sent, _ = duty()
+    strays.tick(0.0)
+    (fold,) = folds(sent)
+    strays.restarted(0.5, "versioning")
+    assert folds(sent) == [], "no read of ours was lost there"
+    strays.restarted(0.5, "persistence")
+    (again,) = folds(sent)
+    assert again[3:] == fold[3:] and again[2] != fold[2]
+    fold_answer(strays, fold, [[b"k", b"v"]])
+    assert sent.calls() == [], "the earlier read's answer is not taken"
+    fold_answer(strays, again, [[b"k", b"v"]])
+    assert sent.calls() and not strays.retry

@@ -187,3 +187,17 @@ def test_a_partition_is_handed_over_only_once_every_range_was_acknowledged(outco
         now += CHUNK_DEADLINE + 1  # whatever stalled is read again
         s.step(now)
     assert sorted(s.handed) == sorted(s.planned)
+
+
+def test_folds_lost_with_a_restarted_persistence_stage_are_read_again_at_the_next_tick():
+    """Not at CHUNK_DEADLINE: the hand-overs go on as soon as the new process runs."""
+    s = Streamed(at_once=2)
+    s.step(0.0, outcome=lambda: "lost")  # every fold asked, none answered
+    reading = {p for p, t in s.t.active.items() if t.state == "reading"}
+    assert reading
+    s.t.restarted(0.5, "versioning")
+    s.step(0.6)
+    assert not s.handed, "no fold of ours was lost there: they still wait"
+    s.t.restarted(1.0, "persistence")
+    s.step(1.1)
+    assert sorted(s.handed) == sorted(s.planned) and not s.t.active

@@ -49,6 +49,16 @@ def test_a_seed_is_the_same_run_in_any_process_and_another_seed_is_not():
     assert trace_hash(12, "3") != first
 
 
+def test_seed_21_a_crashed_persistence_stage_holds_no_key_past_its_restart():
+    """n1's persistence stage crashed while versioning had reads pending; versioning held
+    those keys in flight until its 10 s engine deadline, and every later operation of them
+    (anti-entropy's pulls included) queued behind, so the replicas still disagreed past
+    the convergence bound. Now persistence announces its start and versioning asks its
+    reads again (tests/stages/test_restarts.py)."""
+    result = run_seed(21, 3)
+    assert not result.anomalies, result.anomalies
+
+
 def test_seed_6_with_clients_talking_to_a_node_before_it_joins():
     result = run_seed(6, 3, clients_reach_outsiders=True)
     assert not result.anomalies, result.anomalies

@@ -21,7 +21,7 @@ import zmq
 from seda_dynamo import contract
 from seda_dynamo import sockets as sockets_module
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.messages import Got, Sync, Update
+from seda_dynamo.messages import Got, Started, Sync, Update
 from seda_dynamo.ring import Member, Ring
 from seda_dynamo.runtime import Runtime
 from seda_dynamo.runtime import shard as runtime_shard
@@ -281,3 +281,15 @@ def test_an_emitted_event_whose_kind_is_no_name_goes_to_worker_0_never_raises(ru
     runtime.workers = {"versioning": 2}
     spread = runtime._spread({"versioning": [[["update"]], [{}], 7, []]})
     assert spread == {"versioning": [[["update"]], [{}], 7, []]}
+
+
+def test_an_announcement_reaches_every_worker_of_the_stage(runtime):
+    """A restarted persistence stage's ``started`` goes to each versioning worker: each
+    has its own reads and writes waiting on the process that is gone."""
+    runtime.workers = {"versioning": 3}
+    spread = runtime._spread({"versioning": [Started.wire("persistence", 9)],
+                              "gossip": [Started.wire("persistence", 9)]})
+    assert spread == {"versioning": [["started", "persistence", 9]],
+                      "versioning.1": [["started", "persistence", 9]],
+                      "versioning.2": [["started", "persistence", 9]],
+                      "gossip": [["started", "persistence", 9]]}
