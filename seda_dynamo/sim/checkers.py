@@ -8,6 +8,9 @@
   value read, during the run or at the end, is one some client wrote; and nothing an
   acknowledged write or delete covered comes back (docs/protocol.md, semantics 3 and 4);
 - no dot issued twice: one (key, actor, counter) names one value on every node;
+- no write stamped twice: every value written is unique, so one names one dot on every
+  node (two would be one client write applied twice, which a read-modify-write that
+  saw one of them cannot cover: ``stamped_once``);
 - nothing left in flight once faults stop and the cluster is quiet;
 - the ring (paper 4.2): every partition owned by a member, no node owning more than
   ceil(Q / members) + 1 partitions, and the members are the nodes that have not left
@@ -90,6 +93,20 @@ def dots(cluster: Cluster) -> list[str]:
                         found.append(f"dot {dot!r} names {first[0]!r} on {first[1]} and "
                                      f"{value!r} on {node_id}")
     return found
+
+
+def stamped_once(cluster: Cluster) -> list[str]:
+    """Each value under one dot, in every stamp's answer of the run (``Cluster.stamps``:
+    a dot a later write covered is seen there too) and on every node (tombstones aside)."""
+    seen = {value: set(dots) for value, dots in cluster.stamps.items()}
+    for _, node in sorted(cluster.nodes.items()):
+        for clock in node.stored().values():
+            for actor, counter, values in clock.entries:
+                for i, value in enumerate(values):
+                    if value is not None:
+                        seen.setdefault(value, set()).add((actor, counter - i))
+    return [f"{value!r} stamped twice: {sorted(found)}"
+            for value, found in sorted(seen.items()) if len(found) > 1]
 
 
 def outstanding(cluster: Cluster) -> dict[str, set[Any]]:

@@ -1,7 +1,8 @@
 """The simulator's checkers of issue 13 on small runs: a failed write is judged against
 what was reachable for its whole life (paper 4.6, sloppy quorum), fairly (a link that
-may lose messages takes it out of judgement), and replicas that missed a write disagree
-until anti-entropy repairs them within the bound (paper 4.7)."""
+may lose messages takes it out of judgement), replicas that missed a write disagree
+until anti-entropy repairs them within the bound (paper 4.7), and one client write is
+stamped once (paper 4.4: one value, one dot)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,24 @@ def test_a_replica_that_missed_a_write_disagrees_until_anti_entropy_repairs_it(t
     bound = checkers.convergence_bound(cluster, back)
     assert cluster.run_until(lambda: not checkers.disagreeing(cluster), bound)
     assert cluster.nodes["n3"].values(b"k") == [b"v"]
+
+
+def test_a_value_stamped_twice_is_flagged_wherever_its_two_dots_are(tmp_path):
+    """Every value the clients write is unique, so a value under two dots is one write
+    stamped twice (a forward sent on after silence, a duplicated frame): a later
+    read-modify-write that saw one dot leaves the other as a sibling. The same value put
+    twice stands in for that here."""
+    cluster = Cluster(tmp_path, 3, seed=11)
+    assert cluster.run_until(cluster.converged, 30.0)
+    assert cluster.call("n1", {"op": "put", "key": b"k", "value": b"v1"})["ok"]
+    assert cluster.call("n2", {"op": "put", "key": b"j", "value": b"v2"})["ok"]
+    assert checkers.stamped_once(cluster) == []
+    assert cluster.call("n2", {"op": "put", "key": b"k", "value": b"v1"})["ok"]
+    [found] = checkers.stamped_once(cluster)
+    assert found.startswith("b'v1' stamped twice")
+    read = cluster.call("n3", {"op": "get", "key": b"k", "r": 3})
+    assert sorted(read["values"]) == [b"v1", b"v1"]
+    assert cluster.call("n3", {"op": "put", "key": b"k", "value": b"v3", "w": 3,
+                               "context": read["context"]})["ok"]
+    assert all(node.values(b"k") == [b"v3"] for node in cluster.nodes.values())
+    assert checkers.stamped_once(cluster) == [found], "covered, yet seen stamped"
