@@ -225,7 +225,11 @@ def failed_writes(cluster: Cluster, workload: Workload, w: int,
     judged, with nodes crashed or partitioned away (run.py's calm outage). The walk is
     the coordinator's ring's owners; only ``founders`` (the nodes that formed the
     cluster) count, since a node that joined later owns nothing in the walk until its
-    transfers end, which the simulator does not record.
+    transfers end, which the simulator does not record. A write whose coordinator is no
+    replica of the key is forwarded to one replica and sent to another only if the send
+    failed (a crash), never after silence, which may hide a stamp (one write, one dot):
+    one whose coordinator had a cut or lossy link with a node of the walk is out of
+    judgement.
     """
     founders = set(founders)
     found = []
@@ -242,6 +246,12 @@ def failed_writes(cluster: Cluster, workload: Workload, w: int,
         end = cluster.replied_at[op.rid]
         window = [e for e in cluster.reach if start < e.at <= end]
         window += [e for e in cluster.reach if e.at <= start][-1:]
+        chosen = ring.preference_list(partition_of(op.key, ring.partitions),
+                                      cluster.config["n"])
+        # Forwarded, maybe into a partition: it times out rather than be stamped twice.
+        if op.node not in chosen and any(
+                {(op.node, x), (x, op.node)} & (e.cut | e.lossy) for e in window for x in walk):
+            continue
         counted: set[str] | None = None
         for entry in window:
             now = reachable(entry, op.node, walk)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+from seda_dynamo.ring import partition_of
 from seda_dynamo.sim import checkers
 from seda_dynamo.sim.cluster import Cluster, Reach
 from seda_dynamo.sim.net import Faults
@@ -49,6 +50,30 @@ def test_a_failed_write_is_flagged_when_w_nodes_were_reachable_and_not_on_a_loss
     assert lossy.reply is not None and not lossy.reply["ok"]
     assert not [f for f in checkers.failed_writes(cluster, workload, 2, FOUNDERS)
                 if f"put {lossy.rid} " in f]
+
+
+def test_a_forward_into_a_fresh_partition_times_out_and_is_not_judged(tmp_path):
+    """A node that is no replica of the key forwards the write to the first replica; cut
+    off from it the instant it sends, it cannot know the write did not arrive, so no
+    second node is sent it (it would be stamped twice) and it times out, though W other
+    replicas were reachable. ``failed_writes`` does not count that against the store."""
+    cluster = Cluster(tmp_path, 4, seed=12)
+    assert cluster.run_until(cluster.converged, 30.0)
+    cluster.run(checkers.STEADY)
+    ring = cluster.ring("n4")
+    assert ring is not None
+    key = next(k for k in (b"k%d" % i for i in range(500))
+               if "n4" not in ring.preference_list(partition_of(k, ring.partitions), 3))
+    first = ring.preference_list(partition_of(key, ring.partitions), 3)[0]
+    workload = Workload(cluster, random.Random(1), keys=1)
+    cluster.net.partition(["n4"], [first])
+    put = workload.send("put", key, "n4", value=b"v1")
+    assert cluster.run_until(workload.settled, 10.0)
+    assert put.reply is not None and put.reply["error"] == "timeout", put.reply
+    assert checkers.failed_writes(cluster, workload, 2, ["n1", "n2", "n3", "n4"]) == []
+    cluster.net.heal()
+    assert cluster.run_until(cluster.converged, 30.0)
+    assert checkers.stamped_once(cluster) == []
 
 
 def test_a_replica_that_missed_a_write_disagrees_until_anti_entropy_repairs_it(tmp_path):
