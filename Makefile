@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= conf/default.toml
 APT_PACKAGES := libdb5.3-dev gcc make
 
-.PHONY: install serve test sim bench lint clean
+.PHONY: install serve test sim sim-scale bench lint clean
 
 # Install those of the Debian packages $(1) that are missing (apt-get update first), then
 # stop and disable the system services $(2) their install may have started.
@@ -59,6 +59,13 @@ MAX_SEEDS ?= 20
 reinject: install
 	$(BIN)/python -m seda_dynamo.sim.reinject --max-seeds $(MAX_SEEDS)
 
+# Scale by simulation (seda_dynamo/sim/scale.py): a join's gossip rounds, the view's
+# bytes and partition balance at 50 and 200 nodes (3 seeds each) and 500 (1 seed, about
+# 15 minutes), a join's transfer time at 50; rewrites the Scale section of
+# seda_dynamo/sim/report.md and its plot.
+sim-scale: install
+	$(BIN)/python -m seda_dynamo.sim.scale
+
 # The peers seda-dynamo is measured against (bench/peers.py). Debian starts their system
 # services on install; they are stopped and disabled: the benchmarks start their own.
 BENCH_APT_PACKAGES := etcd-server redis-server
@@ -75,7 +82,8 @@ clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks .ruff_cache
 
 # The fault-injection suite (tests/faults) with long schedules (about 8 minutes), the
-# fuzzers (tests/fuzz) ten times longer (about 5 minutes), then the memory soak: a node
+# fuzzers (tests/fuzz) ten times longer (one node's handlers and a simulated cluster's
+# node: 8 minutes on a busy 2-core machine; a real node: 200 s), then the memory soak: a node
 # at 80% of its peak for 10 minutes, RSS per stage (bench/soak.py).
 .PHONY: soak
 soak: install

@@ -62,10 +62,19 @@ def _host(host: str) -> str:
     return ""
 
 
+#: Addresses already found valid, with their parse (bounded): gossip checks every
+#: member's addresses at every merge, the same ones each time. Invalid ones are not kept.
+_VALID: dict[str, Address] = {}
+_VALID_MAX = 8192
+
+
 def parse(text: object) -> Address:
     """``text`` as an ``Address``; ``AddressError`` saying why if it is not one."""
     if not isinstance(text, str):
         raise AddressError(f"expected HOST:PORT as text, not {type(text).__name__}")
+    known = _VALID.get(text)
+    if known is not None:
+        return known
     if not text.isascii():
         raise AddressError("HOST:PORT has only ASCII characters")
     if text.startswith("["):
@@ -91,7 +100,10 @@ def parse(text: object) -> Address:
     if not _PORT.match(port) or int(port) > 65535:
         raise AddressError(f"port {port!r} is not a number in 1..65535 (no sign or leading "
                            "zero)")
-    return Address(canonical, int(port))
+    found = Address(canonical, int(port))
+    if len(_VALID) < _VALID_MAX:
+        _VALID[text] = found
+    return found
 
 
 def check(text: object, what: str) -> str:

@@ -225,11 +225,14 @@ class Watcher(Component):
 
     def heard(self, now: float, node: str, sent: float | None = None) -> None:
         """``node`` answered something at ``now`` (a ping sent at ``sent``): a member
-        that was down is judged again at once. Anyone else is not remembered."""
+        that was down is judged again at once, alone (judging every member at each such
+        answer was O(n^2) when n members come up together). Anyone else is not
+        remembered."""
         if node in self.peers():
             self.detector.heartbeat(node, now, sent)
-            if node in self.down:
-                self.detect(now)
+            if node in self.down and node not in self.detector.suspected and \
+                    self.detector.phi(node, now) < self.detector.settings.threshold:
+                self._set_down(self.down - {node}, now)
 
     def answer(self, now: float, node: str, route: Route, payload: list[Any]) -> None:
         """A ping's answer: a heartbeat, timed from when the ping was sent."""

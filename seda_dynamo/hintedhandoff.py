@@ -45,6 +45,10 @@ class Delivery(Component):
         self.in_flight = 0
         self.delivered = 0
 
+    def delivered_count(self) -> int:
+        """How many hints were delivered so far."""
+        return self.delivered
+
     def tick(self, now: float) -> None:
         """Ask persistence for hints of the members that are up, when it is time."""
         if self.share.allows(now) and self.timer.due(now, HINTS_EVERY):

@@ -156,6 +156,8 @@ class View:
 
     def effective_owners(self) -> tuple[str, ...]:
         assert self.ring is not None
+        if not self.ring.next_owners:
+            return self.ring.owners  # settled: nothing moves
         return tuple(b if a != b and self._moved(p, a) else a
                      for p, (a, b) in enumerate(zip(self.ring.owners, self.ring.planned,
                                                     strict=True)))
@@ -165,7 +167,8 @@ class View:
         if self.ring is None:
             return None
         owners = self.effective_owners()
-        done = sum(a != b for a, b in zip(self.ring.owners, owners, strict=True))
+        done = owners is not self.ring.owners and sum(
+            a != b for a, b in zip(self.ring.owners, owners, strict=True))
         return Ring(self.partitions, self.ring.epoch * EPOCH_STRIDE + done, self.ring.members,
                     owners)
 
@@ -234,7 +237,8 @@ class View:
         in_ring = {m.id for m in ring.members}
         others = [[node, e.client, e.peer, "joining" if e.status == "valid" else e.status]
                   for node, e in sorted(self.members.items()) if node not in in_ring]
-        done = sum(a != b for a, b in zip(self.ring.owners, ring.owners, strict=True))
+        done = ring.owners is not self.ring.owners and sum(
+            a != b for a, b in zip(self.ring.owners, ring.owners, strict=True))
         return ring.to_state(), others, len(self.ring.pending()) - done
 
     # Gossip -----------------------------------------------------------------------

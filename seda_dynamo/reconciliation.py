@@ -186,7 +186,9 @@ def step(work: KeyWork, op: Op, state: DVVSet, family: str) -> DVVSet:
         if forged is not None:
             raise ValueError(f"the state names {forged!r}, an actor of this node "
                              "that it has not minted")
-        return actors.replica_sync(state, op.clock, family, lambda: mint(work, family))
+        new = actors.replica_sync(state, op.clock, family, lambda: mint(work, family))
+        issuable(new)
+        return new
     if op.context is not None:
         ctx = op.context
     else:
@@ -200,6 +202,18 @@ def step(work: KeyWork, op: Op, state: DVVSet, family: str) -> DVVSet:
         raise ValueError(f"the key's history would hold {len(new.entries)} actors, "
                          f"more than the {contexts.MAX_CONTEXT_ACTORS} a context may")
     return new
+
+
+def issuable(new: DVVSet) -> None:
+    """A state taken from a peer (a replica write, a hint, a transfer, a repair) must be
+    one whose context the store would take back from a client (``contexts.check_context``:
+    at most ``MAX_CONTEXT_ACTORS`` actors, no counter above ``MAX_CONTEXT_COUNTER``), as
+    every state the store makes itself is; else ``ValueError``. Stored, it would make
+    every read-modify-write of the key fail at the door, on every replica it reaches."""
+    try:
+        contexts.check_context(causality.join(new))
+    except ValueError as exc:
+        raise ValueError(f"the replica's state holds what no store issues: {exc}") from None
 
 
 def check_size(encoded: bytes, new: DVVSet, state: DVVSet, limit: int) -> None:

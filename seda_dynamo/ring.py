@@ -93,6 +93,8 @@ class Ring:
 
     def pending(self) -> list[tuple[int, str, str]]:
         """Planned moves not yet settled: (partition, current owner, next owner)."""
+        if not self.next_owners:
+            return []  # settled (asked every tick: no walk of the Q owners)
         return [(p, a, b) for p, (a, b) in enumerate(zip(self.owners, self.planned,
                                                          strict=True)) if a != b]
 

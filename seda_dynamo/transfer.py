@@ -170,6 +170,10 @@ class Transfers(Component):
     def progress(self, now: float) -> list[dict[str, object]]:
         return [t.progress(now) for t in self.active.values()]
 
+    def busy(self) -> bool:
+        """Whether a hand-over is in progress."""
+        return bool(self.active)
+
     def _items(self, pairs: list[tuple[int, str]]) -> list[tuple[int, str, int, int]]:
         return [(pp, node, *partition_range(pp, self.partitions)) for pp, node in pairs]
 

@@ -1,15 +1,13 @@
 """The gossip stage: membership, and the dispatcher of the node's background duties.
 
 Dynamo paper section 4.8 (ring membership by gossip, external discovery through seeds):
-about once a second this node swaps its view (``membership.View``) with a random member,
-or with a seed while it has no ring, and tells coordination the ring and the members down
-whenever they change (and every ``ANNOUNCE_EVERY`` seconds). The view is kept in a
-``membership.ViewStore`` (``DATA_DIR/cluster.state`` by default) so a restarted node
-rejoins its cluster. Operators' ``join``, ``leave``, ``status`` and ``transfers`` are
-answered here too: they change the view, which this stage owns with its store and its
-announcements (what they compute is the view's own, pure: ``View.gossip_partners``,
-``announcement``, ``join_refusal``). The other duties are IO-free components
-(``seda_dynamo/duty.py``) that read the view and report changes back:
+about once a second this node swaps its view (``membership.View``) with a random member
+(a seed while it has no ring) and tells coordination the ring and the members down when
+they change (and every ``ANNOUNCE_EVERY`` s). The view is kept in a ``membership.ViewStore``
+(``DATA_DIR/cluster.state``) so a restarted node rejoins its cluster. Operators' ``join``,
+``leave``, ``status`` and ``transfers`` change the view, so they are answered here (what
+they compute is the view's own, pure: ``View.gossip_partners``, ``announcement``,
+``join_refusal``). The other duties are IO-free components (``seda_dynamo/duty.py``):
 
 - ``failure.Watcher`` (4.8): pings, the accrual failure detector, the members down;
 - ``hintedhandoff.Delivery`` (4.6): hints handed to their owners once they are up;
@@ -18,10 +16,9 @@ announcements (what they compute is the view's own, pure: ``View.gossip_partners
 - ``reaper.Reaper`` (4.4): tombstones reaped once every replica's check agreed;
 - ``strays.Strays`` (4.6, 4.9): keys held outside their preference list, handed home.
 
-Each answer, from another node or a local stage, goes by the ``duty.Route`` its echoed
-``ref`` names to the one component the table ``duties`` holds for that duty; an answer
-whose ref names no route is ignored and counted (``unrouted_answers``). Background work
-draws on what the foreground leaves (paper 6.5, ``background.BackgroundShare``).
+Each answer, from a node or a local stage, goes by the ``duty.Route`` its ``ref`` names to
+the component ``duties`` holds for it; an answer naming no route is counted and ignored
+(``unrouted_answers``). Background work uses what the foreground leaves (paper 6.5).
 """
 
 from __future__ import annotations
@@ -82,6 +79,7 @@ class Handler(Stage):
         self.view = self._load() or View.fresh(self.me, entry, config.partitions, config.n,
                                                founder=not self.seeds)
         self.view = self.view.with_self(entry).reclaim()
+        self._peers: tuple[View | None, dict[str, str]] = (None, {})  # read-only
         self.started: float | None = None
         self.unpublished = False
         self.rounds = self.unrouted = 0
@@ -93,7 +91,7 @@ class Handler(Stage):
                        "hints": Timer(), "anti_entropy": Timer()}
         self.watcher = Watcher(self.emit, Settings(threshold=config.phi_threshold,
                                                    first_interval=PING_EVERY),
-                               lambda: self.peers(), self._announce, self.log, self.name)
+                               self.peers, self._announce, self.log, self.name)
         self.hints = Delivery(self.emit, self, self.share, self.timers["hints"], self.log,
                               self.name)
         self.transfers = Transfers(
@@ -110,8 +108,8 @@ class Handler(Stage):
                              self.name)
         self.strays = Strays(self.emit, self, self.share, n=config.n, entropy=self.entropy,
                              keys_per_sec=config.transfer_keys_per_sec, stage=self.name,
-                             busy=lambda: bool(self.transfers.active),
-                             hints_delivered=lambda: self.hints.delivered)
+                             busy=self.transfers.busy,  # bound methods: a copied
+                             hints_delivered=self.hints.delivered_count)  # one rebinds
         #: Which component each answer goes to, by the duty of the route its ref names.
         self.duties: dict[Duty, Component] = {
             Duty.PING: self.watcher, Duty.VIEW: _Views(self), Duty.HINT: self.hints,
@@ -171,8 +169,10 @@ class Handler(Stage):
     def _swept(self) -> None:
         self.last_sweep_at = round(self.wall_clock(), 1)  # shown to operators
 
-    def peers(self) -> dict[str, str]:
-        return self.view.peers()
+    def peers(self) -> dict[str, str]:  # once per view: every ping answer asks
+        if self._peers[0] is not self.view:
+            self._peers = (self.view, self.view.peers())
+        return self._peers[1]
 
     # Telling coordination ------------------------------------------------------------
     def _announce(self) -> None:

@@ -11,7 +11,8 @@ process; ``path`` is accepted for interface compatibility and not used, and
 
 Values live in a dict keyed by the raw key; a sorted list of
 ``md5(key) + key`` entries gives hash-ordered folds.  A lock makes every
-method safe to call from several threads.
+method safe to call from several threads. A deep copy is an engine of its own with
+the same contents.
 """
 
 from __future__ import annotations
@@ -46,6 +47,18 @@ class MemoryEngine(WriteBatchShortcuts):
         self._commits = 0
         self._lock = threading.Lock()
         self._closed = False
+
+    def __deepcopy__(self, memo: dict[int, object]) -> MemoryEngine:
+        """An engine holding what this one holds now, with a lock of its own (a
+        simulator copies whole clusters, disks included)."""
+        copied = MemoryEngine(self.path, self.name, self.durability)
+        with self._lock:
+            copied._values = dict(self._values)
+            copied._order = list(self._order)
+            copied._bytes, copied._commits = self._bytes, self._commits
+            copied._closed = self._closed
+        memo[id(self)] = copied
+        return copied
 
     def _check_open(self) -> None:
         if self._closed:

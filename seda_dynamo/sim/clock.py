@@ -28,6 +28,10 @@ class Clock:
         self.seq += 1
         heapq.heappush(self.heap, (max(when, self.now), self.seq, entry))
 
+    def time(self) -> float:
+        """The simulated time: what a handler is given as its wall clock."""
+        return self.now
+
     def after(self, delay: float, *entry: Any) -> None:
         self.at(self.now + delay, *entry)
 
@@ -47,6 +51,13 @@ class Trace:
     def __init__(self) -> None:
         self.hash = hashlib.blake2b(digest_size=16)
         self.deliveries = 0
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Trace:
+        """A copy that goes on from the same hash (a copied cluster's trace)."""
+        copied = Trace.__new__(Trace)
+        copied.hash = self.hash.copy()
+        copied.deliveries = self.deliveries
+        return copied
 
     def record(self, now: float, node: str, dest: str, data: bytes) -> None:
         self.deliveries += 1

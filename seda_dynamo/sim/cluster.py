@@ -27,15 +27,16 @@ from typing import Any
 import msgpack
 
 from seda_dynamo import causality, peerprotocol
-from seda_dynamo.ring import Ring
 from seda_dynamo.sim.clock import Clock, Trace
 from seda_dynamo.sim.disk import Torn
 from seda_dynamo.sim.net import Network
 from seda_dynamo.sim.node import Node, peer_address
+from seda_dynamo.sim.views import Views
 from seda_dynamo.stage import PEER_PREFIX, STAGE_NAMES, Stage
 
 #: Settings every simulated node shares unless a run says otherwise: a small ring.
 DEFAULTS: dict[str, Any] = {"partitions": 16, "n": 3, "r": 2, "w": 2}
+CLIENT = b"client"  # the identity ``request``'s messages come with
 STAGE_DELAY = 0.0001  # seconds an event spends between two stages of one node
 MAX_ENTRIES = 5_000_000  # entries one run_until may take before it calls it a livelock
 
@@ -58,11 +59,20 @@ class Caller:
     user_id: str | None = None
 
 
-class Cluster:
+class Cluster(Views):
     """Nodes ``n1``..``nM`` (n1 founds the ring, the others join through it)."""
 
-    def __init__(self, root: Path, nodes: int = 3, seed: int = 0, **config: Any) -> None:
+    def __init__(self, root: Path, nodes: int = 3, seed: int = 0,
+                 stages: tuple[str, ...] = STAGE_NAMES, answer_pings: bool = False,
+                 **config: Any) -> None:
         self.root = root
+        #: Large membership-only runs: the simulator answers the gossip stage's pings
+        #: itself (``_pings``), not the network stages (n^2 peer messages a second).
+        self.answer_pings = answer_pings
+        #: The stages each node runs (a membership-only run: network and gossip). An
+        #: event for a stage not run is handed back at once to its sender's
+        #: ``undeliverable``, as the runtime does for a destination that does not exist.
+        self.stages = tuple(name for name in STAGE_NAMES if name in stages)
         self.rng = random.Random(seed)
         self.config = {**DEFAULTS, **config}
         self.clock = Clock()
@@ -84,8 +94,11 @@ class Cluster:
         self.reach: list[Reach] = []
         self.net.changed = self._note
         self.next_id = 0
+        #: Replies to raw client messages (``frames``), by the identity they came with.
+        self.frame_replies: dict[bytes, list[dict[str, Any]]] = {}
         self.left: set[str] = set()  # nodes seen to have left the cluster (admin leave)
         self.restart_after: dict[str, float] = {}  # seconds a torn node stays down
+        self.peer_messages = self.peer_bytes = 0  # frames sent between nodes, and bytes
         for i in range(nodes):
             self.add(join=peer_address(1) if i else "")
 
@@ -97,7 +110,7 @@ class Cluster:
         """Start one more node (a founder of its own ring when it names no ``join``)."""
         i = len(self.nodes) + 1
         node = Node(i, self.root / f"n{i}", random.Random(self.rng.getrandbits(64)),
-                    lambda: self.clock.now, join=join, **{**self.config, **config})
+                    self.clock.time, join=join, **{**self.config, **config})
         self.nodes[node.id] = node
         self.by_peer[node.config.peer] = node.id
         self.boots[node.id] = 0
@@ -109,7 +122,7 @@ class Cluster:
     def start(self, node_id: str, stage: str | None = None) -> None:
         """Start the node's stages (or one), in the supervisor's order, on its disks."""
         node = self.nodes[node_id]
-        for name in [stage] if stage else STAGE_NAMES:
+        for name in [stage] if stage else self.stages:
             handler = node.build(name)
             handler.start(self.now)
             self._flush(node, handler)
@@ -157,6 +170,9 @@ class Cluster:
             for dest, event in out:
                 if dest == "client":  # the client ROUTER: [identity, b"", reply]
                     reply = msgpack.unpackb(event[-1], raw=False)
+                    if event[0] != CLIENT:
+                        self.frame_replies.setdefault(event[0], []).append(reply)
+                        continue
                     rid = reply.get("id")
                     self.replies.setdefault(rid, reply)
                     self.replied_at.setdefault(rid, self.now)
@@ -170,16 +186,46 @@ class Cluster:
                             if value is not None:  # tombstones are no client's value
                                 self.stamps.setdefault(value, set()).add((actor, counter - i))
                 batches.setdefault(dest, []).append(event)
+            if self.answer_pings and handler.name == "gossip" and "network" in batches:
+                if rest := self._pings(node, batches.pop("network")):
+                    batches["network"] = rest
             for dest, events in batches.items():
                 if dest.startswith(PEER_PREFIX):
                     self._to_peer(node, handler, dest, events)
-                elif dest in node.generation:
+                elif dest in self.stages:
                     frame = msgpack.packb([self.now, events], use_bin_type=True)
                     self.clock.after(STAGE_DELAY, "stage", node.id, dest,
                                      node.generation[dest], frame)
                 else:
                     handler.undeliverable(dest, events, self.now)
         raise AssertionError(f"{handler.name} on {node.id} keeps emitting")
+
+    def _pings(self, node: Node, events: list[Any]) -> list[Any]:
+        """Answer ``node``'s pings (``Call`` of ``["ping"]``) as the pinged nodes' network
+        stages would, without sending them: each up node whose links both ways deliver
+        answers ``pong``; the answers reach the gossip stage together, one round trip
+        (the longest) later. The other events go on to the network stage."""
+        others, answers, late = [], [], 0.0
+        for event in events:
+            if event[0] != "call" or event[4] != ["ping"]:
+                others.append(event)
+                continue
+            target = self.by_peer.get(event[1])
+            if target is None or "network" not in self.nodes[target].stages:
+                continue  # silence: the failure detector counts it
+            there, back = self.net.delays(node.id, target), self.net.delays(target, node.id)
+            # Counted as the frames the network stages would have sent (a 64-bit call id).
+            self.peer_messages += 1 + bool(there)
+            self.peer_bytes += len(msgpack.packb([["req", node.id, 1 << 62, ["ping"]]])) + (
+                len(msgpack.packb([["resp", target, 1 << 62, ["pong"]]])) if there else 0)
+            if there and back:
+                late = max(late, there[0] + back[0])
+                answers.append(["resp", target, event[3], ["pong"]])
+        if answers:
+            frame = msgpack.packb([self.now, answers], use_bin_type=True)
+            self.clock.after(late, "stage", node.id, "gossip", node.generation["gossip"],
+                             frame)
+        return others
 
     def _to_peer(self, node: Node, handler: Stage, dest: str, events: list[Any]) -> None:
         target = self.by_peer.get(dest.removeprefix(PEER_PREFIX))
@@ -188,6 +234,8 @@ class Cluster:
         if oversize:
             handler.undeliverable(dest, oversize, self.now)
         for frame, sent in frames:
+            self.peer_messages += 1
+            self.peer_bytes += len(frame)
             if target is None or "network" not in self.nodes[target].stages:
                 handler.undeliverable(dest, sent, self.now)
                 continue
@@ -280,7 +328,7 @@ class Cluster:
         frame = msgpack.packb(body, use_bin_type=True)
         self.trace.record(self.now, node_id, "client", frame)
         handler = node.stages["network"]
-        handler.handle_frames("client", [[b"client", b"", frame]], self.now, [Caller()])
+        handler.handle_frames("client", [[CLIENT, b"", frame]], self.now, [Caller()])
         self._flush(node, handler)
         return self.next_id
 
@@ -292,50 +340,6 @@ class Cluster:
             return None
         return self.replies[rid]
 
-    # What runs wait for ----------------------------------------------------------------
-    def ring(self, node_id: str) -> Ring | None:
-        """The ring ``node_id`` routes requests by (what gossip told coordination)."""
-        coordination = self.nodes[node_id].stages.get("coordination")
-        return None if coordination is None else coordination.ring  # type: ignore[attr-defined]
-
-    def departed(self) -> set[str]:
-        """The nodes that have left the cluster (``admin leave``, every partition handed
-        over): they keep running but are no longer members."""
-        for node_id, node in self.nodes.items():
-            gossip: Any = node.stages.get("gossip")
-            if gossip is not None and gossip.view.members[node_id].status == "left":
-                self.left.add(node_id)
-        return self.left
-
-    def members(self) -> list[str]:
-        """The nodes that have not left, in order."""
-        departed = self.departed()
-        return [node_id for node_id in sorted(self.nodes) if node_id not in departed]
-
     def leave(self, node_id: str) -> Any:
         """An operator's ``admin leave`` of ``node_id``; the request's id."""
         return self.request(node_id, {"op": "admin", "command": "leave"})
-
-    def converged(self) -> bool:
-        """Every member (a node that left is none) is up and routes by the same ring, of
-        the members exactly, with no move pending, no transfer running, its stray keys
-        handed over (``strays.Strays.swept``), no peer down, and no peer its coordinator
-        still suspects (a read it coordinates would ask a
-        stand-in in the suspect's place: paper 4.6)."""
-        states = []
-        members = self.members()
-        for node in map(self.nodes.__getitem__, members):
-            if not node.up or len(node.stages) != len(STAGE_NAMES):
-                return False
-            coordination: Any = node.stages["coordination"]
-            gauges = node.stages["gossip"].gauges()
-            ring = coordination.ring
-            placement = coordination.placement
-            if ring is None or [m.id for m in ring.members] != members or \
-                    gauges["transfers_active"] or gauges["down"] or \
-                    not gauges["strays_swept"] or \
-                    placement.moves_left or any(until > self.now for until in
-                                                placement.suspects.values()):
-                return False
-            states.append(ring.to_state())
-        return all(state == states[0] for state in states)

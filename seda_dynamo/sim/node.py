@@ -35,6 +35,20 @@ def peer_address(i: int) -> str:
     return f"127.0.0.1:{17100 + i}"
 
 
+class Entropy:
+    """Random bits from a seeded source, called as ``secrets.randbits`` is: an object,
+    not the bound builtin ``Random.getrandbits``, which a deep copy would share with the
+    original (``Cluster.copy``)."""
+
+    __slots__ = ("rng",)
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def __call__(self, bits: int) -> int:
+        return self.rng.getrandbits(bits)
+
+
 class Node:
     """Node ``n<i>``: handlers by stage name (absent while crashed), and its disks."""
 
@@ -65,7 +79,7 @@ class Node:
         """A fresh handler for stage ``name`` on this node's disks (not yet started)."""
         cls = self.modules[name].Handler
         offered: dict[str, Any] = {
-            "entropy": random.Random(self.rng.getrandbits(64)).getrandbits,
+            "entropy": Entropy(random.Random(self.rng.getrandbits(64))),
             "rng": random.Random(self.rng.getrandbits(64)),
             "engine": self.engine, "hints": self.hints,
             "incarnation_id": self.incarnation, "wall_clock": self.wall_clock,

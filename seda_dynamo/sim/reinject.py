@@ -8,8 +8,10 @@ ls-files``: no venv, no caches) is copied to a temp dir, the patch applied there
 subprocesses with ``PYTHONPATH`` set to it:
 
 - the core property tests that exist for items 1 and 2 (``CORE_TESTS``);
-- the handler fuzzers (``tests/fuzz/test_handlers.py``), derandomized (Hypothesis seed 0),
-  counting the cases each ran until it failed (Hypothesis's observations);
+- the handler fuzzers (``tests/fuzz/test_handlers.py``, ``test_returned_contexts.py``),
+  derandomized (Hypothesis seed 0), counting the cases each ran until it failed
+  (Hypothesis's observations); when they do not find it with ``make test``'s budget,
+  again with ``make soak``'s (ten times more);
 - the simulator (``python -m seda_dynamo.sim``) over seeds 0, 1, 2, ... up to K,
   stopping at the first seed with an anomaly. It runs M = 5 nodes by default: with 3
   nodes and N = 3 every node replicates every key, so no spare exists to fail over to
@@ -39,7 +41,8 @@ PATCHES = ROOT / "tests" / "sim" / "reinjected"
 #: Item of the broken-promises issue -> (its patch, what the patch brings back).
 ITEMS: dict[int, tuple[str, str]] = {
     1: ("item01.patch", "a replica stamps with its actor whose name sorts last as text"),
-    2: ("item02.patch", "a context's counters are not bounded at the door"),
+    2: ("item02.patch", "a context's counters are bounded neither at the door nor at the "
+                        "stamp"),
     5: ("item05.patch", "a forwarded write's timeout_ms is not validated"),
     10: ("item10.patch", "a forwarded write stamped off its replicas carries no hint"),
     11: ("item11.patch", "a failed or silent target is not replaced within the request"),
@@ -49,7 +52,7 @@ CORE_TESTS: dict[int, list[str]] = {
     1: ["tests/cores/test_actors.py"],
     2: ["tests/cores/test_contexts.py", "tests/cores/test_causality.py"],
 }
-FUZZ_TESTS = ["tests/fuzz/test_handlers.py"]
+FUZZ_TESTS = ["tests/fuzz/test_handlers.py", "tests/fuzz/test_returned_contexts.py"]
 SEED_TIMEOUT = 600.0  # seconds one simulated seed may take before it counts as a hang
 TESTS_TIMEOUT = 1200.0  # seconds one finder's pytest run may take
 
@@ -84,8 +87,9 @@ OBSERVE = {"HYPOTHESIS_EXPERIMENTAL_OBSERVABILITY": "1",
            "HYPOTHESIS_EXPERIMENTAL_OBSERVABILITY_NOCOVER": "1"}
 
 
-def env_for(copy: Path) -> dict[str, str]:
-    return {**os.environ, **OBSERVE, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+def env_for(copy: Path, soak: bool = False) -> dict[str, str]:
+    return {**os.environ, **OBSERVE, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1",
+            "SEDA_SOAK": "1" if soak else "0"}
 
 
 def anomalies(copy: Path, seed: int, nodes: int) -> list[str] | None:
@@ -144,14 +148,16 @@ def cases_before_failing(copy: Path, test: str) -> int | None:
     return None
 
 
-def run_tests(copy: Path, finder: str, tests: list[str]) -> Finding:
-    """Run ``tests`` in the patched copy, derandomized; the first failing test is the
-    finding."""
+def run_tests(copy: Path, finder: str, tests: list[str], soak: bool = False) -> Finding:
+    """Run ``tests`` in the patched copy, derandomized (``soak``: with ``make soak``'s ten
+    times as many cases); the first failing test is the finding."""
+    shutil.rmtree(copy / ".hypothesis", ignore_errors=True)  # count this run's cases only
     try:
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "--hypothesis-seed=0", "-o", "timeout=600",
              *tests],
-            cwd=copy, env=env_for(copy), capture_output=True, text=True, timeout=TESTS_TIMEOUT)
+            cwd=copy, env=env_for(copy, soak), capture_output=True, text=True,
+            timeout=TESTS_TIMEOUT)
     except subprocess.TimeoutExpired:
         return Finding(finder, True, "a hang", f"pytest ran past {TESTS_TIMEOUT:.0f} s")
     failed = re.findall(r"^FAILED (\S+)", done.stdout, re.MULTILINE)
@@ -187,7 +193,11 @@ def demonstrate(item: int, max_seeds: int, nodes: int, baseline: Path,
         findings = []
         if item in CORE_TESTS:
             findings.append(run_tests(copy, "core property tests", CORE_TESTS[item]))
-        findings.append(run_tests(copy, "handler fuzzers", FUZZ_TESTS))
+        fuzzed = run_tests(copy, "handler fuzzers", FUZZ_TESTS)
+        findings.append(fuzzed)
+        if not fuzzed.found:  # the budget make soak runs, ten times make test's
+            findings.append(run_tests(copy, "handler fuzzers, soak budget", FUZZ_TESTS,
+                                      soak=True))
         findings.append(simulate(copy, nodes, max_seeds, baseline, clean))
         return findings
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import random
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +65,23 @@ class Errors(logging.Handler):
         self.messages.append(f"{record.name}: {record.getMessage()[:300]}")
 
 
+@contextmanager
+def logged_errors() -> Iterator[Errors]:
+    """What the nodes log at ERROR or worse while open; nothing of theirs below ERROR is
+    formatted, and none of it reaches the process's own handlers."""
+    log = logging.getLogger("seda_dynamo")
+    errors, level, propagate = Errors(), log.level, log.propagate
+    log.addHandler(errors)
+    log.setLevel(logging.ERROR)
+    log.propagate = False
+    try:
+        yield errors
+    finally:
+        log.removeHandler(errors)
+        log.setLevel(level)
+        log.propagate = propagate
+
+
 def partitions_for(nodes: int) -> int:
     """A power of two giving each node about eight partitions (at least 16)."""
     q = 16
@@ -81,18 +100,8 @@ def run_seed(seed: int, nodes: int = 3, ops: int = 60, *, joins: bool = True,
     nemesis = nemesis or PRESETS["default"]
     if not joins or nodes >= 50:
         nemesis = without_membership(nemesis)
-    log = logging.getLogger("seda_dynamo")
-    errors, level, propagate = Errors(), log.level, log.propagate
-    log.addHandler(errors)
-    log.setLevel(logging.ERROR)
-    log.propagate = False
-    try:
-        with tempfile.TemporaryDirectory(prefix="seda-sim-") as tmp:
-            result = _run(seed, nodes, ops, Path(tmp), nemesis, clients_reach_outsiders)
-    finally:
-        log.removeHandler(errors)
-        log.setLevel(level)
-        log.propagate = propagate
+    with logged_errors() as errors, tempfile.TemporaryDirectory(prefix="seda-sim-") as tmp:
+        result = _run(seed, nodes, ops, Path(tmp), nemesis, clients_reach_outsiders)
     result.anomalies += [f"logged {message}" for message in errors.messages]
     return result
 

@@ -237,6 +237,18 @@ def keys_of(frames: list[bytes]) -> list[bytes]:
     return [key] if isinstance(key, bytes) and 0 < len(key) <= MAX_KEY else []
 
 
+def peer_keys_of(message: Any) -> list[bytes]:
+    """The keys a peer message's requests name (``rput``, ``rget``, ``rcheck``, ``rreap``:
+    ``["req", peer, call_id, [op, key, ...]]``), if a client may use them too."""
+    if not isinstance(message, list):
+        return []
+    return [event[3][1] for event in message
+            if isinstance(event, list) and len(event) == 4 and event[0] == "req"
+            and isinstance(event[3], list) and len(event[3]) > 1
+            and event[3][0] in ("rput", "rget", "rcheck", "rreap")
+            and isinstance(event[3][1], bytes) and 0 < len(event[3][1]) <= MAX_KEY]
+
+
 def check_reply(reply: Any, frames: list[bytes]) -> None:
     """What docs/protocol.md promises of any reply to ``frames``."""
     assert isinstance(reply, dict) and isinstance(reply.get("ok"), bool), reply
@@ -282,19 +294,21 @@ VIEW = st.one_of(WRONG, st.fixed_dictionaries({
         st.tuples(ADDRESS, ADDRESS, EXTREME_INTS, st.sampled_from(["valid", "left", 7]),
                   EXTREME_INTS).map(list), WRONG), max_size=3),
     "ring": st.one_of(st.none(), WRONG)}))
-FWD = st.builds(lambda *f: ["fwd", *f], st.one_of(st.sampled_from(["put", "delete", "get"]),
-                                                  WRONG),
-                st.one_of(KEY, WRONG), st.one_of(VALUE, WRONG),
-                st.one_of(st.none(), st.dictionaries(st.text(max_size=4), EXTREME_INTS,
-                                                     max_size=3), WRONG),
-                st.one_of(st.none(), EXTREME_INTS, WRONG), st.one_of(st.none(), EXTREME_INTS),
-                st.one_of(st.none(), EXTREME_INTS, WRONG))
 def mostly(good: st.SearchStrategy, other: st.SearchStrategy) -> st.SearchStrategy:
     """A field of a request that is mostly right, so the fields after it are reached."""
     return weighted(good, other, weights=(3, 1))
 
 
 BIN_KEY = mostly(st.binary(max_size=16), st.one_of(KEY, WRONG))
+#: Each field mostly right (as the other requests' fields), so the later ones are reached.
+FWD = st.builds(lambda *f: ["fwd", *f],
+                mostly(st.sampled_from(["put", "delete"]), st.one_of(st.just("get"), WRONG)),
+                BIN_KEY, mostly(st.binary(max_size=16), st.one_of(VALUE, WRONG)),
+                mostly(st.none(), st.one_of(st.dictionaries(st.text(max_size=4), EXTREME_INTS,
+                                                            max_size=3), WRONG)),
+                mostly(st.one_of(st.none(), st.integers(1, 3)), st.one_of(EXTREME_INTS, WRONG)),
+                mostly(st.one_of(st.none(), st.integers(1, 3)), EXTREME_INTS),
+                st.one_of(st.none(), st.integers(1, 600_000), EXTREME_INTS, WRONG))
 PEER_REQUEST = weighted(st.one_of(
     st.just(["ping"]), st.builds(lambda v: ["gossip", v], VIEW),
     st.builds(lambda k, c, h: ["rput", k, c, h], BIN_KEY, CLOCK,

@@ -2,10 +2,10 @@
 stage handlers in memory (``HandlerNode``) and as one real node over ZeroMQ
 (``SocketNode``). Dynamo paper section 4.1 (the client interface) and 4.8 (the peers).
 
-A simulated node (``seda_dynamo/sim``) can be driven by the same fuzzers through a small
-adapter with ``Target``'s methods; to be judged as ``test_handlers.run`` judges, it also
-offers ``errors()`` and ``tables()`` (``HandlerNode`` shows what they return) and
-``replies``, the replies by message number.
+A node of a simulated cluster (``seda_dynamo/sim``) is driven by the same fuzzers through
+``simnode.SimNode``, with ``Target``'s methods; to be judged as ``test_handlers.fuzz``
+judges, a target also offers ``errors()`` and ``tables()`` (``HandlerNode`` shows what
+they return) and ``replies``, the replies by message number.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from strategies import (
     client_message,
     expected_id,
     keys_of,
+    peer_keys_of,
 )
 from support import wait_until
 from target import SocketNode
@@ -94,6 +95,7 @@ def fuzz(target: SocketNode, budget: float) -> tuple[int, Counter, list[bytes]]:
                 keys.extend(keys_of(what))
             else:
                 target.peer(what)
+                keys.extend(peer_keys_of(what))
 
     while time.monotonic() < stop:
         rounds += 1

@@ -3,10 +3,16 @@ and crashes that keep the disks (Dynamo paper sections 4.4 and 4.6 rely on both)
 
 from __future__ import annotations
 
+import enum
+import gc
+import logging
 import random
+import types
+from typing import Any
 
 from seda_dynamo.sim.clock import Clock
 from seda_dynamo.sim.cluster import Cluster
+from seda_dynamo.sim.fuzzing import copy_cluster
 from seda_dynamo.sim.net import Faults, Network
 from seda_dynamo.sim.node import peer_address
 
@@ -62,6 +68,47 @@ def test_what_is_in_flight_to_a_crashed_stage_is_lost_and_it_restarts_fresh(tmp_
     cluster.start("n2", "coordination")
     assert cluster.run_until(cluster.converged, 30.0)
     assert cluster.call("n2", {"op": "put", "key": b"k", "value": b"w"})["ok"]
+
+
+#: Not state: code, plain values, and loggers (the process's, shared by design).
+NOT_STATE = (type, types.ModuleType, types.CodeType, str, bytes, int, float, bool,
+             type(None), enum.Enum, logging.Logger)
+#: Shared by a copy and its original harmlessly: nobody changes them.
+IMMUTABLE = (tuple, frozenset, types.FunctionType, types.BuiltinFunctionType)
+
+
+def reachable(root: Any) -> dict[int, Any]:
+    """Every object reachable from ``root`` that may be state, by id: through attributes
+    and containers, and through what a function closes over (not its module's globals)."""
+    seen: dict[int, Any] = {}
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, NOT_STATE):
+            continue
+        seen[id(obj)] = obj
+        if isinstance(obj, types.FunctionType):
+            stack += [cell.cell_contents for cell in obj.__closure__ or ()]
+            stack += list(obj.__defaults__ or ())
+        else:
+            stack += gc.get_referents(obj)
+    return seen
+
+
+def test_a_copied_cluster_shares_no_state_and_runs_on_as_the_original_does(tmp_path):
+    cluster = Cluster(tmp_path, 3, seed=9)
+    assert cluster.run_until(cluster.converged, 30.0)
+    twin = copy_cluster(cluster)
+    original = reachable(cluster)
+    shared = [obj for key, obj in reachable(twin).items()
+              if key in original and not isinstance(obj, IMMUTABLE)]
+    assert not shared, sorted({type(obj).__name__ for obj in shared})
+    for run in (twin, cluster):  # the copy first: it must not read the original's state
+        assert run.call("n1", {"op": "put", "key": b"k", "value": b"v"})["ok"]
+        assert run.call("n2", {"op": "get", "key": b"k"})["values"] == [b"v"]
+        run.run(5.0)
+    assert twin.trace.hexdigest() == cluster.trace.hexdigest()
+    assert twin.now == cluster.now
 
 
 def test_a_write_a_node_acknowledged_before_it_joined_survives_the_join(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pipeline import CONFIG, Pipeline
@@ -120,6 +121,35 @@ def test_a_context_at_the_counter_limit_gets_a_fresh_actor_not_an_overflow():
     assert max(returned.values()) <= contexts.MAX_CONTEXT_COUNTER
     assert put(p, b"k", b"again", reply["context"])["ok"]
     assert get(p, b"k")["values"] == [b"again"]
+
+
+def peer_clock(context: dict[str, int]) -> bytes:
+    """A replica's clock for ``x`` written by peer actor ``b#1.m0.1.0`` over ``context``."""
+    return causality.encode(causality.update(causality.new(b"x", context), causality.EMPTY,
+                                             "b#1.m0.1.0"))
+
+
+@pytest.mark.parametrize("context", [
+    {"b#1.m0.1.0": contexts.MAX_CONTEXT_COUNTER},  # stamped above the limit
+    {f"forged-{i:05}": 1 for i in range(contexts.MAX_CONTEXT_ACTORS)},  # one actor too many
+], ids=["counter", "actors"])
+def test_a_peer_write_no_store_could_issue_is_refused_and_the_key_stays_writable(context):
+    """Found by the fuzzers in the simulator (tests/fuzz/test_in_sim.py): a peer's rput
+    whose clock names a counter above ``MAX_CONTEXT_COUNTER`` was stored; every get then
+    returned a context that every put refused at the door (bad_request), so no
+    read-modify-write of the key could succeed again, on any replica read repair reached.
+    A replica takes from a peer no state whose context the store would refuse."""
+    p = Pipeline()
+    put(p, b"k", b"v")
+    event = ["req", "127.0.0.1:7101", 0, ["rput", b"k", peer_clock(context), None]]  # no answer
+    p.stages["network"].handle_frames("peer", [[b"peer", msgpack.packb([event])]], p.now)
+    p.collect()
+    p.run()
+    assert p.stages["versioning"].failed_ops == 1 and not p.stages["versioning"].errors
+    got = get(p, b"k")
+    assert got["ok"] and got["values"] == [b"v"], got
+    assert put(p, b"k", b"v2", got["context"])["ok"]
+    assert get(p, b"k")["values"] == [b"v2"]
 
 
 def test_an_operation_that_raises_fails_its_own_request_only(monkeypatch):
