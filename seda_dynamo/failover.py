@@ -2,13 +2,15 @@
 the place of a target that failed.
 
 Dynamo paper section 4.6 (handling temporary failures: sloppy quorum, hinted handoff). A
-target the network stage cannot reach, or that has not answered within its attempt's
-share of the deadline (``ATTEMPT_SHARE`` of the request's timeout for a replica,
-``FORWARD_SHARE`` for a node a write was forwarded to), is replaced by the next healthy
-node of the extended preference list: a read asks the spare too, a write's stand-in gets
-the stamped version with a hint for the owner it replaces, and a forwarded write goes
-to the next node, or is stamped here once every node before this one has failed. The
-request still ends by its own deadline. Pure, no IO: the coordination stage sends.
+target the network stage cannot reach, or a replica that has not answered within its
+attempt's share of the deadline (``ATTEMPT_SHARE`` of the request's timeout), is
+replaced by the next healthy node of the extended preference list: a read asks the
+spare too, a write's stand-in gets the stamped version with a hint for the owner it
+replaces. A forwarded write goes to the next node, or is stamped here once every node
+before this one was unreachable, only when the send certainly did not happen: a node a
+write was forwarded to stamps it, so one silent past ``FORWARD_SHARE`` is suspected but
+not replaced (a second node would stamp the write again). The request still ends by its
+own deadline. Pure, no IO: the coordination stage sends.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from seda_dynamo.routing import Target, stand_in
 FORWARD_SLACK = 0.25
 #: Share of a request's timeout a replica has to answer before a spare is asked too.
 ATTEMPT_SHARE = 0.25
-#: ... and a node a write was forwarded to (it may need a replacement round itself).
+#: ... and before a node a write was forwarded to is suspected (never replaced: it may
+#: have stamped the write; it may need a replacement round of its own).
 FORWARD_SHARE = 0.5
 
 #: What a spare is asked (``replace``).
@@ -51,7 +54,9 @@ def replace(pending: Pending, node: str, replaced: str, me: str) -> tuple[str, l
     """What spare ``node`` is asked in place of ``replaced`` (for ``PUT``, with the
     ``rput`` request), the spare added to the request's targets, a write's stand-in with
     its hint; unless this node takes the forwarded write (``STAMP_HERE``: the request
-    moves to a new one)."""
+    moves to a new one). For a forwarded write only a target the write certainly never
+    reached is replaced (``InFlight.track``'s ``forward``), so neither ``FORWARD`` nor
+    ``STAMP_HERE`` stamps a write a second time."""
     if pending.forward is not None:
         if node == me:  # every replica before us failed: we take the write
             return STAMP_HERE, []

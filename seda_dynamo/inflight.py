@@ -53,13 +53,18 @@ class InFlight:
         return self.next_cid
 
     def track(self, rid: int, op: str, key: bytes, needed: int, found: Route,
-              deadline: float, now: float, attempt: float = 0.0) -> tuple[int, Pending]:
+              deadline: float, now: float, attempt: float = 0.0,
+              forward: list[Any] | None = None) -> tuple[int, Pending]:
         """A new request waiting on ``needed`` of ``found``'s chosen targets, each of
-        which has ``attempt`` seconds before it is slow."""
+        which has ``attempt`` seconds before it is slow. A ``forward``ed write
+        (``[op, key, value, context, r, w]``) is stamped by the node it reaches: a silent
+        one is never replaced (the next would stamp it again), only one it never
+        reached (``requests.QuorumRequest.replace_slow``)."""
         cid = self.new_id()
-        quorum = QuorumRequest(needed, tuple(t.node for t in found.chosen), found.spare)
+        quorum = QuorumRequest(needed, tuple(t.node for t in found.chosen), found.spare,
+                               replace_slow=forward is None)
         pending = Pending(rid, op, key, quorum, deadline, list(found.chosen), started=now,
-                          attempt=attempt)
+                          attempt=attempt, forward=forward)
         self.requests[cid] = pending
         heapq.heappush(self.deadlines, (deadline, cid))
         return cid, pending

@@ -129,6 +129,35 @@ class Calls:
                 limit -= 1
 
 
+class Taken:
+    """Peer requests that must not be served twice (a ``fwd``: the node it reaches stamps
+    the write), by ``(peer, call_id)``, until their deadline and ``GRACE``: a repeat of
+    one, a frame the network delivered twice, is dropped. The caller forgets its call by
+    then, so a copy later than that would find no one to answer."""
+
+    def __init__(self, max_kept: int = MAX_CALLS) -> None:
+        self.max_kept = max_kept
+        self.until: dict[tuple[str, Any], float] = {}
+        self.deadlines: list[tuple[float, tuple[str, Any]]] = []
+
+    def __len__(self) -> int:
+        return len(self.until)
+
+    def first(self, origin: Remote, now: float, timeout_ms: int) -> bool:
+        """Whether this is the first copy of ``origin``'s call (then kept for
+        ``timeout_ms`` and ``GRACE``). Call id 0 (no answer expected) is never kept."""
+        while self.deadlines and (self.deadlines[0][0] <= now
+                                  or len(self.deadlines) >= self.max_kept):
+            _, old = heapq.heappop(self.deadlines)
+            self.until.pop(old, None)
+        key = (origin.peer, origin.call_id)
+        if not origin.call_id or key in self.until:
+            return not origin.call_id
+        self.until[key] = now + timeout_ms / 1000.0 + GRACE
+        heapq.heappush(self.deadlines, (self.until[key], key))
+        return True
+
+
 class Remote:
     """A peer's request, where its answer goes: the peer's address and its call id (on
     the queues, the ``origin`` ``[peer, call_id]``)."""

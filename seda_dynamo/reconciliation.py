@@ -121,7 +121,9 @@ def read_again(work: KeyWork, family: str) -> bool:
 
 def retry(work: KeyWork) -> KeyWork | None:
     """The work to read and merge again after a compare-and-set conflict (None: the key
-    changed under ``MAX_CAS_RETRIES`` + 1 writes in a row, its operations fail)."""
+    changed under ``MAX_CAS_RETRIES`` + 1 writes in a row, its operations fail). A
+    refused item wrote nothing (``groupcommit``: the batch commits whole, a conflicting
+    item is left out), so applying its operations again stamps each write once."""
     if work.attempts + 1 > MAX_CAS_RETRIES:
         return None
     return KeyWork(work.ops, attempts=work.attempts + 1, since=work.since)

@@ -10,7 +10,10 @@ deadline (``slow``), the request's deadline passed (``deadline``), the coordinat
 part failed so nothing can be counted (``abort``). A target that fails or is slow is
 replaced by the next *spare* (the rest of the extended preference list): the machine
 records that in ``asks`` as ``(spare, replaced)`` for the coordinator to send. A slow
-target stays asked: its late answer still counts.
+target stays asked: its late answer still counts. A request that must reach one target
+at most once (``replace_slow`` False: a forwarded write, which its target stamps) replaces
+only a target that certainly never got it (``fail``); a silent one may have acted, so
+the request waits for it until its deadline.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class QuorumRequest:
     slow: set[str] = field(default_factory=set)  # asked, silent past their attempt's time
     asks: list[tuple[str, str]] = field(default_factory=list)  # (spare, replaced): to send
     outcome: Outcome | None = None
+    replace_slow: bool = True  # False: a silent target may have acted; only ``fail`` replaces
 
     def start(self) -> Outcome | None:
         """Decide at once when too few replicas can be asked at all. ``asked`` is the
@@ -92,7 +96,7 @@ class QuorumRequest:
         if not self.waiting_on(node):
             return None
         self.failed.add(node)
-        if node not in self.slow:  # a slow one was replaced already
+        if node not in self.slow or not self.replace_slow:  # else replaced when slow
             self._replace(node)
         if len(self.replies) + self.outstanding + len(self.spare) < self.needed:
             return self._finish(Outcome.UNAVAILABLE)
@@ -101,7 +105,8 @@ class QuorumRequest:
     def _slow(self, node: str, _payload: Any) -> None:
         if self.waiting_on(node) and node not in self.slow:
             self.slow.add(node)
-            self._replace(node)
+            if self.replace_slow:
+                self._replace(node)
 
     def _deadline(self, _node: str, _payload: Any) -> Outcome:
         return self._finish(Outcome.TIMEOUT)

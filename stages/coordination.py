@@ -113,8 +113,8 @@ class Handler(Stage):
             self.counts["forwarded"] += 1
             cid, pending = self.inflight.track(rid, op, key, 1, onward,
                                                now + timeout + FORWARD_SLACK, self.now,
-                                               FORWARD_SHARE * timeout)
-            pending.forward = [op, key, value, context, r, w]
+                                               FORWARD_SHARE * timeout,
+                                               forward=[op, key, value, context, r, w])
             self._forward(cid, pending, onward.chosen[0].node, now)
             return
         self._write_here(rid, op, key, value, context, w, now + timeout, timeout,

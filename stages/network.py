@@ -39,7 +39,7 @@ from seda_dynamo.messages import (
     Unreachable,
 )
 from seda_dynamo.messagetable import RELAY, answer_to, failed_answer
-from seda_dynamo.outstanding import Calls, Remote, Requests
+from seda_dynamo.outstanding import Calls, Remote, Requests, Taken
 from seda_dynamo.protocol import Limits, ProtocolError, split_envelope, with_id
 from seda_dynamo.security import CLIENT_DOMAIN, PEER_DOMAIN
 from seda_dynamo.stage import PEER_PREFIX, Port, Stage, stage_of
@@ -61,6 +61,7 @@ class Handler(Stage):
         self.bad_peer_events = 0
         # Calls to other nodes awaiting an answer, by an id no sender can guess.
         self.calls = Calls(self.entropy)
+        self.forwards = Taken()  # forwarded writes taken, by call: each is stamped once
         self.peer_limits = peerprotocol.PeerLimits(config.n)
         # The largest record the store holds fits one peer message, and no more.
         self.peer_max_bytes = peerprotocol.max_message_bytes(
@@ -91,12 +92,9 @@ class Handler(Stage):
     # Client frames ---------------------------------------------------------------------
     def handle_frames(self, port: str, messages: list[list[bytes]], now: float,
                       callers: list[protocol.Caller] | None = None) -> None:
-        if port == "peer":
-            self._peer_frames(messages, now)
-            return
-        if port == "metrics":
-            self._scrapes(messages)
-            return
+        if port != "client":  # the peer port, or the metrics listener's plain HTTP
+            return self._peer_frames(messages, now) if port == "peer" else \
+                self._scrapes(messages)
         for i, frames in enumerate(messages):
             self.requests += 1
             try:
@@ -298,7 +296,9 @@ class Handler(Stage):
         self.emit("persistence", Tree.wire(self.name, origin.as_wire(), *args))
 
     def _serve_fwd(self, origin: Remote, args: tuple[Any, ...], now: float) -> None:
-        """A write forwarded to this replica (op, key, value, context, r, w, timeout_ms)."""
+        """A write forwarded here (op, key, value, context, r, w, timeout_ms), once."""
+        if not self.forwards.first(origin, now, args[6] or self.config.timeout_ms):
+            return  # a copy of one taken already: it would be stamped twice (``Taken``)
         shed = self.gate.admit(len(self.waiting), now)
         if shed is not None:  # a client request of another node's: shed it too
             self._answer(origin, protocol.error_reply("overloaded", shed))

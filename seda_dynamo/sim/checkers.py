@@ -8,6 +8,9 @@
   value read, during the run or at the end, is one some client wrote; and nothing an
   acknowledged write or delete covered comes back (docs/protocol.md, semantics 3 and 4);
 - no dot issued twice: one (key, actor, counter) names one value on every node;
+- no write stamped twice: every value written is unique, so one names one dot on every
+  node (two would be one client write applied twice, which a read-modify-write that
+  saw one of them cannot cover: ``stamped_once``);
 - nothing left in flight once faults stop and the cluster is quiet;
 - the ring (paper 4.2): every partition owned by a member, no node owning more than
   ceil(Q / members) + 1 partitions, and the members are the nodes that have not left
@@ -90,6 +93,20 @@ def dots(cluster: Cluster) -> list[str]:
                         found.append(f"dot {dot!r} names {first[0]!r} on {first[1]} and "
                                      f"{value!r} on {node_id}")
     return found
+
+
+def stamped_once(cluster: Cluster) -> list[str]:
+    """Each value under one dot, in every stamp's answer of the run (``Cluster.stamps``:
+    a dot a later write covered is seen there too) and on every node (tombstones aside)."""
+    seen = {value: set(dots) for value, dots in cluster.stamps.items()}
+    for _, node in sorted(cluster.nodes.items()):
+        for clock in node.stored().values():
+            for actor, counter, values in clock.entries:
+                for i, value in enumerate(values):
+                    if value is not None:
+                        seen.setdefault(value, set()).add((actor, counter - i))
+    return [f"{value!r} stamped twice: {sorted(found)}"
+            for value, found in sorted(seen.items()) if len(found) > 1]
 
 
 def outstanding(cluster: Cluster) -> dict[str, set[Any]]:
@@ -208,7 +225,11 @@ def failed_writes(cluster: Cluster, workload: Workload, w: int,
     judged, with nodes crashed or partitioned away (run.py's calm outage). The walk is
     the coordinator's ring's owners; only ``founders`` (the nodes that formed the
     cluster) count, since a node that joined later owns nothing in the walk until its
-    transfers end, which the simulator does not record.
+    transfers end, which the simulator does not record. A write whose coordinator is no
+    replica of the key is forwarded to one replica and sent to another only if the send
+    failed (a crash), never after silence, which may hide a stamp (one write, one dot):
+    one whose coordinator had a cut or lossy link with a node of the walk is out of
+    judgement.
     """
     founders = set(founders)
     found = []
@@ -225,6 +246,12 @@ def failed_writes(cluster: Cluster, workload: Workload, w: int,
         end = cluster.replied_at[op.rid]
         window = [e for e in cluster.reach if start < e.at <= end]
         window += [e for e in cluster.reach if e.at <= start][-1:]
+        chosen = ring.preference_list(partition_of(op.key, ring.partitions),
+                                      cluster.config["n"])
+        # Forwarded, maybe into a partition: it times out rather than be stamped twice.
+        if op.node not in chosen and any(
+                {(op.node, x), (x, op.node)} & (e.cut | e.lossy) for e in window for x in walk):
+            continue
         counted: set[str] | None = None
         for entry in window:
             now = reachable(entry, op.node, walk)

@@ -26,7 +26,7 @@ from typing import Any
 
 import msgpack
 
-from seda_dynamo import peerprotocol
+from seda_dynamo import causality, peerprotocol
 from seda_dynamo.sim.clock import Clock, Trace
 from seda_dynamo.sim.disk import Torn
 from seda_dynamo.sim.net import Network
@@ -87,6 +87,8 @@ class Cluster(Views):
         self.on_reply: dict[Any, Callable[[dict[str, Any]], None]] = {}  # by request id
         self.sent_at: dict[Any, float] = {}  # each request's time sent and of its first
         self.replied_at: dict[Any, float] = {}  # reply: its life, for the checkers
+        #: Every (actor, counter) a value was seen under in a stamp's answer: one each.
+        self.stamps: dict[bytes, set[tuple[str, int]]] = {}
         #: Reachability over time: from each entry's time until the next one, which nodes
         #: had every stage up, which directions were cut, and which could lose messages.
         self.reach: list[Reach] = []
@@ -178,6 +180,11 @@ class Cluster(Views):
                     if rid in self.on_reply:
                         self.on_reply.pop(rid)(reply)
                     continue
+                if event[0] == "updated" and event[3] is not None:  # a write applied
+                    for actor, counter, values in causality.decode(event[3]).entries:
+                        for i, value in enumerate(values):
+                            if value is not None:  # tombstones are no client's value
+                                self.stamps.setdefault(value, set()).add((actor, counter - i))
                 batches.setdefault(dest, []).append(event)
             if self.answer_pings and handler.name == "gossip" and "network" in batches:
                 if rest := self._pings(node, batches.pop("network")):

@@ -145,6 +145,7 @@ def _run(seed: int, nodes: int, ops: int, root: Path, nemesis: Nemesis, open_doo
     # Read back before the calm outage too: its writes merge records, and must not
     # hide what the faults lost.
     result.anomalies += checkers.lost_and_phantom(workload, _read_back(cluster, workload, rng))
+    result.anomalies += checkers.stamped_once(cluster)  # before the outage merges more
     # Judged by founders only, and only those still members (a node that left owns nothing).
     founders = [f"n{i}" for i in range(1, nodes + 1) if f"n{i}" not in cluster.departed()]
     _outage(cluster, workload, rng, founders, result)
@@ -153,6 +154,7 @@ def _run(seed: int, nodes: int, ops: int, root: Path, nemesis: Nemesis, open_doo
     result.anomalies += [a for a in lost if a not in result.anomalies]
     result.anomalies += checkers.replies(cluster, workload)
     result.anomalies += checkers.dots(cluster)
+    result.anomalies += [a for a in checkers.stamped_once(cluster) if a not in result.anomalies]
     result.anomalies += checkers.ring(cluster)
     result.anomalies += checkers.stranded(cluster)
     result.anomalies += checkers.failed_writes(cluster, workload, cluster.config["w"],

@@ -1,7 +1,9 @@
 """Failures within one request (``seda_dynamo.failover``, paper 4.6): a forwarded write
 goes on with what is left of its deadline, or not at all; a spare of a write holds it
 for the owner the failed target held it for, however many replacements in a row; a
-spare of a forwarded write that is this node takes the write over.
+spare of a forwarded write that is this node takes the write over; a forwarded write
+is sent to a second node only when the first certainly never got it (a silent one may
+have stamped it: a second would stamp it again).
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ from seda_dynamo.inflight import InFlight
 from seda_dynamo.routing import Route, Target
 
 ROUTE = Route((Target("a"), Target("b"), Target("c", "x")), ("d", "e", "f"))
+#: A forwarded write's route (``placement.forwarding``): the first chosen, then the rest.
+ONWARD = Route((Target("a"),), ("b", "c", "d", "e", "f"))
 
 
 def pending(op: str = "put", deadline: float = 3.0, forward: bool = False):
-    _, p = InFlight(0).track(1, op, b"k", 2, ROUTE, deadline, 0.0, ATTEMPT_SHARE * 3.0)
     if forward:
-        p.forward = [op, b"k", b"v", None, None, 2]
-        p.attempt = FORWARD_SHARE * 3.0
+        _, p = InFlight(0).track(1, op, b"k", 1, ONWARD, deadline, 0.0, FORWARD_SHARE * 3.0,
+                                 forward=[op, b"k", b"v", None, None, 2])
+        return p
+    _, p = InFlight(0).track(1, op, b"k", 2, ROUTE, deadline, 0.0, ATTEMPT_SHARE * 3.0)
     return p
 
 
@@ -87,3 +92,23 @@ def test_a_forwarded_write_goes_to_the_next_node_or_is_taken_over_here():
     write, deadline, timeout = taken_over(p)
     assert write == ["put", b"k", b"v", None, None, 2] and deadline == 3.0
     assert abs(timeout - 3.0) < 1e-9, "the timeout the forward was given"
+
+
+def test_a_forwarded_write_goes_on_only_from_a_target_it_certainly_never_reached():
+    """The forward target was sent the write and is silent: it may have stamped it, so
+    the next node is not asked (it would stamp it again, a second dot of one write that
+    a later read-modify-write could miss). One the network stage could not send it to
+    is replaced by the next node."""
+    p = pending(deadline=3.0 + FORWARD_SLACK, forward=True)
+    assert p.forward is not None and p.quorum.asked == ("a",)
+    p.quorum.on("slow", "a")
+    assert p.quorum.take_asks() == [], "a silent forward target stays the only one"
+    p.quorum.on("fail", "a", "unreachable")
+    [(spare, replaced)] = p.quorum.take_asks()
+    assert (spare, replaced) == ("b", "a")
+    assert replace(p, spare, replaced, "me") == (FORWARD, [])
+    p.quorum.on("slow", "b")
+    assert p.quorum.take_asks() == [] and p.quorum.on("deadline") is not None
+    plain = pending()  # a replica's rput may be sent twice: a slow one is replaced
+    plain.quorum.on("slow", "a")
+    assert plain.quorum.take_asks() == [("d", "a")]

@@ -1,7 +1,7 @@
 """What the network stage waits on (``seda_dynamo.outstanding``): every client request is
 closed once, by its reply or its deadline; an answer completes only a call this node
-made, once, of the kind it expects; nothing is kept without a deadline, and the calls
-kept are bounded.
+made, once, of the kind it expects; a forwarded write is taken once per call; nothing
+is kept without a deadline, and the calls kept are bounded.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from seda_dynamo.outstanding import CALL_TTL, GRACE, Calls, Remote, Requests
+from seda_dynamo.outstanding import CALL_TTL, GRACE, Calls, Remote, Requests, Taken
 
 
 def test_a_request_is_closed_once_by_its_reply_or_its_deadline():
@@ -95,3 +95,17 @@ def test_a_remote_origin_round_trips():
     origin = Remote("10.0.0.1:7100", 99).as_wire()
     back = Remote.from_wire(origin)
     assert (back.peer, back.call_id) == ("10.0.0.1:7100", 99)
+
+
+def test_a_forwarded_call_is_taken_once_until_its_deadline_and_what_is_kept_is_bounded():
+    t = Taken(max_kept=3)
+    b7, c7 = Remote("b", 7), Remote("c", 7)
+    assert t.first(b7, 0.0, 1000) and not t.first(b7, 0.5, 1000), "a copy"
+    assert t.first(c7, 0.5, 1000), "another caller's call 7 is another call"
+    assert not t.first(b7, 1.0 + GRACE - 0.01, 1000)
+    assert t.first(Remote("b", 0), 0.0, 1000) and t.first(Remote("b", 0), 0.0, 1000), \
+        "call id 0 (no answer expected) is never kept"
+    assert t.first(b7, 1.0 + GRACE, 1000), "past its deadline the call is forgotten"
+    for i in range(10):
+        t.first(Remote("d", i + 1), 2.0, 60_000)
+    assert len(t) <= 3

@@ -91,6 +91,40 @@ def test_a_slow_target_is_replaced_once_and_its_late_answer_still_counts():
     assert q2.on("ok", "d", 2) is Outcome.OK
 
 
+def test_a_silent_target_of_a_write_sent_once_stays_asked_and_only_a_failed_one_is_replaced():
+    """A forwarded write (``replace_slow=False``): a silent target may have applied it,
+    so no spare is asked in its place (it would stamp the write a second time); the
+    request ends by its deadline unless the silent one answers. A target the write
+    certainly never reached (``fail``: the network stage could not send it) is replaced."""
+    q = QuorumRequest(1, ("a",), ("b", "c"), replace_slow=False)
+    assert q.start() is None
+    assert q.on("slow", "a") is None and q.take_asks() == [] and q.spare == ("b", "c")
+    assert "a" in q.slow and q.waiting_on("a")
+    assert q.on("ok", "a", "reply") is Outcome.OK, "its late answer is the answer"
+    q = QuorumRequest(1, ("a",), ("b", "c"), replace_slow=False)
+    q.on("slow", "a")
+    assert q.on("deadline") is Outcome.TIMEOUT
+    q = QuorumRequest(1, ("a",), ("b", "c"), replace_slow=False)
+    assert q.on("fail", "a", "unreachable") is None and q.take_asks() == [("b", "a")]
+    q.on("slow", "b")
+    assert q.take_asks() == [] and q.spare == ("c",)
+    q.on("fail", "b", "unreachable")  # slow, then proved never sent: replaced now
+    assert q.take_asks() == [("c", "b")]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["slow", "fail"]), st.integers(0, 5)),
+                max_size=20))
+def test_a_write_sent_once_is_never_with_two_targets_that_may_hold_it(schedule):
+    """Whatever order silence and failed sends come in, at most one target of a
+    request that must not be sent twice has not certainly failed."""
+    nodes = tuple("abcdef")
+    q = QuorumRequest(1, nodes[:1], nodes[1:], replace_slow=False)
+    for kind, i in schedule:
+        q.on(kind, nodes[i])
+        q.take_asks()
+        assert len([n for n in q.asked if n not in q.failed]) <= 1, (q.asked, q.failed)
+
+
 def test_unavailable_only_once_the_spares_are_used_up():
     q = QuorumRequest(2, ("a", "b", "c"), ("d",))
     assert q.on("fail", "a") is None

@@ -158,7 +158,7 @@ def test_a_forward_to_an_unreachable_replica_goes_to_the_next_one_then_to_us():
     [(peer, fwd)] = calls(h.take_outbox())
     assert peer == "p-c" and fwd[:7] == ["fwd", "put", key, b"v", None, None, 2]
     assert fwd[7] == TIMEOUT_MS - 100, "what is left of the deadline"
-    h.tick(0.1 + coordination.FORWARD_SHARE * TIMEOUT_MS / 1000 + 0.01)  # c is silent
+    h.handle_events([["unreachable", "p-c", cid]], 0.2)
     [(peer, fwd)] = calls(h.take_outbox())
     assert peer == "p-d" and fwd[0] == "fwd"
     h.handle_events([["unreachable", "p-d", cid]], 0.7)
@@ -172,6 +172,34 @@ def test_a_forward_to_an_unreachable_replica_goes_to_the_next_one_then_to_us():
     assert sorted(p for p, _ in calls(out)) == ["p-d", "p-e"]
     h.handle_events([["resp", "e", update[2], ["updated", None]]], 0.72)
     assert [r["ok"] for r in replies(h.take_outbox())] == [True]
+
+
+def test_a_silent_forward_target_is_not_replaced_and_the_request_ends_by_its_deadline():
+    """b was sent the write and is silent past its forward share: it may have stamped
+    it, so neither c nor a (after the others) stamps it a second time; b is suspected,
+    its late answer is the client's answer, and without one the request ends by its
+    deadline with ``timeout``."""
+    h, ring = coordinator(owners=("b", "c", "d", "a", "e", "b", "c", "d"))
+    key, _ = keys_walking(ring, "b", 1)[0]
+    silent = 0.01 + coordination.FORWARD_SHARE * TIMEOUT_MS / 1000
+    for rid, late in ((1, True), (2, False)):
+        h.handle_events([["req", rid, "put", key, b"v", None, None, 2, TIMEOUT_MS, False]],
+                        0.0)
+        cid = next(e[3] for dest, e in h.take_outbox() if dest == "network")
+        h.tick(silent)
+        out = h.take_outbox()
+        assert not calls(out) and not replies(out), "no second node is sent the write"
+        assert not [e for dest, e in out if dest == "versioning"], "nor is it stamped here"
+        assert "b" in h.placement.suspects
+        if late:
+            reply = {"ok": True, "context": b"c", "epoch": 1}
+            h.handle_events([["resp", "b", cid, ["reply", reply]]], silent + 0.1)
+            assert replies(h.take_outbox()) == [reply]
+            continue
+        h.tick(TIMEOUT_MS / 1000 + coordination.FORWARD_SLACK + 0.001)
+        out = h.take_outbox()
+        assert not calls(out) and [r["error"] for r in replies(out)] == ["timeout"]
+    assert not h.requests
 
 
 def test_a_forwarded_write_s_reply_is_passed_on_and_counted_in_the_metrics():

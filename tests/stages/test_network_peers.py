@@ -107,6 +107,29 @@ def test_a_forwarded_write_past_its_deadline_is_answered_timeout_and_forgotten()
     assert net.take_outbox() == [], "coordination's late answer goes nowhere"
 
 
+def test_a_forwarded_write_that_arrives_twice_is_coordinated_once():
+    """A network may deliver a frame twice (the simulator's does). Every other peer
+    request is idempotent (a merge, a read, a compare-and-delete); a ``fwd`` is stamped
+    by the coordination it reaches, so its copy would be a second dot of one client
+    write. A repeat of a call id already taken from that peer is dropped, in the same
+    batch, after the reply, and while its deadline lasts; another call is a new one."""
+    net = network.Handler(CONFIG)
+    fwd = ["fwd", "put", b"k", b"v", None, None, None, 400]
+    twice = ["req", PEERS["b"], 77, fwd]
+    net.handle_frames("peer", [peer_frame([twice, twice])], 1.0)
+    [(dest, req)] = net.take_outbox()
+    assert dest == "coordination" and req[0] == "req"
+    net.handle_events([["reply", req[1], {"ok": True, "context": b"c"}]], 1.1)
+    [(dest, resp)] = net.take_outbox()
+    assert dest == B and resp[2] == 77
+    net.handle_frames("peer", [peer_frame([twice])], 1.2)  # the late copy
+    assert net.take_outbox() == [] and not net.waiting
+    net.handle_frames("peer", [peer_frame([["req", PEERS["b"], 78, fwd],
+                                           ["req", PEERS["c"], 77, fwd]])], 1.3)
+    assert [e[0] for d, e in net.take_outbox() if d == "coordination"] == ["req", "req"]
+    assert net.bad_peer_events == 0 and not net.errors
+
+
 # Answers: only for a call this node made ----------------------------------------------
 def call(net: network.Handler, request: list, tag, node: str | None = "b", ttl=5.0,
          now: float = 0.0, stage: str = "coordination") -> int:
