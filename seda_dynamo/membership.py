@@ -121,8 +121,7 @@ class View:
         assert self.ring is not None
         mine = self.members[self.me]
         done = mine.handed if mine.handed_epoch == self.ring.epoch else frozenset()
-        return self._change_self(handed=done | {partition},
-                                 handed_epoch=self.ring.epoch).reclaim()
+        return self._change_self(handed=done | {partition}, handed_epoch=self.ring.epoch).reclaim()
 
     def join_refusal(self, seed: str, own_peer: str) -> str | None:
         """Why an operator's ``join`` through ``seed`` is refused (paper 4.8.1: joining is
@@ -290,8 +289,7 @@ class View:
     def _ring(self, owners: tuple[str, ...], planned: tuple[str, ...], epoch: int) -> Ring:
         holding = set(owners) | set(planned)
         members = tuple(
-            Member(node, e.client, e.peer, "valid" if e.status == "valid" else "leaving",
-                   e.weight)
+            Member(node, e.client, e.peer, "valid" if e.status == "valid" else "leaving", e.weight)
             for node, e in sorted(self.members.items())
             if e.status == "valid" or node in holding)
         return Ring(self.partitions, epoch, members, tuple(owners),
