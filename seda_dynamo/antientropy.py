@@ -10,10 +10,11 @@ answers. ``Round`` is that driver: a value with no IO, advanced by answers.
 ``anti_entropy_every`` seconds (while the foreground leaves room, paper 6.5) it takes the
 next partition of the sweep that this node replicates and compares it with one other
 live replica, one exchange at a time and each within ``EXCHANGE_DEADLINE`` (a question
-lost with a restarted persistence stage is asked again at its restart); then it repairs
-at most ``REPAIRS_PER_EXCHANGE`` differing keys both ways by merging versions (pull: the
-peer's versions synced here; push: ours sent there), never overwriting. The pause before
-the next exchange grows with the keys repaired, so repairs yield to clients in proportion.
+unanswered for ``QUESTION_DEADLINE``, or lost with a restarted persistence stage, is
+asked again); then it repairs at most ``REPAIRS_PER_EXCHANGE`` differing keys both ways
+by merging versions (pull: the peer's versions synced here; push: ours sent there), never
+overwriting. The pause before the next exchange grows with the keys repaired, so repairs
+yield to clients in proportion.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ TREE_SEGMENTS = 1024
 TREE_WIDTH = 32
 TREE_LEVELS = 3  # root, 32 inner nodes, 1,024 segments
 EXCHANGE_DEADLINE = 10.0
+#: Seconds a tree question waits for both answers before it is asked again, of both
+#: sides, under a new ref (a question or answer lost on a lossy link, or with a crashed
+#: persistence stage, would otherwise hold the sweep until ``EXCHANGE_DEADLINE``).
+QUESTION_DEADLINE = 2.0
 REPAIRS_PER_EXCHANGE = 1000
 REPAIR_PACE = 100  # keys repaired per anti_entropy_every of pause
 
@@ -131,9 +136,12 @@ class Exchanges(Component):
         return min(self.next_partition, self.partitions)
 
     def tick(self, now: float) -> None:
-        """Give up an exchange past its deadline; start the next one when it is time."""
+        """Give up an exchange past its deadline, ask again a question past its own;
+        start the next exchange when it is time."""
         if self.exchange is not None and now - self.exchange.started > EXCHANGE_DEADLINE:
             self._abort("it took too long")
+        elif self.exchange is not None and now - self.exchange.asked > QUESTION_DEADLINE:
+            self._ask_again(now)
         if self.every and self.exchange is None and self.share.allows(now) \
                 and self.timer.due(now, self.every):
             self._start(now)

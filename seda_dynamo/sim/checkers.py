@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from seda_dynamo import causality
-from seda_dynamo.antientropy import EXCHANGE_DEADLINE
+from seda_dynamo.antientropy import QUESTION_DEADLINE
 from seda_dynamo.failure import PING_EVERY
 from seda_dynamo.ring import partition_of
 from seda_dynamo.sim.cluster import Cluster, Reach
@@ -283,21 +283,20 @@ SLACK = 1.0
 
 def convergence_bound(cluster: Cluster, faults_ended: float) -> float:
     """Simulated seconds from now within which every replica must agree: the intervals
-    above and ``SLACK``, plus the rest of the life of any exchange still waiting on the
-    peer's answer, which a fault may have lost (it started before ``faults_ended``).
-    Such an exchange holds its node's sweep until it is abandoned ``EXCHANGE_DEADLINE``
-    after it started (the peer call that was lost is never reported as failed), which
-    the run measured at up to 7 s past the moment the ring converged (seed 20 of 3
-    nodes). One waiting only on its own persistence stage is not stalled: that question
-    is lost only with the stage's process, and asked again at its restart (``started``)."""
+    above and ``SLACK``, plus what is left of a tree question that a fault may have lost
+    (one asked before ``faults_ended`` and still waiting). Such a question holds its
+    node's sweep until it is asked again, ``QUESTION_DEADLINE`` after it was asked
+    (antientropy.py; a question lost with a crashed persistence stage is asked again at
+    its restart). Before, a lost question held the sweep until the whole exchange was
+    abandoned, ``EXCHANGE_DEADLINE`` (10 s) after it started, and this term allowed for
+    that (up to 7 s past the ring's convergence on seed 20 of 3 nodes)."""
     every = cluster.config["anti_entropy_every"]
     stalled = 0.0
     for _, node in sorted(cluster.nodes.items()):
         gossip: Any = node.stages.get("gossip")
         exchange = None if gossip is None else gossip.exchanges.exchange
-        if exchange is not None and exchange.started < faults_ended \
-                and "remote" not in exchange.answers:
-            stalled = max(stalled, exchange.started + EXCHANGE_DEADLINE - cluster.now)
+        if exchange is not None and exchange.asked < faults_ended:
+            stalled = max(stalled, exchange.asked + QUESTION_DEADLINE - cluster.now)
     return CONVERGENCE_INTERVALS * every + SLACK + stalled
 
 

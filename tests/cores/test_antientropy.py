@@ -10,7 +10,13 @@ from duties import LOG, FakeCluster, Q, Sent, settled_view
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seda_dynamo.antientropy import EXCHANGE_DEADLINE, Exchanges, Round, new_tree
+from seda_dynamo.antientropy import (
+    EXCHANGE_DEADLINE,
+    QUESTION_DEADLINE,
+    Exchanges,
+    Round,
+    new_tree,
+)
 from seda_dynamo.background import BackgroundShare
 from seda_dynamo.duty import Duty, Route, Timer
 from seda_dynamo.merkle import HashTree, Question, answer, object_hash
@@ -197,6 +203,31 @@ def test_pushes_whose_read_never_came_back_do_not_pile_up():
         r.x.tick(float(step))
         r.answer_all(step + 0.1)
     assert len(r.x.pushes) <= 1
+
+
+def test_a_tree_question_left_unanswered_is_asked_again_before_the_exchange_deadline():
+    """A question or its answer lost on the way (a lossy link, a persistence stage that
+    crashed) used to hold the node's sweep until EXCHANGE_DEADLINE; now the question is
+    asked again, of both sides, QUESTION_DEADLINE after it was asked, and what comes late
+    for the earlier ask is not taken for the later one."""
+    r = Replicas(tree(a=b"1", b=b"2"), tree(a=b"9", c=b"3"))
+    r.x.tick(0.0)
+    (first,), (first_call,) = r.questions()
+    r.x.local(0.1, Route.parse(first[2]), ["tree_answer",
+                                           answer(r.mine, Question.from_wire(first[4]))])
+    r.x.tick(QUESTION_DEADLINE)
+    assert r.questions() == ([], []), "not yet"
+    r.x.tick(QUESTION_DEADLINE + 0.1)
+    (again,), (again_call,) = r.questions()
+    assert again[4] == first[4] and again_call[4] == first_call[4], "the same question"
+    assert again[2] != first[2], "under a ref of its own"
+    late = Route.parse(first[2])
+    r.x.answer(2.2, "n2", late, ["tree", answer(r.theirs, Question.from_wire(first[4]))])
+    r.x.local(2.2, late, ["tree_answer", answer(r.mine, Question.from_wire(first[4]))])
+    assert r.questions() == ([], []), "answers to the earlier ask are not taken"
+    r.sent.events += [("persistence", again), ("network", again_call)]
+    r.answer_all(2.3)
+    assert r.x.stats["exchanges"] == 1 and r.x.stats["aborted"] == 0
 
 
 def test_a_restarted_persistence_stage_is_asked_the_question_again_at_once():
