@@ -19,7 +19,7 @@ from seda_dynamo.engines import KEY_SPACE, key_hash, open_engine
 from seda_dynamo.merkle import EMPTY, object_hash
 from seda_dynamo.reaper import only_tombstones
 from seda_dynamo.ring import partition_of
-from stages import persistence
+from stages import persistence, versioning
 
 Q = CONFIG.partitions
 
@@ -329,6 +329,32 @@ def test_a_store_found_empty_by_the_departure_is_sealed_and_stores_nothing_after
         assert handler.gauges()["sealed"]
     (_, answer), = run(restarted(), [["fold", "gossip", 5, "0", f"{KEY_SPACE:x}", 1]])
     assert answer[:3] == ["folded", 5, []], "a plain fold is answered as before"
+
+
+def test_a_replica_write_to_a_sealed_node_fails_and_leaves_no_copy(tmp_path):
+    """The path of seed 1044: another node's ``rput`` (a read repair) reaches versioning
+    as a ``sync``; on a sealed node its write is refused, and the answer is an error, so
+    the sender's request fails over to a spare instead of counting this node."""
+    config = NodeConfig(node_id="t", engine="memory", partitions=Q, data_dir=str(tmp_path))
+    engine = open_engine("memory", "", "data", "nosync")
+    store_ = persistence.Handler(config, engine=engine, incarnation_id="i", mint_epoch=1,
+                                 hints=open_engine("memory", "", "h", "nosync"))
+    run(store_, [sealing_fold(1)])
+    v = versioning.Handler(config)
+    v.handle_events([["sync", "gossip", "repair", b"k", live(b"stale"), None]], 0.0)
+    answers = []
+    for _ in range(10):
+        out = v.take_outbox()
+        answers += [e for d, e in out if d == "gossip"]
+        batch = [e for d, e in out if d == "persistence"]
+        if not batch:
+            break
+        for dest, event in run(store_, batch):
+            assert dest == "versioning"
+            v.handle_events([event], 0.0)
+    (answer,) = answers
+    assert answer[0] == "updated" and answer[1] == "repair" and "left" in answer[4], answer
+    assert engine.get(b"k") is None
 
 
 def test_a_plain_fold_of_an_empty_store_seals_nothing(tmp_path):
