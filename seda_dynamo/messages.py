@@ -6,9 +6,9 @@ versions of 4.4, the hints of 4.6, the trees of 4.7, the membership of 4.8). On 
 queue an event is a msgpack array ``[kind, *fields]``; here each kind is a frozen,
 slotted type (a ``NamedTuple``) with named fields, whose ``to_wire()`` is exactly that
 array and whose ``from_wire(array)`` checks the kind and the number of fields
-(``seda_dynamo.messagewire``). Stages build events with ``Type.wire(...)``: the same
-fields, straight to the array (no object: the hot path). Which stage receives each kind,
-by which handler, and what answers it: ``seda_dynamo.messagetable``. Pure, no IO.
+(``seda_dynamo.messagewire``). ``Type.wire(...)`` builds an event from the same fields,
+straight to the array (no object: the hot path). Who receives, handles and answers each
+kind: ``seda_dynamo.messagetable``. Pure, no IO.
 
 Names of the fields that say where something goes, one meaning each:
 
@@ -17,8 +17,7 @@ Names of the fields that say where something goes, one meaning each:
   id, an engine request, a transfer chunk);
 - ``origin``: a peer's request that an answer goes back to, ``[peer, call_id]``;
 - ``rid``: the network stage's id of a client request.
-
-Peer requests and answers (``seda_dynamo.peerprotocol``) cross nodes; these never do.
+These never cross nodes; peer requests and answers do (``seda_dynamo.peerprotocol``).
 """
 
 from __future__ import annotations
@@ -206,13 +205,14 @@ class Write(NamedTuple):
 
 @kind("fold")
 class Fold(NamedTuple):
-    """One chunk of the records in a hash range (hex: 128 bits), for a hand-over."""
+    """A hash range's records (hex), for a hand-over; ``seal``: departure.py's question."""
 
     reply_to: str
     ref: Any
     lo_hex: str
     hi_hex: str
     max_keys: int
+    seal: bool = False
 
 
 @kind("tree")

@@ -258,7 +258,10 @@ class Transfers(Component):
         self.bytes += sum(len(k) + len(v) for k, v in pairs)
         cursor = int(next_cursor, 16) if next_cursor is not None else None
         if transfer.chunk(route.ident[1], [len(k) + len(v) for k, v in pairs], cursor, total):
-            peer = self.cluster.peers()[transfer.target]
+            peer = self.cluster.peers().get(transfer.target)
+            if peer is None:  # it left while the chunk was read: the plan is made again
+                del self.active[transfer.partition]
+                return
             for key, value in pairs:
                 self.call(peer, route, ["rput", key, value, None], transfer.target)
         if self._step(transfer, now):

@@ -25,6 +25,12 @@ the epoch is a durable counter bumped at every start of this stage and the seque
 grows with every key read, so this one process orders every fresh actor the node's
 versioning workers mint (``actors.own_actor`` picks the newest).
 
+A leaving node departs only once its store holds no key (``departure.py``): that last
+question is a ``fold`` with ``seal``, and a store found empty is sealed before the answer
+goes (``DATA_DIR/sealed``, written whole): from then on every write is refused, after a
+restart too. The reaper asks no node that has left, so a copy stored there later (a
+stale view's replica write or read repair) would outlive the tombstone it was covered by.
+
 The tree build folds the store while writes go on: a key written (or reaped) after the
 build read its record keeps the entry its write gave it, never the older one the build
 read, or compare-and-set against the tree would refuse every later write of the key.
@@ -57,6 +63,7 @@ BUILD_CHUNK = 1000
 FOLD_BYTES = 4 * 1024 * 1024
 BUILD_TICK = 0.02
 IDLE_TICK = 0.5
+SEALED = "this node has left the cluster: it stores no copy of any key"
 
 
 class Handler(Stage):
@@ -86,6 +93,7 @@ class Handler(Stage):
         self.merkle = StoreTrees(config.partitions)  # a Merkle tree per partition
         self.trees = self.merkle.trees
         self.building: Any = iter(self.engine.fold(0, KEY_SPACE))  # None: built
+        self.sealed = _seal_path(config).exists()  # the node left: no write is taken
 
     def start(self, now: float) -> None:
         """Announce this process: what was asked of the last one is lost with it, so the
@@ -110,7 +118,9 @@ class Handler(Stage):
                 self.errors += 1
                 self.log.error("%s event refused: %s: %s", kind, exc, brief(event, 200))
                 continue
-            if kind == "write":  # messages.Write, checked
+            if kind == "write" and self.sealed:
+                self.emit(parsed[0], Written.wire(parsed[1], SEALED, []))
+            elif kind == "write":  # messages.Write, checked
                 commit.take(*parsed, lambda key: self._current(key, commit.hashes),
                             self._token)
             else:
@@ -177,8 +187,10 @@ class Handler(Stage):
             self.tick_interval = IDLE_TICK
 
     def on_fold(self, now: float, reply_to: str, ref: Any, lo_hex: str, hi_hex: str,
-                max_keys: int) -> None:
+                max_keys: int, seal: bool = False) -> None:
         """One chunk of a hash range for a hand-over: the records and where to go on.
+        With ``seal`` (a leaving node's last question), a range found empty seals the
+        store first; a seal that could not be made durable is no answer (asked again).
 
         Hashes are 128-bit, beyond msgpack's integers, so they travel as hex strings.
         """
@@ -191,6 +203,8 @@ class Handler(Stage):
                 break
             pairs.append([key, value])
             size += len(key) + len(value)
+        if seal is True and not pairs and next_lo is None and not self._seal():
+            return
         tree = self.trees.get(partition_of_hash(lo, self.config.partitions))
         self.emit(reply_to, Folded.wire(ref, pairs, next_lo, len(tree) if tree is not None
                                         and self.building is None else None))
@@ -263,6 +277,18 @@ class Handler(Stage):
             self._index([(key, None)])
             self.forgotten += 1
 
+    def _seal(self) -> bool:
+        """Seal the store for good (the node has left); whether it is sealed."""
+        if not self.sealed:
+            try:
+                write_atomically(_seal_path(self.config), "left\n")
+            except OSError:
+                self.errors += 1
+                self.log.exception("could not seal the store")
+                return False
+            self.sealed = True
+        return True
+
     def _token(self) -> bytes:
         """A fresh hint token (from the handler's entropy: seeded in a simulator)."""
         return self.entropy(64).to_bytes(8, "big")
@@ -271,11 +297,16 @@ class Handler(Stage):
         return {"commits": self.commits, "keys": self.engine.count(), "reaped": self.reaped,
                 "forgotten": self.forgotten,
                 "conflicts": self.conflicts,
-                "hints": self.hints.count(), "trees_built": self.building is None}
+                "hints": self.hints.count(), "trees_built": self.building is None,
+                "sealed": self.sealed}
 
     def close(self) -> None:
         self.hints.close()
         self.engine.close()
+
+
+def _seal_path(config: NodeConfig) -> Path:
+    return Path(config.data_dir) / "sealed"
 
 
 def _mint_epoch(config: NodeConfig) -> int:

@@ -60,9 +60,9 @@ def test_the_departure_asks_persistence_for_any_key_and_departs_only_on_none():
                           again=again.append)
     departure.tick(0.0)
     (fold,) = sent.to("persistence")
-    kind, reply_to, ref, lo_hex, hi_hex, max_keys = fold
-    assert (kind, reply_to, int(lo_hex, 16), int(hi_hex, 16), max_keys) == (
-        "fold", "gossip", 0, KEY_SPACE, 1)
+    kind, reply_to, ref, lo_hex, hi_hex, max_keys, seal = fold
+    assert (kind, reply_to, int(lo_hex, 16), int(hi_hex, 16), max_keys, seal) == (
+        "fold", "gossip", 0, KEY_SPACE, 1, True), "no key at all: persistence seals itself"
     route = Route.parse(ref)
     assert route is not None and route.duty is Duty.DEPART
     departure.tick(0.1)

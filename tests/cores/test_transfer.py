@@ -4,13 +4,14 @@ hand-over duty (``Transfers``) that drives them, under a fake clock."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from duties import LOG, FakeCluster, Q, Sent, planned_view
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seda_dynamo.background import BackgroundShare
-from seda_dynamo.duty import Route
+from seda_dynamo.duty import Duty, Route
 from seda_dynamo.membership import Entry, View
 from seda_dynamo.ring import partition_range
 from seda_dynamo.transfer import CHUNK_DEADLINE, Transfer, Transfers
@@ -201,3 +202,21 @@ def test_folds_lost_with_a_restarted_persistence_stage_are_read_again_at_the_nex
     s.t.restarted(1.0, "persistence")
     s.step(1.1)
     assert sorted(s.handed) == sorted(s.planned) and not s.t.active
+
+
+
+def test_a_chunk_read_for_a_target_that_has_left_since_is_sent_to_nobody():
+    """Simulator seed 13 (after the departure's seal changed its run): n1 read a chunk for
+    n4, n4 left before the fold came back, and the stage raised on the chunk (the target
+    was no longer among the peers). The hand-over is dropped and planned again."""
+    s = Streamed(at_once=2)
+    s.step(0.0, outcome=lambda: "lost")  # every fold asked, none answered yet
+    partition, transfer = next(iter(s.t.active.items()))
+    view = s.cluster.view
+    gone = view.members[transfer.target]
+    s.cluster.view = replace(view, members={**view.members,
+                                            transfer.target: replace(gone, status="left")})
+    s.t.local(0.1, Route(Duty.TRANSFER, (partition, transfer.seq)),
+              ["folded", [[b"a", b"1"]], None, 1])
+    assert not [e for d, e in s.sent.take() if d == "network"], "no rput to a node gone"
+    assert partition not in s.t.active, "planned again at the next round"

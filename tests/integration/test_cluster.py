@@ -272,6 +272,7 @@ def test_a_leaving_node_hands_everything_over_and_nothing_is_lost(cluster_factor
                    == "left", 60, "n4 to have left", interval=0.5)
         ring = c.ring()
     assert "n4" not in {owner for owners in ring["owners"] for owner in owners}
+    assert (leaver.data_dir / "sealed").exists(), "a node that has left takes no write"
     leaver.kill9()
     # Three nodes, N=3: each remaining node must hold every key on its own disk.
     for survivor in nodes[:3]:

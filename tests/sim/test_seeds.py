@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from seda_dynamo.sim import run_seed
+from seda_dynamo.sim.nemesis import PRESETS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,3 +76,15 @@ def test_seed_21_a_crashed_persistence_stage_holds_no_key_past_its_restart():
 def test_seed_6_with_clients_talking_to_a_node_before_it_joins():
     result = run_seed(6, 3, clients_reach_outsiders=True)
     assert not result.anomalies, result.anomalies
+
+
+def test_seed_1044_harsh_a_node_that_has_left_takes_no_copy_a_reap_could_miss():
+    """n1 left (its store was empty, it departed); a read repair from n4, whose view still
+    made n1 a replica, then stored key3 on n1 with b'v3' under n2's dot. The reaper asks
+    only nodes that have not left, so it reaped the key's tombstone (acknowledged delete
+    73, which covered b'v3' too) on n2, n3 and n4, and n1's stray sweep handed its copy
+    home: b'v3', covered by acknowledged delete 57, was back at the end. Now the store
+    that answered the departure "no key" is sealed and refuses every write
+    (tests/stages/test_persistence.py)."""
+    result = run_seed(1044, 3, nemesis=PRESETS["harsh"])
+    assert result.requests and not result.anomalies, result.anomalies

@@ -15,11 +15,11 @@ from test_peer_trust import CONFIG, store
 
 from seda_dynamo.antientropy import new_tree
 from seda_dynamo.config import NodeConfig
-from seda_dynamo.engines import key_hash
+from seda_dynamo.engines import KEY_SPACE, key_hash, open_engine
 from seda_dynamo.merkle import EMPTY, object_hash
 from seda_dynamo.reaper import only_tombstones
 from seda_dynamo.ring import partition_of
-from stages import persistence
+from stages import persistence, versioning
 
 Q = CONFIG.partitions
 
@@ -289,6 +289,82 @@ def test_tree_answers_follow_every_write_once_the_build_is_done():
     assert tree_answer(h, p, ROOT) == first, "a deletion leaves the tree as before"
     for bad in ({"kind": "hashes", "level": 9, "indices": [0]}, {"kind": "x"}, [1]):
         assert tree_answer(h, p, bad) is None, bad
+
+
+# A node that has left: the seal -------------------------------------------------------
+def sealing_fold(tag: int) -> list:
+    """A leaving node's last question (``departure.Departure``): any key at all? None:
+    seal the store."""
+    return ["fold", "gossip", tag, "0", f"{KEY_SPACE:x}", 1, True]
+
+
+def test_a_store_found_empty_by_the_departure_is_sealed_and_stores_nothing_after_a_restart(
+        tmp_path):
+    """Seed 1044 (harsh): n1 departed on an empty store, then a read repair from n4 (whose
+    view still had n1 as a replica) stored a copy on n1; the reaper, which asks only nodes
+    that have not left, reaped the key's tombstone, and n1's stray sweep handed the stale
+    copy home: a value an acknowledged delete covered came back. Once the store answers
+    "no key" to the departure's question it takes no write, ever, restarts included."""
+    config = NodeConfig(node_id="t", engine="memory", partitions=Q, data_dir=str(tmp_path))
+    engine = open_engine("memory", "", "data", "nosync")
+    hints = open_engine("memory", "", "h", "nosync")
+
+    def restarted() -> persistence.Handler:
+        return persistence.Handler(config, engine=engine, hints=hints, incarnation_id="i",
+                                   mint_epoch=1)
+    h = restarted()
+    run(h, [write(0, [[b"stray", live(b"v")]])])
+    (_, answer), = run(h, [sealing_fold(1)])
+    assert answer[:2] == ["folded", 1] and answer[2], "a key is left: no seal"
+    (_, answer), = run(h, [write(2, [[b"late", live(b"w")]])])
+    assert answer == ["written", 2, None, []], "not sealed: writes go on"
+    h.on_forget(0.0, b"stray", live(b"v"))
+    h.on_forget(0.0, b"late", live(b"w"))
+    (_, answer), = run(h, [sealing_fold(3)])
+    assert answer[:3] == ["folded", 3, []], "empty: sealed, and the node may depart"
+    for handler in (h, restarted()):
+        (_, answer), = run(handler, [write(4, [[b"k", live(b"stale")]], hints=[["b", b"k"]])])
+        assert answer[:2] == ["written", 4] and "left" in answer[2], answer
+        assert engine.get(b"k") is None and hints.count() == 0
+        assert handler.gauges()["sealed"]
+    (_, answer), = run(restarted(), [["fold", "gossip", 5, "0", f"{KEY_SPACE:x}", 1]])
+    assert answer[:3] == ["folded", 5, []], "a plain fold is answered as before"
+
+
+def test_a_replica_write_to_a_sealed_node_fails_and_leaves_no_copy(tmp_path):
+    """The path of seed 1044: another node's ``rput`` (a read repair) reaches versioning
+    as a ``sync``; on a sealed node its write is refused, and the answer is an error, so
+    the sender's request fails over to a spare instead of counting this node."""
+    config = NodeConfig(node_id="t", engine="memory", partitions=Q, data_dir=str(tmp_path))
+    engine = open_engine("memory", "", "data", "nosync")
+    store_ = persistence.Handler(config, engine=engine, incarnation_id="i", mint_epoch=1,
+                                 hints=open_engine("memory", "", "h", "nosync"))
+    run(store_, [sealing_fold(1)])
+    v = versioning.Handler(config)
+    v.handle_events([["sync", "gossip", "repair", b"k", live(b"stale"), None]], 0.0)
+    answers = []
+    for _ in range(10):
+        out = v.take_outbox()
+        answers += [e for d, e in out if d == "gossip"]
+        batch = [e for d, e in out if d == "persistence"]
+        if not batch:
+            break
+        for dest, event in run(store_, batch):
+            assert dest == "versioning"
+            v.handle_events([event], 0.0)
+    (answer,) = answers
+    assert answer[0] == "updated" and answer[1] == "repair" and "left" in answer[4], answer
+    assert engine.get(b"k") is None
+
+
+def test_a_plain_fold_of_an_empty_store_seals_nothing(tmp_path):
+    config = NodeConfig(node_id="t", engine="memory", partitions=Q, data_dir=str(tmp_path))
+    h = persistence.Handler(config, engine=open_engine("memory", "", "data", "nosync"),
+                            hints=open_engine("memory", "", "h", "nosync"),
+                            incarnation_id="i", mint_epoch=1)
+    run(h, [["fold", "gossip", 1, "0", f"{KEY_SPACE:x}", 64]])
+    (_, answer), = run(h, [write(2, [[b"k", live(b"v")]])])
+    assert answer == ["written", 2, None, []]
 
 
 # Tombstones ------------------------------------------------------------------------------
