@@ -328,23 +328,32 @@ def test_what_a_stage_could_not_queue_reaches_the_duty_that_asked(tmp_path):
     assert h.errors == 0 and all(r.got == [] for r in h.duties.values())
 
 
-def test_a_round_of_ping_answers_reads_the_member_list_once_not_once_per_answer(
-        tmp_path, monkeypatch):
-    """At scale (seda_dynamo/sim/scale.py, issue 13): each ping answer asked the view for
-    its peers, a dict of every member built anew, so a round of n answers cost O(n^2)
-    on every node. The peers are the view's: computed once per view."""
+def pinging_two_hundred(tmp_path):
+    """Node n1 of a 200-member view, started: the handler, the members, its first pings."""
     h = handler(tmp_path)
     members = {f"n{i}": entry(i) for i in range(1, 201)}
     h.view = View("n1", Q, N, members, h.view.ring)
     h.start(0.0)
     h.tick(0.0)
-    pings = [e for d, e in h.take_outbox() if d == "network" and e[4] == ["ping"]]
+    return h, members, [e for d, e in h.take_outbox() if d == "network" and e[4] == ["ping"]]
+
+
+def answer_every_ping(h, members, pings) -> None:
+    by_peer = {e.peer: node for node, e in members.items()}
+    h.handle_events([["resp", by_peer[e[1]], e[3], ["pong"]] for e in pings], 0.01)
+
+
+def test_a_round_of_ping_answers_reads_the_member_list_once_not_once_per_answer(
+        tmp_path, monkeypatch):
+    """At scale (seda_dynamo/sim/scale.py, issue 13): each ping answer asked the view for
+    its peers, a dict of every member built anew, so a round of n answers cost O(n^2)
+    on every node. The peers are the view's: computed once per view."""
+    h, members, pings = pinging_two_hundred(tmp_path)
     assert len(pings) == 199
     scans = []
     real = View.peers
     monkeypatch.setattr(View, "peers", lambda self: scans.append(1) or real(self))
-    by_peer = {e.peer: node for node, e in members.items()}
-    h.handle_events([["resp", by_peer[e[1]], e[3], ["pong"]] for e in pings], 0.01)
+    answer_every_ping(h, members, pings)
     assert not h.down
     assert len(scans) <= 2, len(scans)
 
@@ -355,18 +364,12 @@ def test_a_round_of_answers_from_members_down_judges_each_once_not_all_each_time
     judged every member again (``Watcher.detect``), so a node starting in a cluster of
     n ran n^2 phi evaluations (issue 13: most of a 500-node simulation's time). An
     answer re-judges the member that answered."""
-    h = handler(tmp_path)
-    members = {f"n{i}": entry(i) for i in range(1, 201)}
-    h.view = View("n1", Q, N, members, h.view.ring)
-    h.start(0.0)
-    h.tick(0.0)
-    pings = [e for d, e in h.take_outbox() if d == "network" and e[4] == ["ping"]]
+    h, members, pings = pinging_two_hundred(tmp_path)
     assert len(h.down) == 199
     judged = []
     real = gossip.Watcher.detect
     monkeypatch.setattr(gossip.Watcher, "detect",
                         lambda self, now: judged.append(now) or real(self, now))
-    by_peer = {e.peer: node for node, e in members.items()}
-    h.handle_events([["resp", by_peer[e[1]], e[3], ["pong"]] for e in pings], 0.01)
+    answer_every_ping(h, members, pings)
     assert not h.down
     assert len(judged) <= 2, len(judged)
